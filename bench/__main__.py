@@ -1,0 +1,304 @@
+"""`python -m bench [--quick]`: every scenario against voucherd and its baseline, then the table."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+
+from bench import baselines, report, scenarios, wrk
+from bench.report import Row, rate, verdict
+from bench.servers import CLIENT_CORE, Fleet
+
+ROOT = Path(__file__).resolve().parent.parent
+
+TARGET_SHARE_OF_FLOOR = 0.75
+TARGET_BATCH = 300_000.0
+TARGET_UPLOAD = 300_000.0
+TARGET_BYTES_PER_CODE = 24.0
+TARGET_READY_S = 5.0
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="smaller volumes, a few minutes")
+    parser.add_argument(
+        "--skip-voucherd", action="store_true", help="baselines only (voucherd not ready yet)"
+    )
+    parser.add_argument(
+        "--module", default="voucherd", help="server to bench, run as `python -m MODULE serve`"
+    )
+    parser.add_argument("--work-dir", type=Path, help="keep data dirs and logs here")
+    parser.add_argument("--markdown-out", type=Path, help="also write the Markdown to this file")
+    return parser.parse_args(argv)
+
+
+def voucherd_runs(module: str) -> str:
+    """Empty when `python -m voucherd serve --help` works, else why not."""
+    cmd = [sys.executable, "-m", module, "serve", "--help"]
+    done = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=60)
+    return "" if done.returncode == 0 else f"exit {done.returncode}: {done.stderr.strip()[-800:]}"
+
+
+def attempt(what: str, notes: list[str], step: Callable[[], None]) -> None:
+    """Run one scenario group; a failure becomes a note and the bench goes on."""
+    try:
+        step()
+    except Exception as exc:
+        notes.append(f"{what} FAILED: {exc}")
+        traceback.print_exc()
+
+
+def main(argv: list[str]) -> int:
+    args = parse_args(argv)
+    profile = (scenarios.Profile.quick if args.quick else scenarios.Profile.full)(args.module)
+    # The bench's own client work (batch bodies, upload stream) stays off the server's core.
+    os.sched_setaffinity(0, {CLIENT_CORE})
+    wrk.ensure_wrk()
+    os.chdir(ROOT)
+    work_dir = args.work_dir or Path(tempfile.mkdtemp(prefix="voucherd-bench-"))
+    work_dir.mkdir(parents=True, exist_ok=True)
+    print(
+        f"bench: {'quick' if args.quick else 'full'} run, logs and data in {work_dir}", flush=True
+    )
+
+    notes: list[str] = []
+    floor = scenarios.FloorFigures()
+    base = Baselines()
+    claims = scenarios.ClaimFigures()
+    state = scenarios.StateFigures()
+    fleet = Fleet()
+
+    def run_floor() -> None:
+        nonlocal floor
+        floor = scenarios.floor_side(fleet, profile, work_dir, notes)
+
+    def run_claims() -> None:
+        floor_rps = floor.claims.best.rps if floor.claims else 20_000.0
+        scenarios.voucherd_claims(fleet, profile, work_dir, floor_rps, notes, claims)
+
+    def run_floor_again() -> None:
+        scenarios.floor_claims_again(floor, profile, notes)
+
+    def run_state() -> None:
+        scenarios.voucherd_state(fleet, profile, work_dir, notes, state)
+
+    steps: list[tuple[str, Callable[[], None]]] = [
+        ("floor: single claims, batch, upload", run_floor),
+        (
+            "baselines: SQLite executemany, container memory",
+            base.measure(profile.upload_codes, work_dir),
+        ),
+    ]
+    why_not = "skipped (--skip-voucherd)" if args.skip_voucherd else voucherd_runs(args.module)
+    if why_not:
+        notes.append(f"voucherd not run: {why_not}")
+    else:
+        steps.append(("voucherd: single claims", run_claims))
+        steps.append(("floor: single claims again, for drift", run_floor_again))
+        steps.append(("voucherd: upload, memory, batch claims, restarts", run_state))
+    try:
+        for title, run in steps:
+            print(f"bench: {title} ...", flush=True)
+            attempt(title, notes, run)
+    except KeyboardInterrupt:
+        notes.append("interrupted (Ctrl-C): figures below are partial")
+    finally:
+        fleet.stop_all()
+
+    rows = build_rows(profile, floor, base, claims, state)
+    facts = report.machine_facts(argv)
+    print()
+    for key, value in facts:
+        print(f"{key}: {value}")
+    print()
+    print(report.plain_table(rows))
+    if notes:
+        print("\nNotes:\n" + "\n".join(f"- {n}" for n in notes))
+    md = report.markdown(rows, facts, notes)
+    print("\n----- Markdown for bench/RESULTS.md -----\n")
+    print(md)
+    if args.markdown_out:
+        args.markdown_out.write_text(md)
+    print(f"logs: {work_dir}")
+    return 0
+
+
+class Baselines:
+    def __init__(self) -> None:
+        self.sqlite_s: float | None = None
+        self.count = 0
+        self.deque_bpc: float | None = None
+        self.packed_bpc: float | None = None
+
+    def measure(self, count: int, work_dir: Path) -> Callable[[], None]:
+        def run() -> None:
+            self.count = count
+            self.sqlite_s = baselines.sqlite_insert_seconds(count, work_dir)
+            self.deque_bpc = baselines.container_bytes_per_code("deque", count)
+            self.packed_bpc = baselines.container_bytes_per_code("packed", count)
+
+        return run
+
+
+def _ratio(a: float | None, b: float | None, pct: bool = False) -> str:
+    if a is None or b is None or b == 0:
+        return ""
+    return f"{100 * a / b:.0f}% of baseline" if pct else f"{a / b:.2f}x"
+
+
+def _n(count: int) -> str:
+    return f"{count / 1e6:g}M" if count >= 1_000_000 else f"{count / 1e3:g}k"
+
+
+def build_rows(
+    profile: scenarios.Profile,
+    floor: scenarios.FloorFigures,
+    base: Baselines,
+    claims: scenarios.ClaimFigures,
+    state: scenarios.StateFigures,
+) -> list[Row]:
+    missing = "-"
+    rows: list[Row] = []
+
+    # a. single claims
+    vd = claims.claims.best if claims.claims else None
+    fl = floor.claims.best if floor.claims else None
+    conns = f"c={vd.connections}" if vd else "c=?"
+    fl_conns = f"floor c={fl.connections}" if fl else "floor"
+    share = vd.rps / fl.rps if vd and fl else None
+    rows.append(
+        Row(
+            "a. single claims",
+            f"requests/s, wrk -t1 {conns}, {profile.wrk_seconds} s",
+            f"{vd.rps:,.0f}" if vd else missing,
+            fl_conns,
+            f"{fl.rps:,.0f}" if fl else missing,
+            f"{100 * share:.0f}% of floor" if share is not None else "",
+            f">= {100 * TARGET_SHARE_OF_FLOOR:.0f}% of floor",
+            verdict(None if share is None else share >= TARGET_SHARE_OF_FLOOR),
+        )
+    )
+    for label, attr in (("p50", "p50_ms"), ("p99", "p99_ms")):
+        v = getattr(vd, attr) if vd else None
+        f = getattr(fl, attr) if fl else None
+        rows.append(
+            Row(
+                "a. single claims",
+                f"{label} latency (closed loop)",
+                f"{v:.2f} ms" if v is not None else missing,
+                fl_conns,
+                f"{f:.2f} ms" if f is not None else missing,
+                _ratio(v, f),
+            )
+        )
+    rows.append(
+        Row(
+            "a. single claims",
+            "non-2xx / socket errors",
+            f"{vd.non_2xx} / {vd.socket_errors}" if vd else missing,
+            fl_conns,
+            f"{fl.non_2xx} / {fl.socket_errors}" if fl else missing,
+            "",
+            "0 / 0",
+            verdict(None if vd is None else vd.non_2xx == 0 and vd.socket_errors == 0),
+        )
+    )
+
+    # b. batch claims
+    vb = state.batch.per_second if state.batch else None
+    fb = floor.batch.per_second if floor.batch else None
+    rows.append(
+        Row(
+            "b. batch claims",
+            f"claims/s, {_n(profile.batch_users)} users, {_n(profile.batch_size)}/request, "
+            f"{profile.batch_in_flight} in flight",
+            rate(vb) if vb is not None else missing,
+            "floor, same bodies",
+            rate(fb) if fb is not None else missing,
+            _ratio(vb, fb, pct=True),
+            f">= {rate(TARGET_BATCH)}",
+            verdict(None if vb is None else vb >= TARGET_BATCH),
+        )
+    )
+
+    # c. upload
+    vu = state.upload.count / state.upload.seconds if state.upload else None
+    fu = floor.upload.count / floor.upload.seconds if floor.upload else None
+    su = base.count / base.sqlite_s if base.sqlite_s else None
+    metric = f"codes/s, {_n(profile.upload_codes)} codes streamed"
+    target = f">= {rate(TARGET_UPLOAD)}"
+    met = verdict(None if vu is None else vu >= TARGET_UPLOAD)
+    vu_s = rate(vu) if vu is not None else missing
+    rows.append(
+        Row(
+            "c. upload",
+            metric,
+            vu_s,
+            "floor, read+discard",
+            rate(fu) if fu else missing,
+            _ratio(vu, fu, pct=True),
+            target,
+            met,
+        )
+    )
+    rows.append(
+        Row(
+            "c. upload",
+            metric,
+            vu_s,
+            "SQLite executemany, indexed",
+            rate(su) if su else missing,
+            _ratio(vu, su, pct=True),
+            target,
+            met,
+        )
+    )
+
+    # d. memory
+    bpc = None
+    if state.upload and state.rss_empty is not None and state.rss_loaded is not None:
+        bpc = (state.rss_loaded - state.rss_empty) / state.upload.count
+    target = f"<= {TARGET_BYTES_PER_CODE:.0f} B"
+    for name, value in (("deque of str", base.deque_bpc), ("packed bytes", base.packed_bpc)):
+        rows.append(
+            Row(
+                "d. memory",
+                f"RSS bytes per available code, {_n(profile.upload_codes)} codes",
+                f"{bpc:.1f} B" if bpc is not None else missing,
+                name,
+                f"{value:.1f} B" if value is not None else missing,
+                _ratio(bpc, value),
+                target,
+                verdict(None if bpc is None else bpc <= TARGET_BYTES_PER_CODE),
+            )
+        )
+
+    # e. restart
+    held = f"{_n(profile.upload_codes)} codes, {_n(profile.batch_users)} claims"
+    for how, value in (
+        ("SIGKILL", state.ready_after_kill_s),
+        ("SIGTERM", state.ready_after_term_s),
+    ):
+        rows.append(
+            Row(
+                "e. restart",
+                f"spawn to /readyz 200 after {how}, {held}",
+                f"{value:.2f} s" if value is not None else missing,
+                "empty data dir",
+                f"{state.ready_empty_s:.2f} s" if state.ready_empty_s is not None else missing,
+                _ratio(value, state.ready_empty_s),
+                f"<= {TARGET_READY_S:.0f} s",
+                verdict(None if value is None else value <= TARGET_READY_S),
+            )
+        )
+    return rows
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

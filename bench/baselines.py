@@ -1,0 +1,69 @@
+"""Baselines that need no server: raw SQLite inserts and the memory of plain Python containers."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from bench.codes import codes
+from bench.servers import SERVER_CORE
+
+
+def sqlite_insert_seconds(count: int, work_dir: Path) -> float:
+    """Wall time of one executemany of `count` codes into an indexed table in a WAL file."""
+    with tempfile.TemporaryDirectory(dir=work_dir) as tmp:
+        db = sqlite3.connect(Path(tmp) / "baseline.db")
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=NORMAL")
+            db.execute("CREATE TABLE codes (id INTEGER PRIMARY KEY, code TEXT NOT NULL UNIQUE)")
+            began = time.perf_counter()
+            with db:  # one transaction, committed on exit
+                db.executemany(
+                    "INSERT INTO codes (code) VALUES (?)", ((c,) for c in codes("S", count))
+                )
+            return time.perf_counter() - began
+        finally:
+            db.close()
+
+
+# Runs in a fresh interpreter, so its RSS before/after is as clean as voucherd's own.
+_MEMORY_PROBE = """
+import collections, json, sys
+from pathlib import Path
+from bench.codes import csv_chunks
+
+def rss():
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+
+kind, n = sys.argv[1], int(sys.argv[2])
+before = rss()
+if kind == "deque":
+    held = collections.deque()
+    for chunk in csv_chunks("M", n):
+        held.extend(chunk.decode("ascii").split("\\n")[:-1])
+else:
+    held = bytearray()
+    for chunk in csv_chunks("M", n):
+        held += chunk.replace(b"\\n", b"")
+after = rss()
+assert len(held) == (n if kind == "deque" else 12 * n)
+print(json.dumps({"before": before, "after": after}))
+"""
+
+
+def container_bytes_per_code(kind: str, count: int) -> float:
+    """RSS growth per code of a `deque` of str or a packed `bytes` buffer holding `count` codes."""
+    cmd = ["taskset", "-c", str(SERVER_CORE), sys.executable, "-c", _MEMORY_PROBE, kind, str(count)]
+    done = subprocess.run(
+        cmd, capture_output=True, text=True, check=True, cwd=Path(__file__).parent.parent
+    )
+    raw = json.loads(done.stdout)
+    return float(raw["after"] - raw["before"]) / count

@@ -1,0 +1,117 @@
+"""The few API calls the bench makes, each failing loudly with what it sent and what it got."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+
+from bench.codes import acsv_chunks
+
+# No overall deadline: a 10M-code upload may take minutes; a silent server still fails.
+TIMEOUT = aiohttp.ClientTimeout(total=None, sock_connect=10, sock_read=900)
+FAR_FUTURE = "2099-12-31T23:59:59Z"
+
+
+class ApiError(RuntimeError):
+    """A reply the bench did not expect; the message names the request and the reply."""
+
+
+async def _json(resp: aiohttp.ClientResponse, what: str, ok: tuple[int, ...]) -> Any:
+    text = await resp.text()
+    if resp.status not in ok:
+        raise ApiError(f"{what} -> {resp.status}: {text[:2000]}")
+    try:
+        return json.loads(text)
+    except ValueError as exc:
+        raise ApiError(f"{what} -> {resp.status}, not JSON: {text[:2000]}") from exc
+
+
+def session() -> aiohttp.ClientSession:
+    return aiohttp.ClientSession(timeout=TIMEOUT, connector=aiohttp.TCPConnector(limit=64))
+
+
+async def create_list(http: aiohttp.ClientSession, base: str, partner: str, tag: str) -> int:
+    body = {"partner": partner, "tag": tag, "name": f"bench {tag}", "expires_at": FAR_FUTURE}
+    async with http.post(f"{base}/v1/lists", json=body) as resp:
+        reply = await _json(resp, f"POST /v1/lists {body}", (201,))
+    return int(reply["id"])
+
+
+async def get_list(http: aiohttp.ClientSession, base: str, list_id: int) -> dict[str, Any]:
+    async with http.get(f"{base}/v1/lists/{list_id}") as resp:
+        reply: dict[str, Any] = await _json(resp, f"GET /v1/lists/{list_id}", (200,))
+    return reply
+
+
+@dataclass(frozen=True, slots=True)
+class UploadResult:
+    count: int
+    accepted: int
+    seconds: float
+    reply: dict[str, Any]
+
+
+async def upload(
+    http: aiohttp.ClientSession, base: str, list_id: int, prefix: str, count: int
+) -> UploadResult:
+    """Stream `count` fresh codes as text/csv; the reply comes when the upload has finished."""
+    url = f"{base}/v1/lists/{list_id}/uploads?filename=bench-{prefix}.csv"
+    headers = {"Content-Type": "text/csv"}
+    began = time.perf_counter()
+    async with http.post(url, data=acsv_chunks(prefix, count), headers=headers) as resp:
+        reply = await _json(resp, f"POST {url} ({count} codes)", (200, 201))
+    seconds = time.perf_counter() - began
+    return UploadResult(count, int(reply.get("accepted", -1)), seconds, reply)
+
+
+@dataclass(frozen=True, slots=True)
+class BatchResult:
+    users: int
+    claimed: int
+    failed: int
+    seconds: float
+    client_cpu_s: float  # this process's CPU time meanwhile: near `seconds` means client-bound
+    first_failure: str
+
+    @property
+    def per_second(self) -> float:
+        return self.users / self.seconds
+
+
+async def batch_claims(
+    http: aiohttp.ClientSession,
+    base: str,
+    list_id: int,
+    user_prefix: str,
+    users: int,
+    batch_size: int,
+    in_flight: int,
+) -> BatchResult:
+    """Claim for `users` distinct users, `batch_size` per request, `in_flight` requests at once."""
+    url = f"{base}/v1/lists/{list_id}/claims/batch"
+    starts = iter(range(0, users, batch_size))
+    claimed = failed = 0
+    first_failure = ""
+
+    async def worker() -> None:
+        nonlocal claimed, failed, first_failure
+        for start in starts:  # shared iterator: each batch is taken by exactly one worker
+            ids = [f"{user_prefix}{i}" for i in range(start, min(start + batch_size, users))]
+            body = json.dumps({"user_ids": ids}).encode()
+            headers = {"Content-Type": "application/json"}
+            async with http.post(url, data=body, headers=headers) as resp:
+                reply = await _json(resp, f"POST {url} ({len(ids)} users)", (200,))
+            claimed += len(reply["claims"])
+            failed += len(reply["failed"])
+            if reply["failed"] and not first_failure:
+                first_failure = json.dumps(reply["failed"][0])
+
+    began, cpu = time.perf_counter(), time.process_time()
+    await asyncio.gather(*(worker() for _ in range(in_flight)))
+    seconds, cpu = time.perf_counter() - began, time.process_time() - cpu
+    return BatchResult(users, claimed, failed, seconds, cpu, first_failure)

@@ -1,0 +1,108 @@
+"""The results table, in plain text for the terminal and Markdown for bench/RESULTS.md."""
+
+from __future__ import annotations
+
+import os
+import platform
+import shlex
+import sqlite3
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from importlib import metadata
+
+from bench.servers import CLIENT_CORE, SERVER_CORE
+
+HEADERS = ("Scenario", "Metric", "voucherd", "Baseline", "Baseline value", "Ratio", "Target", "Met")
+
+
+@dataclass(frozen=True, slots=True)
+class Row:
+    scenario: str
+    metric: str
+    voucherd: str
+    baseline_name: str = ""
+    baseline: str = ""
+    ratio: str = ""
+    target: str = ""
+    met: str = ""
+
+    def cells(self) -> tuple[str, ...]:
+        return (
+            self.scenario,
+            self.metric,
+            self.voucherd,
+            self.baseline_name,
+            self.baseline,
+            self.ratio,
+            self.target,
+            self.met,
+        )
+
+
+def verdict(ok: bool | None) -> str:
+    return "" if ok is None else ("yes" if ok else "NO")
+
+
+def rate(value: float) -> str:
+    return f"{value:,.0f}/s"
+
+
+def _cpu_model() -> str:
+    with open("/proc/cpuinfo") as f:
+        for line in f:
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or "unknown"
+
+
+def _wrk_version() -> str:
+    try:
+        out = subprocess.run(["wrk", "-v"], capture_output=True, text=True).stdout
+    except OSError:
+        return "not installed"
+    return out.split("Copyright")[0].strip() or "unknown"
+
+
+def _version(package: str) -> str:
+    try:
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:
+        return "absent"
+
+
+def machine_facts(argv: list[str]) -> list[tuple[str, str]]:
+    py = sys.version.split()[0]
+    libs = ", ".join(f"{p} {_version(p)}" for p in ("aiohttp", "uvloop", "aiosqlite"))
+    return [
+        ("Command", "python -m bench " + shlex.join(argv)),
+        ("Date", time.strftime("%Y-%m-%d %H:%M:%S %Z")),
+        ("Machine", f"nproc {os.cpu_count()}, {_cpu_model()}, {platform.release()}"),
+        ("Python", f"{py} ({platform.python_implementation()}); {libs}"),
+        ("SQLite", sqlite3.sqlite_version),
+        ("wrk", _wrk_version()),
+        (
+            "Pinning",
+            f"servers (voucherd, floor, memory probes) on core {SERVER_CORE} via taskset -c "
+            f"{SERVER_CORE}; wrk and the bench's Python client on core {CLIENT_CORE}",
+        ),
+    ]
+
+
+def plain_table(rows: list[Row]) -> str:
+    grid = [HEADERS, *(r.cells() for r in rows)]
+    widths = [max(len(line[i]) for line in grid) for i in range(len(HEADERS))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(line, widths, strict=True)) for line in grid]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(line.rstrip() for line in lines)
+
+
+def markdown(rows: list[Row], facts: list[tuple[str, str]], notes: list[str]) -> str:
+    out = [f"## Run of {time.strftime('%Y-%m-%d %H:%M')}", ""]
+    out += [f"- **{k}**: `{v}`" if k == "Command" else f"- **{k}**: {v}" for k, v in facts]
+    out += ["", "| " + " | ".join(HEADERS) + " |", "|" + "---|" * len(HEADERS)]
+    out += ["| " + " | ".join(c.replace("|", "\\|") for c in r.cells()) + " |" for r in rows]
+    if notes:
+        out += ["", "Notes:", ""] + [f"- {n}" for n in notes]
+    return "\n".join(out) + "\n"

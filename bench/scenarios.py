@@ -1,0 +1,300 @@
+"""The scenarios, each run against voucherd and against its baseline, returning raw figures.
+
+Turning figures into table rows is __main__'s job; here we only measure, and record anything odd
+in `notes` rather than stopping, so one misbehaving scenario still leaves the others' figures.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Coroutine
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import uvloop
+
+from bench import client, wrk
+from bench.servers import Fleet, Server, floor_server, voucherd_server
+
+T = TypeVar("T")
+
+
+def run_async(coro: Coroutine[Any, Any, T]) -> T:
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        return runner.run(coro)
+
+
+@dataclass(frozen=True, slots=True)
+class Profile:
+    wrk_seconds: int
+    connections: tuple[int, ...]
+    claim_codes: int  # codes in the single-claims list before wrk starts
+    batch_users: int
+    batch_size: int
+    batch_in_flight: int
+    upload_codes: int
+    settle_seconds: float
+    module: str = "voucherd"  # run as `python -m MODULE serve ...`
+
+    @classmethod
+    def quick(cls, module: str = "voucherd") -> Profile:
+        return cls(10, (64,), 400_000, 200_000, 10_000, 2, 1_000_000, 5.0, module)
+
+    @classmethod
+    def full(cls, module: str = "voucherd") -> Profile:
+        return cls(30, (16, 64, 256), 2_000_000, 1_000_000, 10_000, 2, 10_000_000, 60.0, module)
+
+
+@dataclass
+class Sweep:
+    best: wrk.WrkResult
+    runs: list[wrk.WrkResult]
+
+
+def sweep(url: str, profile: Profile, label: str, before_run: Any = None) -> Sweep:
+    """wrk at each connection count, keeping the run with the most requests per second."""
+    runs: list[wrk.WrkResult] = []
+    for conns in profile.connections:
+        if before_run is not None:
+            before_run()
+        runs.append(wrk.run(url, conns, profile.wrk_seconds, f"{label}-c{conns}"))
+    return Sweep(max(runs, key=lambda r: r.rps), runs)
+
+
+# ---------------------------------------------------------------------------------------------
+# The floor: scenarios a, b and c against the no-op server.
+
+
+@dataclass
+class FloorFigures:
+    server: Server | None = None  # kept running for a second single-claims sweep
+    claims: Sweep | None = None
+    batch: client.BatchResult | None = None
+    upload: client.UploadResult | None = None
+
+
+def floor_side(fleet: Fleet, profile: Profile, log_dir: Path, notes: list[str]) -> FloorFigures:
+    figures = FloorFigures()
+    floor = figures.server = floor_server(log_dir)
+    fleet.start(floor, timeout=30)
+    wrk.run(f"{floor.url}/v1/lists/1/claims", profile.connections[0], 2, "floor-warm")
+    figures.claims = sweep(f"{floor.url}/v1/lists/1/claims", profile, "floor")
+
+    cpu = floor.cpu()
+    figures.batch = run_async(_batch(floor, 1, "fb-", profile))
+    busy = (floor.cpu() - cpu) / figures.batch.seconds
+    notes.append(f"scenario b floor: {cpu_note(figures.batch, busy)}")
+    figures.upload = run_async(_upload(floor, 1, "U", profile.upload_codes))
+    return figures
+
+
+def floor_claims_again(figures: FloorFigures, profile: Profile, notes: list[str]) -> None:
+    """A second floor sweep after voucherd's, so drift of the machine over the run shows.
+
+    The table keeps the best floor run of both sweeps, as it keeps voucherd's best run.
+    """
+    if figures.server is None or figures.claims is None:
+        return
+    again = sweep(f"{figures.server.url}/v1/lists/1/claims", profile, "floor-again")
+    runs = figures.claims.runs + again.runs
+    figures.claims = Sweep(max(runs, key=lambda r: r.rps), runs)
+    spread = ", ".join(f"c={r.connections}: {r.rps:,.0f}" for r in runs)
+    notes.append(f"scenario a floor runs (req/s), before and after voucherd's: {spread}")
+    status, _ = figures.server.stop()
+    if status != 0:
+        notes.append(f"floor exited with status {status} on SIGTERM")
+
+
+# ---------------------------------------------------------------------------------------------
+# voucherd, scenario a: single claims over HTTP on a server of its own.
+
+
+@dataclass
+class ClaimFigures:
+    ready_empty_s: float | None = None
+    claims: Sweep | None = None
+
+
+def voucherd_claims(
+    fleet: Fleet,
+    profile: Profile,
+    work_dir: Path,
+    floor_rps: float,
+    notes: list[str],
+    figures: ClaimFigures,
+) -> None:
+    """Fills `figures` as it goes, so a failure part-way still leaves what was measured."""
+    server = voucherd_server(work_dir, work_dir / "claims-data", profile.module)
+    figures.ready_empty_s = fleet.start(server)
+    list_id = run_async(_new_list(server, "bench-claims", "claims"))
+    prefixes = iter("ABCDEFGHIJKL")
+    # Enough codes that wrk can never exhaust the list: a 409 list_exhausted would make the
+    # figure meaningless. voucherd will not beat the floor by 1.5x, so that bounds a run.
+    needed = int(1.5 * floor_rps * profile.wrk_seconds) + 10_000
+
+    def top_up(minimum: int) -> None:
+        available = run_async(_available(server, list_id))
+        while available < minimum:
+            prefix = next(prefixes)
+            count = max(profile.claim_codes, minimum - available)
+            up = run_async(_upload(server, list_id, prefix, count))
+            if up.accepted != count:
+                notes.append(f"voucherd claims list: upload of {count} accepted {up.accepted}")
+            available = run_async(_available(server, list_id))
+
+    top_up(max(needed, profile.claim_codes))
+    url = f"{server.url}/v1/lists/{list_id}/claims"
+    wrk.run(url, profile.connections[0], 2, "vd-warm")
+    before = run_async(_distributed(server, list_id))
+    figures.claims = sweep(url, profile, "vd", before_run=lambda: top_up(needed))
+    after = run_async(_distributed(server, list_id))
+    made = sum(r.requests - r.non_2xx for r in figures.claims.runs)
+    notes.append(
+        f"scenario a: wrk counted {made:,} 2xx claims in the measured runs; the list's "
+        f"`distributed` grew by {after - before:,} (requests cut off at a run's end may differ)"
+    )
+    if len(figures.claims.runs) > 1:
+        spread = ", ".join(f"c={r.connections}: {r.rps:,.0f}" for r in figures.claims.runs)
+        notes.append(f"scenario a voucherd runs (req/s): {spread}")
+    for run in figures.claims.runs:
+        if run.non_2xx or run.socket_errors:
+            notes.append(
+                f"scenario a, {run.connections} connections: {run.non_2xx} non-2xx, "
+                f"{run.socket_errors} socket errors/timeouts (see voucherd log)"
+            )
+    _stop(server, "claims server", notes)
+
+
+# ---------------------------------------------------------------------------------------------
+# voucherd, scenarios c, d, b and e on one server: upload into an empty server (memory),
+# batch-claim from that list, then crash and restart it.
+
+
+@dataclass
+class StateFigures:
+    ready_empty_s: float | None = None
+    rss_empty: int | None = None
+    upload: client.UploadResult | None = None
+    rss_loaded: int | None = None
+    batch: client.BatchResult | None = None
+    ready_after_kill_s: float | None = None
+    ready_after_term_s: float | None = None
+    term_exit: tuple[int | None, float] | None = None
+    codes: dict[str, Any] = field(default_factory=dict)
+
+
+def voucherd_state(
+    fleet: Fleet, profile: Profile, work_dir: Path, notes: list[str], figures: StateFigures
+) -> None:
+    server = voucherd_server(work_dir, work_dir / "state-data", profile.module)
+    figures.ready_empty_s = fleet.start(server)
+    figures.rss_empty = server.rss()
+    list_id = run_async(_new_list(server, "bench-state", "state"))
+
+    figures.upload = run_async(_upload(server, list_id, "U", profile.upload_codes))
+    if figures.upload.accepted != profile.upload_codes:
+        notes.append(
+            f"scenario c: upload of {profile.upload_codes:,} codes accepted "
+            f"{figures.upload.accepted:,}: {figures.upload.reply}"
+        )
+    figures.rss_loaded = settled_rss(server, profile.settle_seconds)
+    notes.append(
+        f"scenario d: voucherd RSS {figures.rss_empty / 2**20:,.1f} MiB empty, "
+        f"{figures.rss_loaded / 2**20:,.1f} MiB holding {profile.upload_codes:,} codes"
+    )
+
+    cpu = server.cpu()
+    figures.batch = run_async(_batch(server, list_id, "vb-", profile))
+    busy = (server.cpu() - cpu) / figures.batch.seconds
+    notes.append(f"scenario b voucherd: {cpu_note(figures.batch, busy)}")
+    if figures.batch.failed or figures.batch.claimed != profile.batch_users:
+        notes.append(
+            f"scenario b: {figures.batch.claimed:,} claimed, {figures.batch.failed:,} failed of "
+            f"{profile.batch_users:,}; first failure: {figures.batch.first_failure or '-'}"
+        )
+    expected = run_async(_codes(server, list_id))
+    figures.codes = expected
+
+    server.kill()
+    figures.ready_after_kill_s = fleet.start(server)
+    _check_codes(run_async(_codes(server, list_id)), expected, "after SIGKILL", notes)
+
+    figures.term_exit = server.stop()
+    notes.append(
+        f"scenario e: on SIGTERM voucherd exited with status {figures.term_exit[0]} "
+        f"(want 0) after {figures.term_exit[1]:.2f} s"
+    )
+    figures.ready_after_term_s = fleet.start(server)
+    _check_codes(run_async(_codes(server, list_id)), expected, "after SIGTERM", notes)
+    _stop(server, "state server", notes)
+
+
+def cpu_note(batch: client.BatchResult, server_busy: float) -> str:
+    """Which side was the bottleneck: a core near 100% busy is the one that limited the rate."""
+    client_busy = batch.client_cpu_s / batch.seconds
+    return f"server core {100 * server_busy:.0f}% busy, bench client {100 * client_busy:.0f}%"
+
+
+def settled_rss(server: Server, max_seconds: float) -> int:
+    """RSS once it stops moving (under 0.5% over two seconds), or after `max_seconds`."""
+    samples = [server.rss()]
+    deadline = time.monotonic() + max_seconds
+    while time.monotonic() < deadline:
+        time.sleep(0.5)
+        samples.append(server.rss())
+        window = samples[-5:]
+        if len(window) == 5 and max(window) - min(window) < 0.005 * max(window):
+            break
+    return samples[-1]
+
+
+def _check_codes(got: dict[str, Any], want: dict[str, Any], when: str, notes: list[str]) -> None:
+    if got != want:
+        notes.append(f"scenario e: list codes {when} were {got}, before the restart {want}")
+
+
+def _stop(server: Server, what: str, notes: list[str]) -> None:
+    status, seconds = server.stop()
+    if status != 0:
+        notes.append(f"voucherd ({what}) exited {status} on SIGTERM after {seconds:.1f} s")
+
+
+async def _new_list(server: Server, partner: str, tag: str) -> int:
+    async with client.session() as http:
+        return await client.create_list(http, server.url, partner, tag)
+
+
+async def _upload(server: Server, list_id: int, prefix: str, count: int) -> client.UploadResult:
+    async with client.session() as http:
+        return await client.upload(http, server.url, list_id, prefix, count)
+
+
+async def _batch(
+    server: Server, list_id: int, user_prefix: str, profile: Profile
+) -> client.BatchResult:
+    async with client.session() as http:
+        return await client.batch_claims(
+            http,
+            server.url,
+            list_id,
+            user_prefix,
+            profile.batch_users,
+            profile.batch_size,
+            profile.batch_in_flight,
+        )
+
+
+async def _codes(server: Server, list_id: int) -> dict[str, Any]:
+    async with client.session() as http:
+        codes: dict[str, Any] = (await client.get_list(http, server.url, list_id))["codes"]
+    return codes
+
+
+async def _available(server: Server, list_id: int) -> int:
+    return int((await _codes(server, list_id))["available"])
+
+
+async def _distributed(server: Server, list_id: int) -> int:
+    return int((await _codes(server, list_id))["distributed"])

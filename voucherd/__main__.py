@@ -1,0 +1,3 @@
+from voucherd.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,426 @@
+"""The list actor: owns one voucher list's available codes and claims, one turn at a time.
+
+Claims are pipelined: a turn takes codes for every claim in the mailbox, hands all their records
+to the journal as one entry and moves on; the replies go out when that entry commits. If it
+fails, the codes go back to the front of the pool, so memory never drifts from the database.
+Administrative messages (status changes, edits, completing or withdrawing an upload) wait for
+their own commit before the next message is handled, so claims never see a half-made change.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from functools import partial
+from typing import Any
+
+from voucherd import clock, errors
+from voucherd.actors.base import Actor, Envelope
+from voucherd.claims import INSERT_CLAIM, Claim, identity
+from voucherd.lists import UPDATE_LIST, ListInfo, update_row
+from voucherd.metrics import Metrics
+from voucherd.persistence.journal import Journal, Op, Rows
+from voucherd.pool import Code, CodePool, Segment
+from voucherd.statuses import STORED_AFTER, Action, Status, check
+
+log = logging.getLogger(__name__)
+
+BATCH_SLICE = 1000
+
+
+# -- messages ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class TakeCode:
+    """A claim: give this (user, idempotency key) a code, or the one it already has."""
+
+    user_id: str
+    idempotency_key: str = ""
+    metadata: bytes | None = None
+    source: str = "API"
+    campaign_id: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class TakeCodes:
+    """A batch claim: one code for each distinct user, without idempotency keys."""
+
+    user_ids: Sequence[str]
+
+
+@dataclass(frozen=True, slots=True)
+class Transition:
+    action: Action
+
+
+@dataclass(frozen=True, slots=True)
+class Edit:
+    name: str | None = None
+    description: str | None = None
+    expires_at: float | None = None
+    low_stock_threshold: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class CompleteUpload:
+    upload_id: int
+    segments: Sequence[Segment]
+    accepted: int
+    ops: Sequence[Op]
+
+
+@dataclass(frozen=True, slots=True)
+class Withdraw:
+    upload_id: int
+
+
+Message = TakeCode | TakeCodes | Transition | Edit | CompleteUpload | Withdraw
+
+
+# -- replies -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimOutcome:
+    """`claim` is None for a repeat of a claim made earlier: the caller reads it by id."""
+
+    claim_id: int
+    claim: Claim | None
+    created: bool
+
+
+@dataclass(slots=True)
+class BatchOutcome:
+    claims: list[Claim] = field(default_factory=list)
+    repeat_ids: list[int] = field(default_factory=list)
+    failed: list[tuple[str, errors.VoucherdError]] = field(default_factory=list)
+
+
+# -- state -------------------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class _Pending:
+    """A claim taken from the pool whose record is not committed yet."""
+
+    claim: Claim
+    code: Code
+    durable: asyncio.Future[Any] | None = None
+
+
+@dataclass(slots=True)
+class _Turn:
+    taken: list[_Pending] = field(default_factory=list)
+    waits: list[tuple[Envelope[Any], _Pending, bool]] = field(default_factory=list)
+
+
+class Ids:
+    """Id sequences shared by all actors; they run on one event loop, so plain ints suffice."""
+
+    def __init__(self, list_id: int = 0, upload_id: int = 0, code_id: int = 0, claim_id: int = 0):
+        self.list_id = list_id
+        self.upload_id = upload_id
+        self.code_id = code_id
+        self.claim_id = claim_id
+
+    def next_list(self) -> int:
+        self.list_id += 1
+        return self.list_id
+
+    def next_upload(self) -> int:
+        self.upload_id += 1
+        return self.upload_id
+
+    def next_claim(self) -> int:
+        self.claim_id += 1
+        return self.claim_id
+
+    def take_codes(self, count: int) -> int:
+        first = self.code_id + 1
+        self.code_id += count
+        return first
+
+
+class ListActor(Actor[Message]):
+    def __init__(
+        self,
+        info: ListInfo,
+        *,
+        journal: Journal,
+        ids: Ids,
+        metrics: Metrics,
+        mailbox_size: int,
+        pool: CodePool | None = None,
+        claims: dict[str, int] | None = None,
+        uploads: dict[int, str] | None = None,
+    ) -> None:
+        super().__init__(f"list-{info.id}", mailbox_size)
+        self.info = info
+        self.pool = pool or CodePool()
+        self.journal = journal
+        self.ids = ids
+        self.metrics = metrics
+        self._claims: dict[str, int] = claims or {}
+        self._pending: dict[str, _Pending] = {}
+        # Status of each finished upload of this list: completed or withdrawn.
+        self.uploads: dict[int, str] = uploads or {}
+        # Codes stored by uploads still in progress: they count against the list's cap.
+        self.incoming = 0
+
+    async def receive(self, batch: list[Envelope[Message]]) -> None:
+        turn = _Turn()
+        for envelope in batch:
+            message = envelope.message
+            if isinstance(message, TakeCode):
+                self._take_one(envelope, message, turn)
+                continue
+            self._commit_turn(turn)
+            turn = _Turn()
+            try:
+                if isinstance(message, TakeCodes):
+                    await self._take_many(envelope, message)
+                else:
+                    envelope.reply(await self._administer(message))
+            except errors.VoucherdError as exc:
+                envelope.fail(exc)
+        self._commit_turn(turn)
+
+    # -- claims --------------------------------------------------------------------------------
+
+    def _take_one(self, envelope: Envelope[Message], message: TakeCode, turn: _Turn) -> None:
+        key = identity(message.user_id, message.idempotency_key)
+        claim_id = self._claims.get(key)
+        if claim_id is not None:
+            envelope.reply(ClaimOutcome(claim_id, None, created=False))
+            return
+        pending = self._pending.get(key)
+        if pending is not None:
+            turn.waits.append((envelope, pending, False))
+            return
+        try:
+            pending = self._take(key, message)
+        except errors.VoucherdError as exc:
+            envelope.fail(exc)
+            return
+        turn.taken.append(pending)
+        turn.waits.append((envelope, pending, True))
+
+    def _take(self, key: str, message: TakeCode) -> _Pending:
+        now = clock.now()
+        check(self.info.status(now), Action.CLAIM, self.info.id)
+        code = self.pool.pop()
+        if code is None:
+            raise errors.ListExhausted(f"list {self.info.id} has no codes left")
+        claim = Claim(
+            id=self.ids.next_claim(),
+            list_id=self.info.id,
+            user_id=message.user_id,
+            idempotency_key=message.idempotency_key,
+            code_id=code.id,
+            code=code.code,
+            claimed_at=now,
+            source=message.source,
+            campaign_id=message.campaign_id,
+            metadata=message.metadata,
+        )
+        self.info.counts.distributed += 1
+        pending = _Pending(claim, code)
+        self._pending[key] = pending
+        return pending
+
+    def _commit_turn(self, turn: _Turn) -> None:
+        if turn.taken:
+            try:
+                durable = self.journal.submit(
+                    [Rows(INSERT_CLAIM, [p.claim.row() for p in turn.taken])],
+                    records=len(turn.taken),
+                )
+            except errors.VoucherdError as exc:
+                self._give_back(turn.taken)
+                for envelope, pending, _ in turn.waits:
+                    if pending in turn.taken:
+                        envelope.fail(exc)
+                turn.waits = [w for w in turn.waits if w[1] not in turn.taken]
+            else:
+                for pending in turn.taken:
+                    pending.durable = durable
+                durable.add_done_callback(partial(self._settle, turn.taken))
+        for envelope, pending, created in turn.waits:
+            assert pending.durable is not None
+            pending.durable.add_done_callback(partial(_answer, envelope, pending.claim, created))
+
+    def _settle(self, taken: list[_Pending], durable: asyncio.Future[Any]) -> None:
+        if durable.cancelled() or durable.exception() is not None:
+            self._give_back(taken)
+            return
+        for pending in taken:
+            claim = pending.claim
+            key = identity(claim.user_id, claim.idempotency_key)
+            del self._pending[key]
+            self._claims[key] = claim.id
+
+    def _give_back(self, taken: list[_Pending]) -> None:
+        """Undo claims whose records were never written: their codes go out next."""
+        for pending in reversed(taken):
+            claim = pending.claim
+            self._pending.pop(identity(claim.user_id, claim.idempotency_key), None)
+            self.info.counts.distributed -= 1
+            if self.uploads.get(pending.code.upload_id) == "withdrawn":
+                self._withdraw_late(pending.code)
+            else:
+                self.pool.give_back(pending.code)
+
+    def _withdraw_late(self, code: Code) -> None:
+        # Its upload was withdrawn while the claim was in flight: it joins the withdrawn ones.
+        self.info.counts.withdrawn += 1
+        try:
+            self.journal.submit(
+                [
+                    Rows("DELETE FROM codes WHERE id = ?", [(code.id,)]),
+                    Rows(
+                        "UPDATE uploads SET withdrawn = withdrawn + 1 WHERE id = ?",
+                        [(code.upload_id,)],
+                    ),
+                ]
+            )
+        except errors.VoucherdError:
+            log.error("list %d: could not record a late withdrawal", self.info.id)
+
+    async def _take_many(self, envelope: Envelope[Message], message: TakeCodes) -> None:
+        outcome = BatchOutcome()
+        waits: list[_Pending] = []
+        users = list(dict.fromkeys(message.user_ids))
+        for start in range(0, len(users), BATCH_SLICE):
+            turn = _Turn()
+            for user_id in users[start : start + BATCH_SLICE]:
+                key = identity(user_id, "")
+                claim_id = self._claims.get(key)
+                if claim_id is not None:
+                    outcome.repeat_ids.append(claim_id)
+                    continue
+                pending = self._pending.get(key)
+                if pending is None:
+                    try:
+                        pending = self._take(key, TakeCode(user_id))
+                    except errors.VoucherdError as exc:
+                        outcome.failed.append((user_id, exc))
+                        continue
+                    turn.taken.append(pending)
+                waits.append(pending)
+            self._commit_turn(turn)
+            for pending in turn.taken:
+                if pending.durable is None:
+                    waits.remove(pending)
+                    outcome.failed.append(
+                        (pending.claim.user_id, errors.Overloaded("the journal queue is full"))
+                    )
+            # Let other lists and requests run between slices of a large batch.
+            await asyncio.sleep(0)
+        durables = {id(p.durable): p.durable for p in waits if p.durable is not None}
+        done = asyncio.gather(*durables.values(), return_exceptions=True)
+        done.add_done_callback(partial(_answer_batch, envelope, outcome, waits))
+
+    # -- administration ------------------------------------------------------------------------
+
+    async def _administer(self, message: Message) -> Any:
+        now = clock.now()
+        info = self.info
+        if isinstance(message, Transition):
+            check(info.status(now), message.action, info.id)
+            changed = info.replace(stored_status=STORED_AFTER[message.action], updated_at=now)
+            await self.journal.write(Rows(UPDATE_LIST, [update_row(changed)]))
+            self.info = changed
+            if changed.stored_status is Status.ARCHIVED:
+                self.pool.clear()
+            return changed
+        if isinstance(message, Edit):
+            return await self._edit(message, now)
+        if isinstance(message, CompleteUpload):
+            if info.stored_status is Status.ARCHIVED:
+                raise errors.ListArchived(f"list {info.id} was archived during the upload")
+            await self.journal.write(*message.ops)
+            self.pool.add(message.segments)
+            info.counts.uploaded += message.accepted
+            self.uploads[message.upload_id] = "completed"
+            return None
+        if isinstance(message, Withdraw):
+            return await self._withdraw(message.upload_id, now)
+        raise TypeError(f"unexpected message {type(message).__name__}")
+
+    async def _edit(self, edit: Edit, now: float) -> ListInfo:
+        info = self.info
+        status = info.status(now)
+        check(status, Action.EDIT, info.id)
+        changes: dict[str, Any] = {
+            name: value
+            for name, value in (
+                ("name", edit.name),
+                ("description", edit.description),
+                ("expires_at", edit.expires_at),
+                ("low_stock_threshold", edit.low_stock_threshold),
+            )
+            if value is not None
+        }
+        changed = info.replace(updated_at=now, **changes)
+        if status is Status.EXPIRED and changed.expires_at > now:
+            # Extending an expired list's date re-activates it, as the status table says.
+            changed.stored_status = Status.ACTIVE
+        await self.journal.write(Rows(UPDATE_LIST, [update_row(changed)]))
+        self.info = changed
+        return changed
+
+    async def _withdraw(self, upload_id: int, now: float) -> int:
+        status = self.uploads.get(upload_id)
+        if status != "completed":
+            state = "already withdrawn" if status == "withdrawn" else "not completed"
+            raise errors.Conflict(f"upload {upload_id} is {state}: nothing to withdraw")
+        if self.info.stored_status is Status.ARCHIVED:
+            raise errors.ListArchived(f"list {self.info.id} is archived")
+        count, ranges = self.pool.held_by(upload_id)
+        await self.journal.write(
+            Rows("DELETE FROM codes WHERE id >= ? AND id < ?", ranges),
+            Rows(
+                "UPDATE uploads SET status = 'withdrawn', withdrawn = ? WHERE id = ?",
+                [(count, upload_id)],
+            ),
+            records=max(1, count),
+        )
+        # Claims wait for this turn, but a failed claim may have given a code back meanwhile.
+        taken, late = self.pool.withdraw(upload_id)
+        self.uploads[upload_id] = "withdrawn"
+        self.info.counts.withdrawn += count
+        for start, _ in late[len(ranges) :]:
+            self._withdraw_late(Code(start, "", upload_id))
+        return taken
+
+
+def _answer(
+    envelope: Envelope[Any], claim: Claim, created: bool, durable: asyncio.Future[Any]
+) -> None:
+    if durable.cancelled():
+        envelope.fail(errors.StorageUnavailable("the claim was not written"))
+    elif (exc := durable.exception()) is not None:
+        envelope.fail(exc)
+    else:
+        envelope.reply(ClaimOutcome(claim.id, claim, created))
+
+
+def _answer_batch(
+    envelope: Envelope[Any],
+    outcome: BatchOutcome,
+    waits: Iterable[_Pending],
+    done: asyncio.Future[list[Any]],
+) -> None:
+    for pending in waits:
+        durable = pending.durable
+        assert durable is not None
+        if durable.cancelled() or durable.exception() is not None:
+            outcome.failed.append(
+                (pending.claim.user_id, errors.StorageUnavailable("the claim was not written"))
+            )
+        else:
+            outcome.claims.append(pending.claim)
+    envelope.reply(outcome)

@@ -1,0 +1,75 @@
+"""A claim: one code given to one (list, user, idempotency key), and how the API shows it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import msgpack
+
+from voucherd import clock
+
+MAX_USER_ID = 256
+MAX_IDEMPOTENCY_KEY = 256
+MAX_METADATA_BYTES = 4096
+
+INSERT_CLAIM = (
+    "INSERT INTO claims (id, list_id, user_id, idempotency_key, code_id, code, claimed_at,"
+    " source, campaign_id, metadata) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+SELECT_CLAIM = (
+    "SELECT id, list_id, user_id, idempotency_key, code_id, code, claimed_at, source,"
+    " campaign_id, metadata FROM claims"
+)
+
+
+def identity(user_id: str, idempotency_key: str) -> str:
+    """The in-memory key of a claim within its list. The separator cannot occur in JSON-borne
+    ids that passed validation, so two different pairs never share a key."""
+    return f"{user_id}\x1f{idempotency_key}"
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    id: int
+    list_id: int
+    user_id: str
+    idempotency_key: str
+    code_id: int
+    code: str
+    claimed_at: float
+    source: str = "API"
+    campaign_id: int | None = None
+    metadata: bytes | None = None
+
+    @classmethod
+    def from_row(cls, row: tuple[Any, ...]) -> Claim:
+        return cls(*row)
+
+    def row(self) -> tuple[Any, ...]:
+        return (
+            self.id,
+            self.list_id,
+            self.user_id,
+            self.idempotency_key,
+            self.code_id,
+            self.code,
+            self.claimed_at,
+            self.source,
+            self.campaign_id,
+            self.metadata,
+        )
+
+    def view(self, expires_at: float) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "list_id": self.list_id,
+            "user_id": self.user_id,
+            "idempotency_key": self.idempotency_key,
+            "code": self.code,
+            "claimed_at": clock.format_time(self.claimed_at),
+            "expires_at": clock.format_time(expires_at),
+            "source": self.source,
+            "campaign_id": self.campaign_id,
+            "metadata": msgpack.unpackb(self.metadata) if self.metadata else {},
+        }

@@ -1,0 +1,219 @@
+"""The `voucherd` command: serve, upload a CSV to a running server, create API keys."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import ipaddress
+import json
+import logging
+import os
+import secrets
+import sys
+import time
+from collections.abc import AsyncIterator, Sequence
+from pathlib import Path
+
+import aiohttp
+import uvloop
+from aiohttp import web
+
+from voucherd import __version__
+from voucherd.settings import Settings, hash_key
+
+log = logging.getLogger("voucherd")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="voucherd", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"voucherd {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    serve = commands.add_parser("serve", help="run the server")
+    serve.add_argument("--host", help="address to listen on (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="port to listen on (default 8080)")
+    serve.add_argument("--data-dir", type=Path, help="where the journal lives (./voucherd-data)")
+    serve.add_argument("--config", type=Path, help="a TOML file of settings and API keys")
+
+    upload = commands.add_parser("upload", help="stream a CSV of codes to a running server")
+    upload.add_argument("list_id", type=int)
+    upload.add_argument("file", type=Path)
+    upload.add_argument(
+        "--url", default=os.environ.get("VOUCHERD_URL", "http://127.0.0.1:8080"),
+        help="the server (env VOUCHERD_URL)",
+    )  # fmt: skip
+    upload.add_argument(
+        "--key", default=os.environ.get("VOUCHERD_KEY"), help="an admin API key (env VOUCHERD_KEY)"
+    )
+
+    keys = commands.add_parser("keys", help="manage API keys")
+    key_commands = keys.add_subparsers(dest="keys_command", required=True)
+    create = key_commands.add_parser("create", help="print a new key and its config lines")
+    create.add_argument("name")
+    create.add_argument(
+        "--scope", action="append", choices=["admin", "issue", "read"], required=True
+    )
+
+    args = parser.parse_args(argv)
+    if args.command == "serve":
+        return serve_command(args)
+    if args.command == "upload":
+        try:
+            size = args.file.stat().st_size
+        except OSError as exc:
+            print(f"voucherd: {exc}", file=sys.stderr)
+            return 2
+        return asyncio.run(upload_command(args.list_id, args.file, size, args.url, args.key))
+    return keys_command(args.name, args.scope)
+
+
+def serve_command(args: argparse.Namespace) -> int:
+    try:
+        settings = Settings.load(
+            args.config, host=args.host, port=args.port, data_dir=args.data_dir
+        )
+    except (OSError, ValueError) as exc:
+        print(f"voucherd: {exc}", file=sys.stderr)
+        return 2
+    logging.basicConfig(
+        level=settings.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    if settings.open_mode and not _is_loopback(settings.host):
+        print(
+            f"voucherd: refusing to listen on {settings.host} with no API keys configured;"
+            " add keys to the config file (voucherd keys create) or listen on 127.0.0.1",
+            file=sys.stderr,
+        )
+        return 2
+    from voucherd.server.app import create_app
+
+    log.info(
+        "voucherd %s on http://%s:%d, data in %s, synchronous=%s, %s",
+        __version__,
+        settings.host,
+        settings.port,
+        settings.data_dir,
+        settings.synchronous,
+        "open (no API keys)" if settings.open_mode else f"{len(settings.keys)} API keys",
+    )
+    # run_app stops listening on SIGTERM/SIGINT, lets requests in flight finish, then runs the
+    # cleanup that drains the actors and flushes the journal; it returns normally: exit 0.
+    try:
+        web.run_app(
+            create_app(settings),
+            host=settings.host,
+            port=settings.port,
+            shutdown_timeout=settings.shutdown_timeout,
+            access_log=None,
+            print=None,
+            loop=uvloop.new_event_loop(),
+        )
+    except OSError as exc:
+        log.error("cannot serve on %s:%d: %s", settings.host, settings.port, exc.strerror or exc)
+        return 1
+    return 0
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def keys_command(name: str, scopes: list[str]) -> int:
+    key = "vd_" + secrets.token_urlsafe(32)
+    print(f"API key (shown once, keep it secret): {key}\n")
+    print("Add these lines to the config file:\n")
+    print(f"[keys.{json.dumps(name)}]")
+    print(f'sha256 = "{hash_key(key)}"')
+    print(f"scopes = {json.dumps(sorted(set(scopes)))}")
+    return 0
+
+
+async def upload_command(list_id: int, path: Path, size: int, url: str, key: str | None) -> int:
+    progress = _Progress(size)
+
+    async def body() -> AsyncIterator[bytes]:
+        with path.open("rb") as file:
+            while data := file.read(256 * 1024):
+                progress.advance(len(data))
+                yield data
+
+    headers = {"Content-Type": "text/csv"}
+    if key:
+        headers["Authorization"] = f"Bearer {key}"
+    endpoint = f"{url.rstrip('/')}/v1/lists/{list_id}/uploads"
+    timeout = aiohttp.ClientTimeout(total=None, sock_connect=10)
+    try:
+        async with (
+            aiohttp.ClientSession(timeout=timeout) as session,
+            session.post(
+                endpoint, params={"filename": path.name}, data=body(), headers=headers
+            ) as response,
+        ):
+            progress.done()
+            reply = await response.json(content_type=None)
+    except (aiohttp.ClientError, json.JSONDecodeError) as exc:
+        progress.done()
+        print(f"voucherd: upload failed: {exc}", file=sys.stderr)
+        return 1
+    if response.status >= 400:
+        error = reply.get("error", {}) if isinstance(reply, dict) else {}
+        print(f"voucherd: {response.status} {error.get('code')}: {error.get('message')}",
+              file=sys.stderr)  # fmt: skip
+        return 1
+    print(_summary(reply, f"{endpoint}/{reply['id']}/errors"))
+    return 0 if reply["status"] == "completed" else 1
+
+
+def _summary(upload: dict[str, object], errors_url: str) -> str:
+    lines = [
+        f"upload {upload['id']} to list {upload['list_id']}: {upload['status']}",
+        f"  rows {upload['rows']}, accepted {upload['accepted']}, rejected {upload['rejected']}",
+    ]
+    errors = upload.get("errors") or {}
+    assert isinstance(errors, dict)
+    for reason, count in sorted(errors.items()):
+        lines.append(f"    {reason}: {count}")
+    error = upload.get("error")
+    if isinstance(error, dict):
+        lines.append(f"  failed: {error.get('code')}: {error.get('message')}")
+    if upload["rejected"]:
+        lines.append(f"  error file: {errors_url}")
+    return "\n".join(lines)
+
+
+class _Progress:
+    """A progress bar on stderr, redrawn at most ten times a second."""
+
+    def __init__(self, total: int) -> None:
+        self.total = max(total, 1)
+        self.sent = 0
+        self.started = time.monotonic()
+        self._drawn = 0.0
+        self.visible = sys.stderr.isatty()
+
+    def advance(self, size: int) -> None:
+        self.sent += size
+        now = time.monotonic()
+        if now - self._drawn >= 0.1 or self.sent >= self.total:
+            self._drawn = now
+            self._draw(now)
+
+    def _draw(self, now: float) -> None:
+        if not self.visible:
+            return
+        share = min(self.sent / self.total, 1.0)
+        rate = self.sent / max(now - self.started, 1e-6) / 1e6
+        bar = "#" * int(share * 30)
+        sys.stderr.write(f"\r[{bar:<30}] {share:6.1%} {self.sent / 1e6:,.1f} MB {rate:,.1f} MB/s")
+        sys.stderr.flush()
+
+    def done(self) -> None:
+        if self.visible:
+            self._draw(time.monotonic())
+            sys.stderr.write("\n")

@@ -1,0 +1,1 @@
+"""Durable state: the SQLite write-ahead journal, its schema, and recovery at start-up."""

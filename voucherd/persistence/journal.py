@@ -1,0 +1,239 @@
+"""The journal: one writer task that makes every change durable, in groups.
+
+Callers hand it operations and await a future. The writer takes everything queued, writes it in
+one transaction with one commit, and only then resolves the futures — so a reply that waits on
+its future is sent after its records are on disk, and a thousand concurrent claims cost one
+fsync instead of a thousand.
+
+Lifecycle::
+
+    open() -> writer running -> close(): stop is queued behind pending work,
+    which is committed first; then the connections close.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import sqlite3
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiosqlite
+
+from voucherd import errors
+from voucherd.metrics import Metrics
+from voucherd.persistence.schema import SCHEMA, VERSION
+
+log = logging.getLogger(__name__)
+
+Row = Sequence[Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Rows:
+    """Rows for one statement; rows of the same statement from many callers share one
+    executemany."""
+
+    sql: str
+    rows: Sequence[Row]
+
+
+@dataclass(frozen=True, slots=True)
+class Step:
+    """A function run inside the group's transaction, isolated by a savepoint: if it raises,
+    only its own caller gets the error."""
+
+    run: Callable[[aiosqlite.Connection], Awaitable[Any]]
+
+
+Op = Rows | Step
+
+
+@dataclass(slots=True)
+class _Entry:
+    ops: Sequence[Op]
+    records: int
+    future: asyncio.Future[Any] = field(
+        default_factory=lambda: asyncio.get_running_loop().create_future()
+    )
+
+
+_STOP = object()
+
+
+class Journal:
+    def __init__(self, path: Path, synchronous: str, queue_limit: int, metrics: Metrics) -> None:
+        self.path = path
+        self.synchronous = synchronous.upper()
+        self.queue_limit = queue_limit
+        self.metrics = metrics
+        self._queue: asyncio.Queue[_Entry | object] = asyncio.Queue()
+        self._queued_records = 0
+        self._writer: asyncio.Task[None] | None = None
+        self._db: aiosqlite.Connection | None = None
+        self._reader: aiosqlite.Connection | None = None
+        self._closing = False
+
+    # -- lifecycle -----------------------------------------------------------------------------
+
+    async def open(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = await aiosqlite.connect(self.path, isolation_level=None)
+        await self._db.execute("PRAGMA journal_mode=WAL")
+        await self._db.execute(f"PRAGMA synchronous={self.synchronous}")
+        await self._db.execute("PRAGMA cache_size=-262144")
+        await self._db.execute("PRAGMA temp_store=MEMORY")
+        await self._db.executescript(SCHEMA)
+        await self._db.execute(
+            "INSERT OR IGNORE INTO meta (key, value) VALUES ('schema_version', ?)", (str(VERSION),)
+        )
+        self._reader = await aiosqlite.connect(f"file:{self.path}?mode=ro", uri=True)
+        await self._reader.execute("PRAGMA cache_size=-65536")
+
+    def start(self) -> None:
+        self._writer = asyncio.create_task(self._write_forever(), name="journal-writer")
+
+    async def close(self) -> None:
+        """Commit everything queued, then close; safe to call twice."""
+        self._closing = True
+        if self._writer is not None:
+            self._queue.put_nowait(_STOP)
+            await self._writer
+            self._writer = None
+        if self._db is not None:
+            with contextlib.suppress(sqlite3.Error):
+                await self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            await self._db.close()
+            self._db = None
+        if self._reader is not None:
+            await self._reader.close()
+            self._reader = None
+
+    @property
+    def db(self) -> aiosqlite.Connection:
+        """The writer's connection, for recovery before the writer starts."""
+        assert self._db is not None, "journal is not open"
+        return self._db
+
+    @property
+    def reader(self) -> aiosqlite.Connection:
+        """A read-only connection: in WAL mode it never waits for the writer."""
+        assert self._reader is not None, "journal is not open"
+        return self._reader
+
+    @property
+    def queued_records(self) -> int:
+        return self._queued_records
+
+    # -- writing -------------------------------------------------------------------------------
+
+    def submit(self, ops: Sequence[Op], records: int = 1) -> asyncio.Future[Any]:
+        """Queue operations for the next group; the future resolves once they are committed.
+
+        Refuses at once when the queue holds too much, so overload is a 503, not a memory leak.
+        """
+        if self._closing or self._writer is None:
+            raise errors.NotReady("voucherd is shutting down", retry_after=1)
+        if self._queued_records + records > self.queue_limit and self._queued_records:
+            raise errors.Overloaded("the journal queue is full; retry shortly", retry_after=1)
+        entry = _Entry(ops, records)
+        self._queued_records += records
+        self._queue.put_nowait(entry)
+        return entry.future
+
+    async def write(self, *ops: Op, records: int = 1) -> Any:
+        return await self.submit(ops, records)
+
+    async def _write_forever(self) -> None:
+        stopping = False
+        while not stopping:
+            first = await self._queue.get()
+            group: list[_Entry] = []
+            item: _Entry | object = first
+            while True:
+                if item is _STOP:
+                    stopping = True
+                elif isinstance(item, _Entry):
+                    group.append(item)
+                if self._queue.empty():
+                    break
+                item = self._queue.get_nowait()
+            if group:
+                await self._commit(group)
+
+    async def _commit(self, group: list[_Entry]) -> None:
+        db = self.db
+        records = sum(entry.records for entry in group)
+        started = time.perf_counter()
+        results: list[Any] = [None] * len(group)
+        failed: dict[int, BaseException] = {}
+        try:
+            await db.execute("BEGIN IMMEDIATE")
+            pending: dict[str, list[Row]] = {}
+            for index, entry in enumerate(group):
+                for op in entry.ops:
+                    if isinstance(op, Rows):
+                        pending.setdefault(op.sql, []).extend(op.rows)
+                        continue
+                    await _flush(db, pending)
+                    try:
+                        await db.execute("SAVEPOINT step")
+                        results[index] = await op.run(db)
+                        await db.execute("RELEASE step")
+                    except (sqlite3.Error, errors.VoucherdError) as exc:
+                        if isinstance(exc, sqlite3.Error) and _is_storage_fault(exc):
+                            raise
+                        await db.execute("ROLLBACK TO step")
+                        await db.execute("RELEASE step")
+                        failed[index] = exc
+            await _flush(db, pending)
+            await db.execute("COMMIT")
+        except Exception as exc:
+            log.error("journal commit of %d records failed: %s", records, exc)
+            with contextlib.suppress(sqlite3.Error):
+                await db.execute("ROLLBACK")
+            self.metrics.journal_failures.inc()
+            fault = errors.StorageUnavailable(
+                f"the journal could not write ({type(exc).__name__}); nothing was changed",
+                retry_after=2,
+            )
+            for entry in group:
+                _settle(entry.future, exception=fault)
+        else:
+            for index, entry in enumerate(group):
+                if index in failed:
+                    _settle(entry.future, exception=failed[index])
+                else:
+                    _settle(entry.future, result=results[index])
+        finally:
+            self._queued_records -= records
+            self.metrics.journal_commit_seconds.observe(time.perf_counter() - started)
+            self.metrics.journal_records_per_commit.observe(records)
+
+
+async def _flush(db: aiosqlite.Connection, pending: dict[str, list[Row]]) -> None:
+    for sql, rows in pending.items():
+        await db.executemany(sql, rows)
+    pending.clear()
+
+
+def _is_storage_fault(exc: sqlite3.Error) -> bool:
+    """Faults of the disk, not of the step's own logic: they doom the whole group."""
+    return isinstance(exc, sqlite3.OperationalError) and not isinstance(exc, sqlite3.IntegrityError)
+
+
+def _settle(
+    future: asyncio.Future[Any], result: Any = None, exception: BaseException | None = None
+) -> None:
+    # A caller may have been cancelled (client gone); its future must not raise here.
+    if future.done():
+        return
+    if exception is not None:
+        future.set_exception(exception)
+    else:
+        future.set_result(result)

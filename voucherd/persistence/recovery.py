@@ -1,0 +1,159 @@
+"""Start-up: rebuild every list's state from the database before serving.
+
+Uploads cut off by a crash are failed and their codes dropped; then lists, counts, claims and the
+packed code blocks are read back, the codes already claimed left out.
+"""
+
+from __future__ import annotations
+
+import bisect
+import logging
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+
+import aiosqlite
+
+from voucherd import clock
+from voucherd.duplicates import Scope
+from voucherd.lists import Counts, ListInfo
+from voucherd.pool import CodePool, rebuild
+from voucherd.statuses import Status
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(slots=True)
+class RecoveredList:
+    info: ListInfo
+    pool: CodePool = field(default_factory=CodePool)
+    claims: dict[str, int] = field(default_factory=dict)
+    uploads: dict[int, str] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class Recovered:
+    lists: dict[int, RecoveredList]
+    max_list_id: int
+    max_upload_id: int
+    max_code_id: int
+    max_claim_id: int
+
+
+async def fail_interrupted_uploads(db: aiosqlite.Connection) -> int:
+    rows = await db.execute_fetchall("SELECT id FROM uploads WHERE status = 'in_progress'")
+    ids = [row[0] for row in rows]
+    if not ids:
+        return 0
+    await db.execute("BEGIN IMMEDIATE")
+    for upload_id in ids:
+        await drop_upload_codes(db, upload_id)
+    await db.executemany(
+        "UPDATE uploads SET status = 'failed', accepted = 0, error_code = 'interrupted',"
+        " error_message = 'the server stopped before the upload finished', finished_at = ?"
+        " WHERE id = ?",
+        [(clock.now(), upload_id) for upload_id in ids],
+    )
+    await db.execute("COMMIT")
+    log.warning("marked %d interrupted upload(s) as failed", len(ids))
+    return len(ids)
+
+
+async def drop_upload_codes(db: aiosqlite.Connection, upload_id: int) -> None:
+    """Delete the codes a failed upload had written so far (by id ranges: no extra index)."""
+    blocks = await db.execute_fetchall(
+        "SELECT first_id, count FROM code_blocks WHERE upload_id = ?", (upload_id,)
+    )
+    await db.executemany(
+        "DELETE FROM codes WHERE id >= ? AND id < ?",
+        [(first, first + count) for first, count in blocks],
+    )
+    await db.execute("DELETE FROM code_blocks WHERE upload_id = ?", (upload_id,))
+
+
+async def recover(db: aiosqlite.Connection) -> Recovered:
+    started = time.perf_counter()
+    await fail_interrupted_uploads(db)
+    lists: dict[int, RecoveredList] = {}
+    for row in await db.execute_fetchall(
+        "SELECT id, partner, tag, name, description, expires_at, status, duplicate_scope,"
+        " low_stock_threshold, created_at, updated_at FROM lists"
+    ):
+        info = ListInfo(
+            id=row[0],
+            partner=row[1],
+            tag=row[2],
+            name=row[3],
+            description=row[4],
+            expires_at=row[5],
+            stored_status=Status(row[6]),
+            duplicate_scope=Scope(row[7]),
+            low_stock_threshold=row[8],
+            created_at=row[9],
+            updated_at=row[10],
+            counts=Counts(),
+        )
+        lists[info.id] = RecoveredList(info)
+
+    for list_id, upload_id, status, accepted, withdrawn in await db.execute_fetchall(
+        "SELECT list_id, id, status, accepted, withdrawn FROM uploads"
+        " WHERE status IN ('completed', 'withdrawn')"
+    ):
+        state = lists[list_id]
+        state.uploads[upload_id] = status
+        state.info.counts.uploaded += accepted
+        state.info.counts.withdrawn += withdrawn
+
+    taken: dict[int, list[int]] = defaultdict(list)
+    cursor = await db.execute(
+        "SELECT list_id, user_id, idempotency_key, id, code_id FROM claims ORDER BY code_id"
+    )
+    while rows := await cursor.fetchmany(100_000):
+        for list_id, user_id, key, claim_id, code_id in rows:
+            state = lists[list_id]
+            state.claims[f"{user_id}\x1f{key}"] = claim_id
+            taken[list_id].append(code_id)
+    await cursor.close()
+    for list_id, code_ids in taken.items():
+        lists[list_id].info.counts.distributed = len(code_ids)
+
+    cursor = await db.execute(
+        "SELECT b.list_id, b.upload_id, b.first_id, b.count, b.codes FROM code_blocks b"
+        " JOIN uploads u ON u.id = b.upload_id JOIN lists l ON l.id = b.list_id"
+        " WHERE u.status = 'completed' AND l.status != 'archived' ORDER BY b.first_id"
+    )
+    while blocks := await cursor.fetchmany(256):
+        for list_id, upload_id, first_id, count, data in blocks:
+            ids = taken.get(list_id, [])
+            low = bisect.bisect_left(ids, first_id)
+            high = bisect.bisect_left(ids, first_id + count)
+            lists[list_id].pool.add(rebuild(upload_id, first_id, data, ids[low:high]))
+    await cursor.close()
+
+    for state in lists.values():
+        if state.info.stored_status is Status.ARCHIVED:
+            continue
+        if state.pool.available != state.info.counts.available:
+            log.error(
+                "list %d: %d codes in the pool but the counts say %d available",
+                state.info.id,
+                state.pool.available,
+                state.info.counts.available,
+            )
+
+    maxima = await db.execute_fetchall(
+        "SELECT (SELECT COALESCE(MAX(id), 0) FROM lists),"
+        " (SELECT COALESCE(MAX(id), 0) FROM uploads),"
+        # Withdrawn codes leave `codes` but keep their block, so blocks bound the code ids too.
+        " (SELECT MAX(COALESCE((SELECT MAX(id) FROM codes), 0),"
+        " COALESCE((SELECT MAX(first_id + count - 1) FROM code_blocks), 0))),"
+        " (SELECT COALESCE(MAX(id), 0) FROM claims)"
+    )
+    max_list, max_upload, max_code, max_claim = next(iter(maxima))
+    log.info(
+        "recovered %d lists, %d claims in %.2f s",
+        len(lists),
+        sum(len(c) for c in taken.values()),
+        time.perf_counter() - started,
+    )
+    return Recovered(lists, max_list, max_upload, max_code, max_claim)

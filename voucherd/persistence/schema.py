@@ -1,0 +1,83 @@
+"""The database layout. Codes are stored twice on purpose: as rows, indexed by code for the
+duplicate checks, and as packed blocks in upload order, so a restart reloads millions of codes
+as a few thousand blobs instead of millions of rows."""
+
+from __future__ import annotations
+
+VERSION = 1
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (
+    key TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS lists (
+    id INTEGER PRIMARY KEY,
+    partner TEXT NOT NULL,
+    tag TEXT NOT NULL,
+    name TEXT NOT NULL,
+    description TEXT NOT NULL,
+    expires_at REAL NOT NULL,
+    status TEXT NOT NULL,
+    duplicate_scope TEXT NOT NULL,
+    low_stock_threshold INTEGER NOT NULL,
+    created_at REAL NOT NULL,
+    updated_at REAL NOT NULL
+);
+-- A (partner, tag) pair names one list among the non-archived ones.
+CREATE UNIQUE INDEX IF NOT EXISTS lists_by_tag ON lists (partner, tag) WHERE status != 'archived';
+CREATE TABLE IF NOT EXISTS uploads (
+    id INTEGER PRIMARY KEY,
+    list_id INTEGER NOT NULL,
+    filename TEXT,
+    status TEXT NOT NULL,
+    rows INTEGER NOT NULL DEFAULT 0,
+    accepted INTEGER NOT NULL DEFAULT 0,
+    rejected INTEGER NOT NULL DEFAULT 0,
+    withdrawn INTEGER NOT NULL DEFAULT 0,
+    errors BLOB,
+    error_code TEXT,
+    error_message TEXT,
+    started_at REAL NOT NULL,
+    finished_at REAL,
+    uploaded_by TEXT
+);
+CREATE INDEX IF NOT EXISTS uploads_by_list ON uploads (list_id);
+CREATE TABLE IF NOT EXISTS codes (
+    id INTEGER PRIMARY KEY,
+    list_id INTEGER NOT NULL,
+    upload_id INTEGER NOT NULL,
+    code TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS codes_by_code ON codes (code);
+CREATE TABLE IF NOT EXISTS code_blocks (
+    first_id INTEGER PRIMARY KEY,
+    upload_id INTEGER NOT NULL,
+    list_id INTEGER NOT NULL,
+    count INTEGER NOT NULL,
+    codes BLOB NOT NULL
+);
+CREATE TABLE IF NOT EXISTS upload_errors (
+    upload_id INTEGER NOT NULL,
+    line INTEGER NOT NULL,
+    code TEXT NOT NULL,
+    reason TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS upload_errors_by_upload ON upload_errors (upload_id, line);
+CREATE TABLE IF NOT EXISTS claims (
+    id INTEGER PRIMARY KEY,
+    list_id INTEGER NOT NULL,
+    user_id TEXT NOT NULL,
+    idempotency_key TEXT NOT NULL,
+    code_id INTEGER NOT NULL,
+    code TEXT NOT NULL,
+    claimed_at REAL NOT NULL,
+    source TEXT NOT NULL,
+    campaign_id INTEGER,
+    metadata BLOB
+);
+-- The database refuses what the actors must never do: one code in two claims, or two claims
+-- for one (list, user, idempotency key).
+CREATE UNIQUE INDEX IF NOT EXISTS claims_by_code ON claims (code_id);
+CREATE UNIQUE INDEX IF NOT EXISTS claims_by_user ON claims (user_id, list_id, idempotency_key);
+"""

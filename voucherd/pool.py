@@ -1,0 +1,143 @@
+"""The available codes of one list, packed: not a Python string per code.
+
+Codes sit in segments, each a run of consecutive code ids from one upload stored as one bytes
+object of newline-terminated codes, so a 12-character code costs 13 bytes plus a share of the
+segment header. Claims take codes from the front in upload order.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+
+
+@dataclass(slots=True)
+class Segment:
+    upload_id: int
+    next_id: int
+    data: bytes
+    pos: int = 0
+    count: int = 0
+
+    @classmethod
+    def of(cls, upload_id: int, first_id: int, codes: list[bytes]) -> Segment:
+        data = b"\n".join(codes) + b"\n"
+        return cls(upload_id, first_id, data, 0, len(codes))
+
+    @property
+    def id_range(self) -> tuple[int, int]:
+        """The ids still here, as a half-open range."""
+        return self.next_id, self.next_id + self.count
+
+
+@dataclass(frozen=True, slots=True)
+class Code:
+    id: int
+    code: str
+    upload_id: int
+
+
+class CodePool:
+    def __init__(self) -> None:
+        self._segments: deque[Segment] = deque()
+        self._returned: list[Code] = []
+        self.available = 0
+
+    def add(self, segments: Iterable[Segment]) -> None:
+        for segment in segments:
+            if segment.count:
+                self._segments.append(segment)
+                self.available += segment.count
+
+    def pop(self) -> Code | None:
+        if self._returned:
+            self.available -= 1
+            return self._returned.pop()
+        if not self._segments:
+            return None
+        segment = self._segments[0]
+        end = segment.data.index(b"\n", segment.pos)
+        code = Code(
+            segment.next_id, segment.data[segment.pos : end].decode("ascii"), segment.upload_id
+        )
+        segment.pos = end + 1
+        segment.next_id += 1
+        segment.count -= 1
+        if not segment.count:
+            self._segments.popleft()
+        self.available -= 1
+        return code
+
+    def give_back(self, code: Code) -> None:
+        """Return a code whose claim was never made durable; it goes out next."""
+        self._returned.append(code)
+        self.available += 1
+
+    def held_by(self, upload_id: int) -> tuple[int, list[tuple[int, int]]]:
+        """How many codes of one upload are here, and their id ranges."""
+        ranges = [s.id_range for s in self._segments if s.upload_id == upload_id]
+        ranges.extend((c.id, c.id + 1) for c in self._returned if c.upload_id == upload_id)
+        return sum(end - start for start, end in ranges), ranges
+
+    def withdraw(self, upload_id: int) -> tuple[int, list[tuple[int, int]]]:
+        """Take out every code of one upload; return how many and their id ranges."""
+        kept: deque[Segment] = deque()
+        ranges: list[tuple[int, int]] = []
+        count = 0
+        for segment in self._segments:
+            if segment.upload_id == upload_id:
+                ranges.append(segment.id_range)
+                count += segment.count
+            else:
+                kept.append(segment)
+        self._segments = kept
+        returned = [code for code in self._returned if code.upload_id == upload_id]
+        self._returned = [code for code in self._returned if code.upload_id != upload_id]
+        ranges.extend((code.id, code.id + 1) for code in returned)
+        count += len(returned)
+        self.available -= count
+        return count, ranges
+
+    def clear(self) -> None:
+        """Free the memory of an archived list; its count stays for the record."""
+        self._segments.clear()
+        self._returned.clear()
+
+    def codes(self) -> Iterator[Code]:
+        """Every available code in the order claims would take them (for exports and checks)."""
+        yield from reversed(self._returned)
+        for segment in self._segments:
+            codes = segment.data[segment.pos :].split(b"\n")[:-1]
+            for offset, code in enumerate(codes):
+                yield Code(segment.next_id + offset, code.decode("ascii"), segment.upload_id)
+
+
+def rebuild(upload_id: int, first_id: int, data: bytes, taken: list[int]) -> list[Segment]:
+    """Segments for a stored block of codes minus the ids already taken, sorted (recovery)."""
+    count = data.count(b"\n")
+    if not taken:
+        return [Segment(upload_id, first_id, data, 0, count)]
+    if taken[0] == first_id and taken[-1] == first_id + len(taken) - 1:
+        # Claims take codes from the front, so the taken ones are nearly always a prefix.
+        pos = 0
+        for _ in taken:
+            pos = data.index(b"\n", pos) + 1
+        rest = count - len(taken)
+        return [Segment(upload_id, first_id + len(taken), data[pos:], 0, rest)] if rest else []
+    skip = set(taken)
+    segments: list[Segment] = []
+    run: list[bytes] = []
+    run_first = first_id
+    for offset, code in enumerate(data.split(b"\n")[:-1]):
+        code_id = first_id + offset
+        if code_id in skip:
+            if run:
+                segments.append(Segment.of(upload_id, run_first, run))
+                run = []
+            run_first = code_id + 1
+        else:
+            run.append(code)
+    if run:
+        segments.append(Segment.of(upload_id, run_first, run))
+    return segments

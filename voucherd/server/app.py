@@ -1,0 +1,126 @@
+"""The application: routes with their scopes, and the lifecycle wired in one place.
+
+Lifecycle::
+
+    startup:  open the journal -> listen at once (/readyz says 503)
+              -> recovery task: rebuild lists, start actors and the writer -> ready
+    shutdown: stop listening -> requests in flight finish -> actors drain their mailboxes
+              -> the journal commits what is queued and closes
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Iterable
+
+from aiohttp import web
+from aiohttp.typedefs import Handler
+
+from voucherd.actors.directory import Directory
+from voucherd.metrics import GaugeMetricFamily, Metric, Metrics
+from voucherd.persistence.journal import Journal
+from voucherd.persistence.recovery import recover
+from voucherd.server import claims, lists, operations, uploads
+from voucherd.server.keys import DIRECTORY, JOURNAL, METRICS, READINESS, SCOPES, SETTINGS, Readiness
+from voucherd.server.middleware import authenticate, json_errors
+from voucherd.settings import Scope, Settings
+from voucherd.statuses import Action, Status
+
+log = logging.getLogger(__name__)
+
+ADMIN, ISSUE, READ = Scope.ADMIN, Scope.ISSUE, Scope.READ
+
+# (method, path, handler, scope); a scope of None means no key is needed.
+ROUTES: list[tuple[str, str, Handler, Scope | None]] = [
+    ("GET", "/healthz", operations.healthz, None),
+    ("GET", "/readyz", operations.readyz, None),
+    ("GET", "/metrics", operations.metrics, READ),
+    ("GET", "/v1/openapi.json", operations.openapi, None),
+    ("POST", "/v1/lists", lists.create_list, ADMIN),
+    ("GET", "/v1/lists", lists.find_lists, READ),
+    ("GET", "/v1/lists/{list_id}", lists.get_list, READ),
+    ("PATCH", "/v1/lists/{list_id}", lists.edit_list, ADMIN),
+    ("POST", "/v1/lists/{list_id}/pause", lists.transition(Action.PAUSE), ADMIN),
+    ("POST", "/v1/lists/{list_id}/activate", lists.transition(Action.ACTIVATE), ADMIN),
+    ("POST", "/v1/lists/{list_id}/archive", lists.transition(Action.ARCHIVE), ADMIN),
+    ("POST", "/v1/lists/{list_id}/uploads", uploads.create_upload, ADMIN),
+    ("GET", "/v1/lists/{list_id}/uploads", uploads.list_uploads, READ),
+    ("GET", "/v1/lists/{list_id}/uploads/{upload_id}", uploads.get_upload, READ),
+    ("DELETE", "/v1/lists/{list_id}/uploads/{upload_id}", uploads.withdraw_upload, ADMIN),
+    # The error file repeats rejected codes, which are the partner's secrets.
+    ("GET", "/v1/lists/{list_id}/uploads/{upload_id}/errors", uploads.upload_errors, ADMIN),
+    ("POST", "/v1/lists/{list_id}/claims", claims.create_claim, ISSUE),
+    ("POST", "/v1/lists/{list_id}/claims/batch", claims.create_claims, ISSUE),
+    ("GET", "/v1/users/{user_id}/vouchers", claims.user_vouchers, ISSUE),
+]
+
+
+def create_app(settings: Settings) -> web.Application:
+    app = web.Application(
+        client_max_size=settings.max_json_bytes, middlewares=[json_errors, authenticate]
+    )
+    app[SETTINGS] = settings
+    app[METRICS] = Metrics()
+    app[READINESS] = Readiness()
+    scopes: dict[Handler, Scope | None] = {}
+    for method, path, handler, scope in ROUTES:
+        app.router.add_route(method, path, handler, name=handler.__name__)
+        scopes[handler] = scope
+    app[SCOPES] = scopes
+    app.cleanup_ctx.append(_lifecycle)
+    return app
+
+
+async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
+    settings, metrics = app[SETTINGS], app[METRICS]
+    journal = Journal(settings.database, settings.synchronous, settings.journal_queue_size, metrics)
+    await journal.open()
+    directory = Directory(settings, journal, metrics)
+    app[JOURNAL] = journal
+    app[DIRECTORY] = directory
+    metrics.watch(lambda: _list_gauges(directory))
+    recovery = asyncio.create_task(_recover(app, journal, directory), name="recovery")
+    try:
+        yield
+    finally:
+        recovery.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await recovery
+        app[READINESS].ready = False
+        await directory.stop()
+        await journal.close()
+        log.info("voucherd stopped: journal flushed and closed")
+
+
+async def _recover(app: web.Application, journal: Journal, directory: Directory) -> None:
+    readiness = app[READINESS]
+    try:
+        directory.load(await recover(journal.db))
+        journal.start()
+    except Exception as exc:
+        log.exception("recovery failed")
+        readiness.failed = f"recovery failed: {type(exc).__name__}"
+        return
+    readiness.ready = True
+    log.info("ready")
+
+
+def _list_gauges(directory: Directory) -> Iterable[Metric]:
+    codes = GaugeMetricFamily(
+        "voucherd_list_codes",
+        "Codes of a list by state.",
+        labels=["list_id", "partner", "tag", "state"],
+    )
+    for actor in directory:
+        info = actor.info
+        if info.stored_status is Status.ARCHIVED:
+            continue
+        labels = [str(info.id), info.partner, info.tag]
+        counts = info.counts
+        codes.add_metric([*labels, "uploaded"], counts.uploaded)
+        codes.add_metric([*labels, "available"], counts.available)
+        codes.add_metric([*labels, "distributed"], counts.distributed)
+        codes.add_metric([*labels, "withdrawn"], counts.withdrawn)
+    yield codes

@@ -1,0 +1,136 @@
+"""Handlers for claims: one code for one user, a batch of users, and a user's voucher tray."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import aiosqlite
+import msgpack
+from aiohttp import web
+
+from voucherd import clock, errors
+from voucherd.actors.voucher_list import BatchOutcome, ClaimOutcome, TakeCode, TakeCodes
+from voucherd.claims import (
+    MAX_IDEMPOTENCY_KEY,
+    MAX_METADATA_BYTES,
+    MAX_USER_ID,
+    SELECT_CLAIM,
+    Claim,
+)
+from voucherd.server.inputs import json_body, path_id
+from voucherd.server.keys import DIRECTORY, JOURNAL, METRICS, SETTINGS
+
+
+def _identifier(value: Any, name: str, *, max_length: int, min_length: int = 1) -> str:
+    if not isinstance(value, str):
+        raise errors.InvalidRequest(f"{name} must be a string")
+    if not min_length <= len(value) <= max_length:
+        raise errors.InvalidRequest(f"{name} must be {min_length} to {max_length} characters")
+    if not value.isprintable():
+        raise errors.InvalidRequest(f"{name} must not contain control characters")
+    return value
+
+
+async def create_claim(request: web.Request) -> web.Response:
+    started = time.perf_counter()
+    metrics = request.app[METRICS]
+    list_id = path_id(request, "list_id", "list")
+    actor = request.app[DIRECTORY].actor(list_id)
+    body = await json_body(request)
+    user_id = _identifier(body.get("user_id"), "user_id", max_length=MAX_USER_ID)
+    key = body.get("idempotency_key")
+    key = (
+        ""
+        if key is None
+        else _identifier(key, "idempotency_key", max_length=MAX_IDEMPOTENCY_KEY, min_length=0)
+    )
+    metadata = _metadata(body.get("metadata"))
+    try:
+        outcome: ClaimOutcome = await actor.ask(TakeCode(user_id, key, metadata))
+    except errors.VoucherdError as exc:
+        metrics.claims.labels(exc.code).inc()
+        raise
+    claim = (
+        outcome.claim or (await _read_claims(request.app[JOURNAL].reader, [outcome.claim_id]))[0]
+    )
+    metrics.claims.labels("created" if outcome.created else "repeated").inc()
+    metrics.claim_seconds.observe(time.perf_counter() - started)
+    return web.json_response(
+        {"claim": claim.view(actor.info.expires_at)}, status=201 if outcome.created else 200
+    )
+
+
+def _metadata(value: Any) -> bytes | None:
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise errors.InvalidRequest("metadata must be a JSON object")
+    packed: bytes = msgpack.packb(value)
+    if len(packed) > MAX_METADATA_BYTES:
+        raise errors.InvalidRequest(f"metadata must be at most {MAX_METADATA_BYTES} bytes")
+    return packed
+
+
+async def create_claims(request: web.Request) -> web.Response:
+    list_id = path_id(request, "list_id", "list")
+    actor = request.app[DIRECTORY].actor(list_id)
+    body = await json_body(request)
+    users = body.get("user_ids")
+    limit = request.app[SETTINGS].max_batch_users
+    if not isinstance(users, list) or not 1 <= len(users) <= limit:
+        raise errors.InvalidRequest(f"user_ids must be a list of 1 to {limit} user ids")
+    for user in users:
+        _identifier(user, "each user id", max_length=MAX_USER_ID)
+    outcome: BatchOutcome = await actor.ask(TakeCodes(users))
+    claims = outcome.claims + await _read_claims(request.app[JOURNAL].reader, outcome.repeat_ids)
+    expires_at = actor.info.expires_at
+    metrics = request.app[METRICS]
+    metrics.claims.labels("created").inc(len(outcome.claims))
+    metrics.claims.labels("repeated").inc(len(outcome.repeat_ids))
+    for _, error in outcome.failed:
+        metrics.claims.labels(error.code).inc()
+    return web.json_response(
+        {
+            "claims": [claim.view(expires_at) for claim in claims],
+            "failed": [
+                {"user_id": user, "error": error.body()["error"]} for user, error in outcome.failed
+            ],
+        }
+    )
+
+
+async def _read_claims(reader: aiosqlite.Connection, ids: list[int]) -> list[Claim]:
+    claims: list[Claim] = []
+    for start in range(0, len(ids), 500):
+        part = ids[start : start + 500]
+        marks = ",".join("?" * len(part))
+        rows = await reader.execute_fetchall(f"{SELECT_CLAIM} WHERE id IN ({marks})", part)
+        claims.extend(Claim.from_row(tuple(row)) for row in rows)
+    return claims
+
+
+async def user_vouchers(request: web.Request) -> web.Response:
+    user_id = _identifier(request.match_info["user_id"], "user_id", max_length=MAX_USER_ID)
+    directory = request.app[DIRECTORY]
+    rows = await request.app[JOURNAL].reader.execute_fetchall(
+        f"{SELECT_CLAIM} WHERE user_id = ? ORDER BY id", (user_id,)
+    )
+    vouchers = []
+    for row in rows:
+        claim = Claim.from_row(tuple(row))
+        info = directory.actor(claim.list_id).info
+        vouchers.append(
+            {
+                "code": claim.code,
+                "list_id": claim.list_id,
+                "partner": info.partner,
+                "tag": info.tag,
+                "name": info.name,
+                "description": info.description,
+                "expires_at": clock.format_time(info.expires_at),
+                "claimed_at": clock.format_time(claim.claimed_at),
+                "campaign_id": claim.campaign_id,
+            }
+        )
+    return web.json_response({"vouchers": vouchers})

@@ -1,0 +1,100 @@
+"""Middlewares: API errors as JSON bodies, and the scope check on every route."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import logging
+from collections.abc import Awaitable, Callable
+
+from aiohttp import web
+
+from voucherd import errors
+from voucherd.server.keys import CALLER, READINESS, SCOPES, SETTINGS
+from voucherd.settings import ApiKey, Scope
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+_HTTP_CODES = {
+    400: "invalid_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    409: "conflict",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+}
+
+
+def error_response(error: errors.VoucherdError) -> web.Response:
+    response = web.json_response(error.body(), status=error.status)
+    if isinstance(error, errors.Overloaded):
+        response.headers["Retry-After"] = str(error.retry_after)
+    return response
+
+
+@web.middleware
+async def json_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except errors.VoucherdError as error:
+        return error_response(error)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        code = _HTTP_CODES.get(exc.status, "error")
+        message = exc.text if exc.text and not exc.text.startswith(f"{exc.status}:") else exc.reason
+        body = {"error": {"code": code, "message": message}}
+        return web.json_response(body, status=exc.status, headers=_allow(exc))
+    except Exception:
+        log.exception("unexpected error in %s %s", request.method, request.rel_url.path)
+        body = {"error": {"code": "internal_error", "message": "unexpected server error"}}
+        return web.json_response(body, status=500)
+
+
+def _allow(exc: web.HTTPException) -> dict[str, str]:
+    allow = exc.headers.get("Allow")
+    return {"Allow": allow} if allow else {}
+
+
+@web.middleware
+async def authenticate(request: web.Request, handler: Handler) -> web.StreamResponse:
+    scopes = request.app[SCOPES]
+    route_handler = request.match_info.handler
+    if route_handler not in scopes:
+        # Unknown path or method: let the router's 404/405 through without asking for a key.
+        return await handler(request)
+    scope = scopes[route_handler]
+    settings = request.app[SETTINGS]
+    if scope is not None and not settings.open_mode:
+        key = _key_of(request, settings.keys)
+        if not _grants(key, scope):
+            raise errors.Forbidden(f"this key lacks the {scope} scope")
+        request[CALLER] = key
+    if scope is not None and not request.app[READINESS].ready:
+        raise errors.NotReady("voucherd is recovering its state; retry shortly", retry_after=1)
+    return await handler(request)
+
+
+def _grants(key: ApiKey, scope: Scope) -> bool:
+    # admin may also read; nothing else implies another scope.
+    return scope in key.scopes or (scope is Scope.READ and Scope.ADMIN in key.scopes)
+
+
+def _key_of(request: web.Request, keys: tuple[ApiKey, ...]) -> ApiKey:
+    header = request.headers.get("Authorization", "")
+    scheme, _, presented = header.partition(" ")
+    if scheme.lower() != "bearer" or not presented.strip():
+        raise errors.Unauthorized("send an API key as 'Authorization: Bearer <key>'")
+    digest = hashlib.sha256(presented.strip().encode("utf-8", "replace")).hexdigest()
+    found = None
+    for key in keys:
+        # Compare every key, in constant time, so timing tells nothing about which matched.
+        if hmac.compare_digest(digest, key.sha256):
+            found = key
+    if found is None:
+        raise errors.Unauthorized("the API key is not valid")
+    return found

@@ -1,0 +1,34 @@
+"""Operations endpoints: liveness, readiness, metrics and the API document."""
+
+from __future__ import annotations
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from voucherd.server.keys import METRICS, READINESS
+from voucherd.server.openapi import openapi_document
+
+
+async def healthz(request: web.Request) -> web.Response:
+    return web.json_response({"status": "ok"})
+
+
+async def readyz(request: web.Request) -> web.Response:
+    readiness = request.app[READINESS]
+    if readiness.ready:
+        return web.json_response({"status": "ready"})
+    message = readiness.failed or "recovering state from the journal"
+    return web.json_response(
+        {"error": {"code": "not_ready", "message": message}},
+        status=503,
+        headers={"Retry-After": "1"},
+    )
+
+
+async def metrics(request: web.Request) -> web.Response:
+    body = generate_latest(request.app[METRICS].registry)
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+async def openapi(request: web.Request) -> web.Response:
+    return web.json_response(openapi_document())

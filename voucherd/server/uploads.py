@@ -1,0 +1,120 @@
+"""Handlers for uploads: stream a CSV in, read the history and error files, withdraw."""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import AsyncIterator
+
+from aiohttp import BodyPartReader, web
+
+from voucherd import errors
+from voucherd.actors.voucher_list import Withdraw
+from voucherd.server.inputs import path_id
+from voucherd.server.keys import DIRECTORY, JOURNAL, SETTINGS, caller
+from voucherd.uploads import UPLOAD_COLUMNS, Upload, Uploader
+
+READ_SIZE = 64 * 1024
+CSV_TYPES = ("text/csv", "text/plain", "application/csv")
+MAX_FILENAME = 255
+
+
+async def create_upload(request: web.Request) -> web.Response:
+    list_id = path_id(request, "list_id", "list")
+    actor = request.app[DIRECTORY].actor(list_id)
+    settings = request.app[SETTINGS]
+    limit = settings.max_upload_bytes
+    if request.content_length is not None and request.content_length > limit:
+        raise errors.PayloadTooLarge(f"the file is larger than {limit} bytes")
+    filename = request.query.get("filename")
+    if request.content_type == "multipart/form-data":
+        body, part_name = await _multipart_file(request)
+        filename = filename or part_name
+    elif request.content_type in CSV_TYPES:
+        body = request.content.iter_chunked(READ_SIZE)
+    else:
+        raise errors.UnsupportedMediaType(
+            "send the CSV as text/csv or text/plain, or as the field 'file' of multipart/form-data"
+        )
+    if filename is not None and (len(filename) > MAX_FILENAME or "\x00" in filename):
+        raise errors.InvalidRequest(f"filename must be at most {MAX_FILENAME} characters")
+    key = caller(request)
+    upload = await Uploader(settings, actor).run(body, filename, key.name if key else None)
+    return web.json_response(upload.view(), status=201)
+
+
+async def _multipart_file(request: web.Request) -> tuple[AsyncIterator[bytes], str | None]:
+    reader = await request.multipart()
+    while True:
+        part = await reader.next()
+        if part is None:
+            raise errors.InvalidRequest("the multipart body has no field named 'file'")
+        if isinstance(part, BodyPartReader) and part.name == "file":
+            break
+        if isinstance(part, BodyPartReader):
+            await part.release()
+
+    async def chunks() -> AsyncIterator[bytes]:
+        while data := await part.read_chunk(READ_SIZE):
+            yield data
+
+    return chunks(), part.filename
+
+
+async def _load(request: web.Request) -> Upload:
+    list_id = path_id(request, "list_id", "list")
+    request.app[DIRECTORY].actor(list_id)
+    upload_id = path_id(request, "upload_id", "upload")
+    rows = await request.app[JOURNAL].reader.execute_fetchall(
+        f"SELECT {UPLOAD_COLUMNS} FROM uploads WHERE id = ? AND list_id = ?", (upload_id, list_id)
+    )
+    for row in rows:
+        return Upload.from_row(tuple(row))
+    raise errors.NotFound(f"upload {upload_id} of list {list_id} does not exist")
+
+
+async def list_uploads(request: web.Request) -> web.Response:
+    list_id = path_id(request, "list_id", "list")
+    request.app[DIRECTORY].actor(list_id)
+    rows = await request.app[JOURNAL].reader.execute_fetchall(
+        f"SELECT {UPLOAD_COLUMNS} FROM uploads WHERE list_id = ? ORDER BY id", (list_id,)
+    )
+    return web.json_response({"uploads": [Upload.from_row(tuple(row)).view() for row in rows]})
+
+
+async def get_upload(request: web.Request) -> web.Response:
+    return web.json_response((await _load(request)).view())
+
+
+async def upload_errors(request: web.Request) -> web.StreamResponse:
+    upload = await _load(request)
+    response = web.StreamResponse(
+        headers={
+            "Content-Type": "text/csv; charset=utf-8",
+            "Content-Disposition": f'attachment; filename="upload-{upload.id}-errors.csv"',
+        }
+    )
+    await response.prepare(request)
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(("line", "code", "reason"))
+    cursor = await request.app[JOURNAL].reader.execute(
+        "SELECT line, code, reason FROM upload_errors WHERE upload_id = ? ORDER BY line",
+        (upload.id,),
+    )
+    while rows := await cursor.fetchmany(5000):
+        writer.writerows(rows)
+        await response.write(buffer.getvalue().encode("utf-8"))
+        buffer.seek(0)
+        buffer.truncate()
+    await cursor.close()
+    await response.write(buffer.getvalue().encode("utf-8"))
+    await response.write_eof()
+    return response
+
+
+async def withdraw_upload(request: web.Request) -> web.Response:
+    upload = await _load(request)
+    actor = request.app[DIRECTORY].actor(upload.list_id)
+    withdrawn: int = await actor.ask(Withdraw(upload.id))
+    return web.json_response({"withdrawn": withdrawn})

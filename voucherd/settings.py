@@ -1,0 +1,146 @@
+"""Settings: defaults that run on a laptop, then a TOML file, then `VOUCHERD_*` variables.
+
+Keys live only in the TOML file, stored as SHA-256 digests, never as the keys themselves.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+
+class Scope(StrEnum):
+    ADMIN = "admin"
+    ISSUE = "issue"
+    READ = "read"
+
+
+@dataclass(frozen=True, slots=True)
+class ApiKey:
+    name: str
+    sha256: str = field(repr=False)
+    scopes: frozenset[Scope]
+
+
+def hash_key(key: str) -> str:
+    return hashlib.sha256(key.encode("utf-8")).hexdigest()
+
+
+SYNCHRONOUS_MODES = ("OFF", "NORMAL", "FULL", "EXTRA")
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    host: str = "127.0.0.1"
+    port: int = 8080
+    data_dir: Path = Path("voucherd-data")
+    # SQLite's durability: FULL syncs the WAL on every commit, so an acknowledged claim survives
+    # a power cut; NORMAL survives a process crash only.
+    synchronous: str = "FULL"
+    max_upload_bytes: int = 2 * 1024**3
+    max_codes_per_list: int = 100_000_000
+    max_line_bytes: int = 4096
+    max_json_bytes: int = 32 * 1024**2
+    max_batch_users: int = 100_000
+    upload_chunk_codes: int = 5000
+    mailbox_size: int = 10_000
+    journal_queue_size: int = 200_000
+    shutdown_timeout: float = 30.0
+    log_level: str = "INFO"
+    keys: tuple[ApiKey, ...] = field(default=(), repr=False)
+
+    @property
+    def database(self) -> Path:
+        return self.data_dir / "voucherd.sqlite3"
+
+    @property
+    def open_mode(self) -> bool:
+        """No keys configured: every request is allowed, and only loopback is served."""
+        return not self.keys
+
+    @classmethod
+    def load(
+        cls,
+        config: Path | None = None,
+        env: Mapping[str, str] | None = None,
+        **overrides: Any,
+    ) -> Settings:
+        values: dict[str, Any] = {}
+        if config is not None:
+            values.update(_from_toml(config))
+        values.update(_from_env(os.environ if env is None else env))
+        values.update({name: value for name, value in overrides.items() if value is not None})
+        settings = cls(**values)
+        settings.validate()
+        return settings
+
+    def validate(self) -> None:
+        if self.synchronous.upper() not in SYNCHRONOUS_MODES:
+            raise ValueError(f"synchronous must be one of {', '.join(SYNCHRONOUS_MODES)}")
+        for name in ("port", "max_upload_bytes", "max_codes_per_list", "mailbox_size"):
+            if getattr(self, name) < (0 if name == "port" else 1):
+                raise ValueError(f"{name} must be positive")
+
+
+_FIELDS = {f.name: f for f in dataclasses.fields(Settings) if f.name != "keys"}
+
+
+def _convert(name: str, value: Any) -> Any:
+    kind = _FIELDS[name].type
+    if kind == "Path":
+        return Path(value)
+    if kind == "int":
+        return int(value)
+    if kind == "float":
+        return float(value)
+    return str(value)
+
+
+def _from_env(env: Mapping[str, str]) -> dict[str, Any]:
+    values: dict[str, Any] = {}
+    for name in _FIELDS:
+        raw = env.get(f"VOUCHERD_{name.upper()}")
+        if raw is not None and raw != "":
+            try:
+                values[name] = _convert(name, raw)
+            except ValueError as exc:
+                raise ValueError(f"VOUCHERD_{name.upper()}: {exc}") from None
+    return values
+
+
+def _from_toml(path: Path) -> dict[str, Any]:
+    with path.open("rb") as file:
+        document = tomllib.load(file)
+    section = document.get("voucherd", document)
+    values: dict[str, Any] = {}
+    for name, raw in section.items():
+        if name == "keys":
+            continue
+        if name not in _FIELDS:
+            raise ValueError(f"{path}: unknown setting {name!r}")
+        values[name] = _convert(name, raw)
+    values["keys"] = tuple(_parse_keys(path, document.get("keys", {})))
+    return values
+
+
+def _parse_keys(path: Path, table: Mapping[str, Any]) -> list[ApiKey]:
+    keys = []
+    for name, entry in table.items():
+        digest = str(entry.get("sha256", "")).lower()
+        if len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
+            raise ValueError(f"{path}: key {name!r} needs sha256 = '<64 hex digits>'")
+        try:
+            scopes = frozenset(Scope(scope) for scope in entry.get("scopes", []))
+        except ValueError as exc:
+            raise ValueError(f"{path}: key {name!r}: {exc}") from None
+        if not scopes:
+            raise ValueError(f"{path}: key {name!r} needs scopes, e.g. ['admin', 'read']")
+        keys.append(ApiKey(name=name, sha256=digest, scopes=scopes))
+    return keys

@@ -1,0 +1,323 @@
+"""Uploads: a CSV streamed in, checked, stored in chunks, and made available all at once.
+
+The body is parsed as it arrives, never held whole. Each chunk of codes is checked for duplicates
+and stored inside the journal's transaction, so checks and inserts of concurrent uploads are
+serialized by the single writer, never racing. The codes join the list's pool only when the
+upload completes; an upload that fails or is cut off by a crash leaves none of them behind.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from collections import Counter
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiosqlite
+import msgpack
+
+from voucherd import clock, errors
+from voucherd.actors.voucher_list import CompleteUpload, ListActor
+from voucherd.codes import CsvParser, ParsedChunk, Reason, UploadAborted, describe_invalid
+from voucherd.duplicates import Holder, Target, first_clash
+from voucherd.persistence.journal import Rows, Step
+from voucherd.persistence.recovery import drop_upload_codes
+from voucherd.pool import Segment
+from voucherd.settings import Settings
+from voucherd.statuses import Action, Status, check
+
+log = logging.getLogger(__name__)
+
+UPLOAD_COLUMNS = (
+    "id, list_id, filename, status, rows, accepted, rejected, withdrawn, errors, error_code,"
+    " error_message, started_at, finished_at, uploaded_by"
+)
+_HOLDERS = (
+    "SELECT j.value, c.list_id, c.upload_id, l.partner, l.status"
+    " FROM json_each(?) AS j CROSS JOIN codes AS c ON c.code = j.value"
+    " JOIN lists AS l ON l.id = c.list_id"
+)
+_INSERT_CODES = (
+    "INSERT INTO codes (id, list_id, upload_id, code) SELECT ? + key, ?, ?, value FROM json_each(?)"
+)
+_INSERT_BLOCK = (
+    "INSERT INTO code_blocks (first_id, upload_id, list_id, count, codes) VALUES (?, ?, ?, ?, ?)"
+)
+_INSERT_ERRORS = "INSERT INTO upload_errors (upload_id, line, code, reason) VALUES (?, ?, ?, ?)"
+_PROGRESS = "UPDATE uploads SET rows = ?, accepted = ?, rejected = ?, errors = ? WHERE id = ?"
+
+
+@dataclass(slots=True)
+class Upload:
+    id: int
+    list_id: int
+    filename: str | None
+    started_at: float
+    uploaded_by: str | None
+    status: str = "in_progress"
+    rows: int = 0
+    accepted: int = 0
+    withdrawn: int = 0
+    errors: Counter[str] = field(default_factory=Counter)
+    error_code: str | None = None
+    error_message: str | None = None
+    finished_at: float | None = None
+
+    @property
+    def rejected(self) -> int:
+        return sum(self.errors.values())
+
+    @classmethod
+    def from_row(cls, row: tuple[Any, ...]) -> Upload:
+        (id_, list_id, filename, status, rows, accepted, _, withdrawn, errs, code, message) = row[
+            :11
+        ]
+        return cls(
+            id=id_,
+            list_id=list_id,
+            filename=filename,
+            started_at=row[11],
+            uploaded_by=row[13],
+            status=status,
+            rows=rows,
+            accepted=accepted,
+            withdrawn=withdrawn,
+            errors=Counter(msgpack.unpackb(errs) if errs else {}),
+            error_code=code,
+            error_message=message,
+            finished_at=row[12],
+        )
+
+    def view(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "list_id": self.list_id,
+            "filename": self.filename,
+            "status": self.status,
+            "rows": self.rows,
+            "accepted": self.accepted,
+            "rejected": self.rejected,
+            "withdrawn": self.withdrawn,
+            "errors": dict(self.errors),
+            "error": (
+                None
+                if self.error_code is None
+                else {"code": self.error_code, "message": self.error_message}
+            ),
+            "started_at": clock.format_time(self.started_at),
+            "finished_at": clock.format_optional(self.finished_at),
+            "uploaded_by": self.uploaded_by,
+        }
+
+    def progress_row(self) -> tuple[Any, ...]:
+        return (self.rows, self.accepted, self.rejected, msgpack.packb(dict(self.errors)), self.id)
+
+    def finish_row(self) -> tuple[Any, ...]:
+        return (
+            self.status,
+            self.rows,
+            self.accepted,
+            self.rejected,
+            msgpack.packb(dict(self.errors)),
+            self.error_code,
+            self.error_message,
+            self.finished_at,
+            self.id,
+        )
+
+
+_FINISH = (
+    "UPDATE uploads SET status = ?, rows = ?, accepted = ?, rejected = ?, errors = ?,"
+    " error_code = ?, error_message = ?, finished_at = ? WHERE id = ?"
+)
+
+
+class UploadFailed(errors.VoucherdError):
+    """The file was refused whole; `details` carries the failed upload."""
+
+
+class Uploader:
+    """Runs one upload from the first byte to completion or failure."""
+
+    def __init__(self, settings: Settings, actor: ListActor) -> None:
+        self.settings = settings
+        self.actor = actor
+        self.journal = actor.journal
+        self.upload: Upload | None = None
+        self.segments: list[Segment] = []
+        self.target: Target | None = None
+        # Codes this upload has stored so far, counted against the list's cap meanwhile.
+        self._reserved = 0
+        # Parsing the next chunk overlaps with writing the previous one.
+        self._writing: asyncio.Future[Any] | None = None
+
+    async def run(
+        self, body: AsyncIterator[bytes], filename: str | None, uploaded_by: str | None
+    ) -> Upload:
+        info = self.actor.info
+        check(info.status(), Action.UPLOAD, info.id)
+        upload = Upload(self.actor.ids.next_upload(), info.id, filename, clock.now(), uploaded_by)
+        self.upload = upload
+        self.target = Target(info.id, upload.id, info.partner, info.duplicate_scope)
+        await self.journal.write(
+            Rows(
+                "INSERT INTO uploads (id, list_id, filename, status, started_at, uploaded_by)"
+                " VALUES (?, ?, ?, 'in_progress', ?, ?)",
+                [(upload.id, info.id, filename, upload.started_at, uploaded_by)],
+            )
+        )
+        try:
+            await self._receive(body)
+            if upload.rows == 0:
+                raise UploadAborted("empty_file", "the file holds no codes")
+            await self._complete()
+        except UploadAborted as exc:
+            await self._fail(exc.code, exc.message)
+            if exc.code in ("binary_content", "line_too_long"):
+                raise errors.InvalidRequest(exc.message, {"upload": upload.view()}) from None
+        except errors.PayloadTooLarge as exc:
+            await self._fail("payload_too_large", exc.message)
+            raise errors.PayloadTooLarge(exc.message, {"upload": upload.view()}) from None
+        except BaseException as exc:
+            # Client gone, list archived meanwhile, disk trouble: none of the codes stay.
+            message = exc.message if isinstance(exc, errors.VoucherdError) else "upload interrupted"
+            await self._fail("interrupted", message)
+            raise
+        finally:
+            self.actor.incoming -= self._reserved
+        return upload
+
+    async def _receive(self, body: AsyncIterator[bytes]) -> None:
+        parser = CsvParser(self.settings.max_line_bytes)
+        pending = ParsedChunk()
+        size = 0
+        async for data in body:
+            size += len(data)
+            if size > self.settings.max_upload_bytes:
+                raise errors.PayloadTooLarge(
+                    f"the file is larger than {self.settings.max_upload_bytes} bytes"
+                )
+            _extend(pending, parser.feed(data))
+            if pending.rows >= self.settings.upload_chunk_codes:
+                await self._store(pending)
+                pending = ParsedChunk()
+        _extend(pending, parser.finish())
+        if pending.rows:
+            await self._store(pending)
+        await self._written()
+
+    async def _store(self, chunk: ParsedChunk) -> None:
+        writing = self.journal.submit([Step(lambda db: self._store_chunk(db, chunk))], chunk.rows)
+        await self._written()
+        self._writing = writing
+
+    async def _written(self) -> None:
+        writing, self._writing = self._writing, None
+        if writing is not None:
+            segment = await writing
+            if segment is not None:
+                self.segments.append(segment)
+
+    async def _store_chunk(self, db: aiosqlite.Connection, chunk: ParsedChunk) -> Segment | None:
+        """Runs inside the writer's transaction: check, then insert, with no race between."""
+        upload, target = self.upload, self.target
+        assert upload is not None
+        assert target is not None
+        rejected: list[tuple[int, int, str, str]] = []
+        for line, raw in chunk.invalid:
+            rejected.append((upload.id, line, describe_invalid(raw), Reason.INVALID_CODE))
+        unique: dict[str, int] = {}
+        for raw, line in zip(chunk.codes, chunk.lines, strict=True):
+            code = raw.decode("ascii")
+            if code in unique:
+                rejected.append((upload.id, line, code, Reason.DUPLICATE_IN_FILE))
+            else:
+                unique[code] = line
+        holders: dict[str, list[Holder]] = {}
+        for code, list_id, upload_id, partner, status in await db.execute_fetchall(
+            _HOLDERS, (json.dumps(list(unique)),)
+        ):
+            holders.setdefault(code, []).append(
+                Holder(list_id, upload_id, partner, status == Status.ARCHIVED)
+            )
+        room = self.settings.max_codes_per_list - (
+            self.actor.info.counts.uploaded + self.actor.incoming
+        )
+        accepted: list[str] = []
+        for code, line in unique.items():
+            reason = first_clash(target, holders[code]) if code in holders else None
+            if reason is None and len(accepted) >= room:
+                reason = Reason.LIST_FULL
+            if reason is None:
+                accepted.append(code)
+            else:
+                rejected.append((upload.id, line, code, reason))
+        segment = None
+        if accepted:
+            first_id = self.actor.ids.take_codes(len(accepted))
+            data = ("\n".join(accepted) + "\n").encode("ascii")
+            await db.execute(
+                _INSERT_CODES, (first_id, upload.list_id, upload.id, json.dumps(accepted))
+            )
+            await db.execute(
+                _INSERT_BLOCK, (first_id, upload.id, upload.list_id, len(accepted), data)
+            )
+            segment = Segment(upload.id, first_id, data, 0, len(accepted))
+        if rejected:
+            await db.executemany(_INSERT_ERRORS, rejected)
+        upload.rows += chunk.rows
+        upload.accepted += len(accepted)
+        self._reserved += len(accepted)
+        self.actor.incoming += len(accepted)
+        upload.errors.update(reason for *_, reason in rejected)
+        await db.execute(_PROGRESS, upload.progress_row())
+        return segment
+
+    async def _complete(self) -> None:
+        upload = self.upload
+        assert upload is not None
+        upload.status = "completed"
+        upload.finished_at = clock.now()
+        await self.actor.ask(
+            CompleteUpload(
+                upload.id,
+                tuple(self.segments),
+                upload.accepted,
+                (Rows(_FINISH, [upload.finish_row()]),),
+            )
+        )
+
+    async def _fail(self, code: str, message: str) -> None:
+        upload = self.upload
+        assert upload is not None
+        if self._writing is not None:
+            # The chunk being written must land before the drop that undoes it.
+            with contextlib.suppress(Exception):
+                await self._written()
+        upload.status = "failed"
+        upload.accepted = 0
+        upload.error_code = code
+        upload.error_message = message
+        upload.finished_at = clock.now()
+        self.segments.clear()
+
+        async def drop(db: aiosqlite.Connection) -> None:
+            await drop_upload_codes(db, upload.id)
+            await db.execute(_FINISH, upload.finish_row())
+
+        try:
+            await self.journal.write(Step(drop))
+        except errors.VoucherdError:
+            # Recovery fails the upload at the next start; its codes were never available.
+            log.error("upload %d: could not record its failure", upload.id)
+        log.info("upload %d to list %d failed: %s", upload.id, upload.list_id, code)
+
+
+def _extend(into: ParsedChunk, chunk: ParsedChunk) -> None:
+    into.codes.extend(chunk.codes)
+    into.lines.extend(chunk.lines)
+    into.invalid.extend(chunk.invalid)
