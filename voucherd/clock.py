@@ -3,13 +3,23 @@
 from __future__ import annotations
 
 import time
-from datetime import UTC, datetime
+from datetime import datetime
+from functools import lru_cache
 
 now = time.time
 
+# The API shows whole seconds, from the epoch to the last second RFC 3339's four digits allow.
+LATEST = 253402300799.0  # 9999-12-31T23:59:59Z
+
 
 def format_time(epoch: float) -> str:
-    return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return _format_second(int(epoch))
+
+
+@lru_cache(maxsize=4096)
+def _format_second(second: int) -> str:
+    # Every claim in one second, and every claim on one list, shares a rendering.
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(second))
 
 
 def format_optional(epoch: float | None) -> str | None:
@@ -23,4 +33,7 @@ def parse_time(text: str) -> float:
     parsed = datetime.fromisoformat(text.upper().replace("Z", "+00:00"))
     if parsed.tzinfo is None:
         raise ValueError("the timestamp needs a time zone, e.g. a trailing Z")
-    return parsed.timestamp()
+    epoch = parsed.timestamp()
+    if not 0 <= epoch <= LATEST:
+        raise ValueError("the timestamp must lie between 1970 and 9999")
+    return epoch

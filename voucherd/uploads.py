@@ -12,12 +12,13 @@ import asyncio
 import contextlib
 import json
 import logging
+import sqlite3
 from collections import Counter
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
-import aiosqlite
 import msgpack
 
 from voucherd import clock, errors
@@ -140,6 +141,23 @@ class UploadFailed(errors.VoucherdError):
     """The file was refused whole; `details` carries the failed upload."""
 
 
+@dataclass(slots=True)
+class _Tally:
+    """Running counts of an upload, changed only on the writer's thread and read on the event
+    loop only after the writes are awaited."""
+
+    rows: int = 0
+    accepted: int = 0
+    errors: Counter[str] = field(default_factory=Counter)
+
+
+@dataclass(frozen=True, slots=True)
+class _Chunk:
+    parsed: ParsedChunk
+    first_id: int
+    room: int
+
+
 class Uploader:
     """Runs one upload from the first byte to completion or failure."""
 
@@ -148,12 +166,13 @@ class Uploader:
         self.actor = actor
         self.journal = actor.journal
         self.upload: Upload | None = None
-        self.segments: list[Segment] = []
         self.target: Target | None = None
-        # Codes this upload has stored so far, counted against the list's cap meanwhile.
+        self.segments: list[Segment] = []
+        self._tally = _Tally()
+        # Code ids and cap room held for chunks being written; given back as each one lands.
         self._reserved = 0
         # Parsing the next chunk overlaps with writing the previous one.
-        self._writing: asyncio.Future[Any] | None = None
+        self._writing: tuple[asyncio.Future[Any], int] | None = None
 
     async def run(
         self, body: AsyncIterator[bytes], filename: str | None, uploaded_by: str | None
@@ -172,6 +191,7 @@ class Uploader:
         )
         try:
             await self._receive(body)
+            self._take_tally()
             if upload.rows == 0:
                 raise UploadAborted("empty_file", "the file holds no codes")
             await self._complete()
@@ -189,6 +209,10 @@ class Uploader:
             raise
         finally:
             self.actor.incoming -= self._reserved
+        self.actor.metrics.uploads.labels(upload.status).inc()
+        self.actor.metrics.codes_uploaded.inc(upload.accepted)
+        for reason, count in upload.errors.items():
+            self.actor.metrics.codes_rejected.labels(reason).inc(count)
         return upload
 
     async def _receive(self, body: AsyncIterator[bytes]) -> None:
@@ -210,47 +234,56 @@ class Uploader:
             await self._store(pending)
         await self._written()
 
-    async def _store(self, chunk: ParsedChunk) -> None:
-        writing = self.journal.submit([Step(lambda db: self._store_chunk(db, chunk))], chunk.rows)
+    async def _store(self, parsed: ParsedChunk) -> None:
+        size = len(parsed.codes)
+        room = self.settings.max_codes_per_list - (
+            self.actor.info.counts.uploaded + self.actor.incoming
+        )
+        chunk = _Chunk(parsed, self.actor.ids.take_codes(size), max(room, 0))
+        # Hold the room now, so a concurrent upload to the same list cannot take it too.
+        self.actor.incoming += min(size, chunk.room)
+        self._reserved += min(size, chunk.room)
+        writing = self.journal.submit([Step(partial(self._store_chunk, chunk))], parsed.rows)
         await self._written()
-        self._writing = writing
+        self._writing = (writing, min(size, chunk.room))
 
     async def _written(self) -> None:
-        writing, self._writing = self._writing, None
-        if writing is not None:
-            segment = await writing
-            if segment is not None:
-                self.segments.append(segment)
+        if self._writing is None:
+            return
+        (writing, held), self._writing = self._writing, None
+        segment: Segment | None = await writing
+        used = segment.count if segment is not None else 0
+        self.actor.incoming -= held - used
+        self._reserved -= held - used
+        if segment is not None:
+            self.segments.append(segment)
 
-    async def _store_chunk(self, db: aiosqlite.Connection, chunk: ParsedChunk) -> Segment | None:
-        """Runs inside the writer's transaction: check, then insert, with no race between."""
-        upload, target = self.upload, self.target
+    def _store_chunk(self, chunk: _Chunk, db: sqlite3.Connection) -> Segment | None:
+        """Runs on the writer's thread inside its transaction: check, then insert, no race."""
+        upload, target, tally = self.upload, self.target, self._tally
         assert upload is not None
         assert target is not None
-        rejected: list[tuple[int, int, str, str]] = []
-        for line, raw in chunk.invalid:
-            rejected.append((upload.id, line, describe_invalid(raw), Reason.INVALID_CODE))
+        rejected: list[tuple[int, int, str, str]] = [
+            (upload.id, line, describe_invalid(raw), Reason.INVALID_CODE)
+            for line, raw in chunk.parsed.invalid
+        ]
         unique: dict[str, int] = {}
-        for raw, line in zip(chunk.codes, chunk.lines, strict=True):
+        for raw, line in zip(chunk.parsed.codes, chunk.parsed.lines, strict=True):
             code = raw.decode("ascii")
             if code in unique:
                 rejected.append((upload.id, line, code, Reason.DUPLICATE_IN_FILE))
             else:
                 unique[code] = line
         holders: dict[str, list[Holder]] = {}
-        for code, list_id, upload_id, partner, status in await db.execute_fetchall(
+        for code, list_id, upload_id, partner, status in db.execute(
             _HOLDERS, (json.dumps(list(unique)),)
         ):
-            holders.setdefault(code, []).append(
-                Holder(list_id, upload_id, partner, status == Status.ARCHIVED)
-            )
-        room = self.settings.max_codes_per_list - (
-            self.actor.info.counts.uploaded + self.actor.incoming
-        )
+            holder = Holder(list_id, upload_id, partner, status == Status.ARCHIVED)
+            holders.setdefault(code, []).append(holder)
         accepted: list[str] = []
         for code, line in unique.items():
             reason = first_clash(target, holders[code]) if code in holders else None
-            if reason is None and len(accepted) >= room:
+            if reason is None and len(accepted) >= chunk.room:
                 reason = Reason.LIST_FULL
             if reason is None:
                 accepted.append(code)
@@ -258,24 +291,29 @@ class Uploader:
                 rejected.append((upload.id, line, code, reason))
         segment = None
         if accepted:
-            first_id = self.actor.ids.take_codes(len(accepted))
             data = ("\n".join(accepted) + "\n").encode("ascii")
-            await db.execute(
-                _INSERT_CODES, (first_id, upload.list_id, upload.id, json.dumps(accepted))
+            db.execute(
+                _INSERT_CODES, (chunk.first_id, upload.list_id, upload.id, json.dumps(accepted))
             )
-            await db.execute(
-                _INSERT_BLOCK, (first_id, upload.id, upload.list_id, len(accepted), data)
+            db.execute(
+                _INSERT_BLOCK, (chunk.first_id, upload.id, upload.list_id, len(accepted), data)
             )
-            segment = Segment(upload.id, first_id, data, 0, len(accepted))
+            segment = Segment(upload.id, chunk.first_id, data, 0, len(accepted))
         if rejected:
-            await db.executemany(_INSERT_ERRORS, rejected)
-        upload.rows += chunk.rows
-        upload.accepted += len(accepted)
-        self._reserved += len(accepted)
-        self.actor.incoming += len(accepted)
-        upload.errors.update(reason for *_, reason in rejected)
-        await db.execute(_PROGRESS, upload.progress_row())
+            db.executemany(_INSERT_ERRORS, rejected)
+        tally.rows += chunk.parsed.rows
+        tally.accepted += len(accepted)
+        tally.errors.update(reason for *_, reason in rejected)
+        db.execute(_PROGRESS, (tally.rows, tally.accepted, sum(tally.errors.values()),
+                               msgpack.packb(dict(tally.errors)), upload.id))  # fmt: skip
         return segment
+
+    def _take_tally(self) -> None:
+        upload = self.upload
+        assert upload is not None
+        upload.rows = self._tally.rows
+        upload.accepted = self._tally.accepted
+        upload.errors = Counter(self._tally.errors)
 
     async def _complete(self) -> None:
         upload = self.upload
@@ -298,6 +336,7 @@ class Uploader:
             # The chunk being written must land before the drop that undoes it.
             with contextlib.suppress(Exception):
                 await self._written()
+        self._take_tally()
         upload.status = "failed"
         upload.accepted = 0
         upload.error_code = code
@@ -305,9 +344,9 @@ class Uploader:
         upload.finished_at = clock.now()
         self.segments.clear()
 
-        async def drop(db: aiosqlite.Connection) -> None:
-            await drop_upload_codes(db, upload.id)
-            await db.execute(_FINISH, upload.finish_row())
+        def drop(db: sqlite3.Connection) -> None:
+            drop_upload_codes(db, upload.id)
+            db.execute(_FINISH, upload.finish_row())
 
         try:
             await self.journal.write(Step(drop))

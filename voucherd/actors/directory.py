@@ -6,8 +6,6 @@ import asyncio
 import sqlite3
 from collections.abc import Iterator
 
-import aiosqlite
-
 from voucherd import clock, errors
 from voucherd.actors.voucher_list import Ids, ListActor
 from voucherd.lists import INSERT_LIST, ListInfo
@@ -97,8 +95,8 @@ class Directory:
             )
         info.id = self.ids.next_list()
 
-        async def insert(db: aiosqlite.Connection) -> None:
-            await db.execute(INSERT_LIST, info.row())
+        def insert(db: sqlite3.Connection) -> None:
+            db.execute(INSERT_LIST, info.row())
 
         try:
             await self.journal.write(Step(insert))

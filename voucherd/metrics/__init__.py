@@ -25,6 +25,9 @@ class Metrics:
             ["result"],
             registry=self.registry,
         )
+        # Bound once: looking a child up by label costs a lock and a dict per claim.
+        self.claims_created = self.claims.labels("created")
+        self.claims_repeated = self.claims.labels("repeated")
         self.claim_seconds = Histogram(
             "voucherd_claim_duration_seconds",
             "Time from a claim's arrival to its durable reply.",

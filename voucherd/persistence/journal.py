@@ -18,10 +18,10 @@ import contextlib
 import logging
 import sqlite3
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import aiosqlite
 
@@ -32,6 +32,7 @@ from voucherd.persistence.schema import SCHEMA, VERSION
 log = logging.getLogger(__name__)
 
 Row = Sequence[Any]
+_T = TypeVar("_T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,10 +46,10 @@ class Rows:
 
 @dataclass(frozen=True, slots=True)
 class Step:
-    """A function run inside the group's transaction, isolated by a savepoint: if it raises,
-    only its own caller gets the error."""
+    """A function run on the writer's thread inside the group's transaction, isolated by a
+    savepoint: if it raises, only its own caller gets the error."""
 
-    run: Callable[[aiosqlite.Connection], Awaitable[Any]]
+    run: Callable[[sqlite3.Connection], Any]
 
 
 Op = Rows | Step
@@ -116,9 +117,13 @@ class Journal:
 
     @property
     def db(self) -> aiosqlite.Connection:
-        """The writer's connection, for recovery before the writer starts."""
         assert self._db is not None, "journal is not open"
         return self._db
+
+    async def call(self, function: Callable[[sqlite3.Connection], _T]) -> _T:
+        """Run a function on the writer's connection and thread; for recovery, before start()."""
+        assert self._writer is None, "the writer owns the connection once started"
+        return await self._on_writer_thread(function)
 
     @property
     def reader(self) -> aiosqlite.Connection:
@@ -167,36 +172,12 @@ class Journal:
                 await self._commit(group)
 
     async def _commit(self, group: list[_Entry]) -> None:
-        db = self.db
         records = sum(entry.records for entry in group)
         started = time.perf_counter()
-        results: list[Any] = [None] * len(group)
-        failed: dict[int, BaseException] = {}
         try:
-            await db.execute("BEGIN IMMEDIATE")
-            pending: dict[str, list[Row]] = {}
-            for index, entry in enumerate(group):
-                for op in entry.ops:
-                    if isinstance(op, Rows):
-                        pending.setdefault(op.sql, []).extend(op.rows)
-                        continue
-                    await _flush(db, pending)
-                    try:
-                        await db.execute("SAVEPOINT step")
-                        results[index] = await op.run(db)
-                        await db.execute("RELEASE step")
-                    except (sqlite3.Error, errors.VoucherdError) as exc:
-                        if isinstance(exc, sqlite3.Error) and _is_storage_fault(exc):
-                            raise
-                        await db.execute("ROLLBACK TO step")
-                        await db.execute("RELEASE step")
-                        failed[index] = exc
-            await _flush(db, pending)
-            await db.execute("COMMIT")
+            outcomes = await self._on_writer_thread(_transaction, group)
         except Exception as exc:
             log.error("journal commit of %d records failed: %s", records, exc)
-            with contextlib.suppress(sqlite3.Error):
-                await db.execute("ROLLBACK")
             self.metrics.journal_failures.inc()
             fault = errors.StorageUnavailable(
                 f"the journal could not write ({type(exc).__name__}); nothing was changed",
@@ -205,26 +186,58 @@ class Journal:
             for entry in group:
                 _settle(entry.future, exception=fault)
         else:
-            for index, entry in enumerate(group):
-                if index in failed:
-                    _settle(entry.future, exception=failed[index])
-                else:
-                    _settle(entry.future, result=results[index])
+            for entry, (result, failure) in zip(group, outcomes, strict=True):
+                _settle(entry.future, result, failure)
         finally:
             self._queued_records -= records
             self.metrics.journal_commit_seconds.observe(time.perf_counter() - started)
             self.metrics.journal_records_per_commit.observe(records)
 
+    async def _on_writer_thread(self, function: Callable[..., _T], *args: Any) -> _T:
+        # aiosqlite hops to its thread once per call, and each hop may wait for the GIL while
+        # the event loop is busy. A whole group goes in one hop: BEGIN, every insert, COMMIT.
+        db = self.db
+        result: _T = await db._execute(function, db._conn, *args)  # type: ignore[no-untyped-call]
+        return result
 
-async def _flush(db: aiosqlite.Connection, pending: dict[str, list[Row]]) -> None:
+
+def _transaction(
+    conn: sqlite3.Connection, group: list[_Entry]
+) -> list[tuple[Any, BaseException | None]]:
+    """Write a group in one transaction; runs on the writer's thread."""
+    outcomes: list[tuple[Any, BaseException | None]] = []
+    pending: dict[str, list[Row]] = {}
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        for entry in group:
+            result: Any = None
+            failure: BaseException | None = None
+            for op in entry.ops:
+                if isinstance(op, Rows):
+                    pending.setdefault(op.sql, []).extend(op.rows)
+                    continue
+                _flush(conn, pending)
+                conn.execute("SAVEPOINT step")
+                try:
+                    result = op.run(conn)
+                except (sqlite3.IntegrityError, errors.VoucherdError) as exc:
+                    conn.execute("ROLLBACK TO step")
+                    failure = exc
+                conn.execute("RELEASE step")
+            outcomes.append((result, failure))
+        _flush(conn, pending)
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+    return outcomes
+
+
+def _flush(conn: sqlite3.Connection, pending: dict[str, list[Row]]) -> None:
     for sql, rows in pending.items():
-        await db.executemany(sql, rows)
+        conn.executemany(sql, rows)
     pending.clear()
-
-
-def _is_storage_fault(exc: sqlite3.Error) -> bool:
-    """Faults of the disk, not of the step's own logic: they doom the whole group."""
-    return isinstance(exc, sqlite3.OperationalError) and not isinstance(exc, sqlite3.IntegrityError)
 
 
 def _settle(

@@ -8,11 +8,10 @@ from __future__ import annotations
 
 import bisect
 import logging
+import sqlite3
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
-
-import aiosqlite
 
 from voucherd import clock
 from voucherd.duplicates import Scope
@@ -40,42 +39,43 @@ class Recovered:
     max_claim_id: int
 
 
-async def fail_interrupted_uploads(db: aiosqlite.Connection) -> int:
-    rows = await db.execute_fetchall("SELECT id FROM uploads WHERE status = 'in_progress'")
+def fail_interrupted_uploads(db: sqlite3.Connection) -> int:
+    rows = db.execute("SELECT id FROM uploads WHERE status = 'in_progress'").fetchall()
     ids = [row[0] for row in rows]
     if not ids:
         return 0
-    await db.execute("BEGIN IMMEDIATE")
+    db.execute("BEGIN IMMEDIATE")
     for upload_id in ids:
-        await drop_upload_codes(db, upload_id)
-    await db.executemany(
+        drop_upload_codes(db, upload_id)
+    db.executemany(
         "UPDATE uploads SET status = 'failed', accepted = 0, error_code = 'interrupted',"
         " error_message = 'the server stopped before the upload finished', finished_at = ?"
         " WHERE id = ?",
         [(clock.now(), upload_id) for upload_id in ids],
     )
-    await db.execute("COMMIT")
+    db.execute("COMMIT")
     log.warning("marked %d interrupted upload(s) as failed", len(ids))
     return len(ids)
 
 
-async def drop_upload_codes(db: aiosqlite.Connection, upload_id: int) -> None:
+def drop_upload_codes(db: sqlite3.Connection, upload_id: int) -> None:
     """Delete the codes a failed upload had written so far (by id ranges: no extra index)."""
-    blocks = await db.execute_fetchall(
+    blocks = db.execute(
         "SELECT first_id, count FROM code_blocks WHERE upload_id = ?", (upload_id,)
-    )
-    await db.executemany(
+    ).fetchall()
+    db.executemany(
         "DELETE FROM codes WHERE id >= ? AND id < ?",
         [(first, first + count) for first, count in blocks],
     )
-    await db.execute("DELETE FROM code_blocks WHERE upload_id = ?", (upload_id,))
+    db.execute("DELETE FROM code_blocks WHERE upload_id = ?", (upload_id,))
 
 
-async def recover(db: aiosqlite.Connection) -> Recovered:
+def recover(db: sqlite3.Connection) -> Recovered:
+    """Runs on the writer's thread before the writer starts: one hop for the whole load."""
     started = time.perf_counter()
-    await fail_interrupted_uploads(db)
+    fail_interrupted_uploads(db)
     lists: dict[int, RecoveredList] = {}
-    for row in await db.execute_fetchall(
+    for row in db.execute(
         "SELECT id, partner, tag, name, description, expires_at, status, duplicate_scope,"
         " low_stock_threshold, created_at, updated_at FROM lists"
     ):
@@ -95,7 +95,7 @@ async def recover(db: aiosqlite.Connection) -> Recovered:
         )
         lists[info.id] = RecoveredList(info)
 
-    for list_id, upload_id, status, accepted, withdrawn in await db.execute_fetchall(
+    for list_id, upload_id, status, accepted, withdrawn in db.execute(
         "SELECT list_id, id, status, accepted, withdrawn FROM uploads"
         " WHERE status IN ('completed', 'withdrawn')"
     ):
@@ -105,30 +105,30 @@ async def recover(db: aiosqlite.Connection) -> Recovered:
         state.info.counts.withdrawn += withdrawn
 
     taken: dict[int, list[int]] = defaultdict(list)
-    cursor = await db.execute(
+    cursor = db.execute(
         "SELECT list_id, user_id, idempotency_key, id, code_id FROM claims ORDER BY code_id"
     )
-    while rows := await cursor.fetchmany(100_000):
+    while rows := cursor.fetchmany(100_000):
         for list_id, user_id, key, claim_id, code_id in rows:
             state = lists[list_id]
             state.claims[f"{user_id}\x1f{key}"] = claim_id
             taken[list_id].append(code_id)
-    await cursor.close()
+    cursor.close()
     for list_id, code_ids in taken.items():
         lists[list_id].info.counts.distributed = len(code_ids)
 
-    cursor = await db.execute(
+    cursor = db.execute(
         "SELECT b.list_id, b.upload_id, b.first_id, b.count, b.codes FROM code_blocks b"
         " JOIN uploads u ON u.id = b.upload_id JOIN lists l ON l.id = b.list_id"
         " WHERE u.status = 'completed' AND l.status != 'archived' ORDER BY b.first_id"
     )
-    while blocks := await cursor.fetchmany(256):
+    while blocks := cursor.fetchmany(256):
         for list_id, upload_id, first_id, count, data in blocks:
             ids = taken.get(list_id, [])
             low = bisect.bisect_left(ids, first_id)
             high = bisect.bisect_left(ids, first_id + count)
             lists[list_id].pool.add(rebuild(upload_id, first_id, data, ids[low:high]))
-    await cursor.close()
+    cursor.close()
 
     for state in lists.values():
         if state.info.stored_status is Status.ARCHIVED:
@@ -141,7 +141,7 @@ async def recover(db: aiosqlite.Connection) -> Recovered:
                 state.info.counts.available,
             )
 
-    maxima = await db.execute_fetchall(
+    maxima = db.execute(
         "SELECT (SELECT COALESCE(MAX(id), 0) FROM lists),"
         " (SELECT COALESCE(MAX(id), 0) FROM uploads),"
         # Withdrawn codes leave `codes` but keep their block, so blocks bound the code ids too.
@@ -149,7 +149,7 @@ async def recover(db: aiosqlite.Connection) -> Recovered:
         " COALESCE((SELECT MAX(first_id + count - 1) FROM code_blocks), 0))),"
         " (SELECT COALESCE(MAX(id), 0) FROM claims)"
     )
-    max_list, max_upload, max_code, max_claim = next(iter(maxima))
+    max_list, max_upload, max_code, max_claim = maxima.fetchone()
     log.info(
         "recovered %d lists, %d claims in %.2f s",
         len(lists),

@@ -24,7 +24,7 @@ from voucherd.persistence.journal import Journal
 from voucherd.persistence.recovery import recover
 from voucherd.server import claims, lists, operations, uploads
 from voucherd.server.keys import DIRECTORY, JOURNAL, METRICS, READINESS, SCOPES, SETTINGS, Readiness
-from voucherd.server.middleware import authenticate, json_errors
+from voucherd.server.middleware import front_door
 from voucherd.settings import Scope, Settings
 from voucherd.statuses import Action, Status
 
@@ -58,9 +58,7 @@ ROUTES: list[tuple[str, str, Handler, Scope | None]] = [
 
 
 def create_app(settings: Settings) -> web.Application:
-    app = web.Application(
-        client_max_size=settings.max_json_bytes, middlewares=[json_errors, authenticate]
-    )
+    app = web.Application(client_max_size=settings.max_json_bytes, middlewares=[front_door])
     app[SETTINGS] = settings
     app[METRICS] = Metrics()
     app[READINESS] = Readiness()
@@ -97,7 +95,7 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
 async def _recover(app: web.Application, journal: Journal, directory: Directory) -> None:
     readiness = app[READINESS]
     try:
-        directory.load(await recover(journal.db))
+        directory.load(await journal.call(recover))
         journal.start()
     except Exception as exc:
         log.exception("recovery failed")

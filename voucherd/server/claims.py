@@ -18,7 +18,7 @@ from voucherd.claims import (
     SELECT_CLAIM,
     Claim,
 )
-from voucherd.server.inputs import json_body, path_id
+from voucherd.server.inputs import check_characters, json_body, path_id
 from voucherd.server.keys import DIRECTORY, JOURNAL, METRICS, SETTINGS
 
 
@@ -27,8 +27,7 @@ def _identifier(value: Any, name: str, *, max_length: int, min_length: int = 1) 
         raise errors.InvalidRequest(f"{name} must be a string")
     if not min_length <= len(value) <= max_length:
         raise errors.InvalidRequest(f"{name} must be {min_length} to {max_length} characters")
-    if not value.isprintable():
-        raise errors.InvalidRequest(f"{name} must not contain control characters")
+    check_characters(value, name)
     return value
 
 
@@ -54,7 +53,7 @@ async def create_claim(request: web.Request) -> web.Response:
     claim = (
         outcome.claim or (await _read_claims(request.app[JOURNAL].reader, [outcome.claim_id]))[0]
     )
-    metrics.claims.labels("created" if outcome.created else "repeated").inc()
+    (metrics.claims_created if outcome.created else metrics.claims_repeated).inc()
     metrics.claim_seconds.observe(time.perf_counter() - started)
     return web.json_response(
         {"claim": claim.view(actor.info.expires_at)}, status=201 if outcome.created else 200
@@ -66,7 +65,10 @@ def _metadata(value: Any) -> bytes | None:
         return None
     if not isinstance(value, dict):
         raise errors.InvalidRequest("metadata must be a JSON object")
-    packed: bytes = msgpack.packb(value)
+    try:
+        packed: bytes = msgpack.packb(value)
+    except (OverflowError, TypeError, ValueError):
+        raise errors.InvalidRequest("metadata holds a value that cannot be stored") from None
     if len(packed) > MAX_METADATA_BYTES:
         raise errors.InvalidRequest(f"metadata must be at most {MAX_METADATA_BYTES} bytes")
     return packed
@@ -86,8 +88,8 @@ async def create_claims(request: web.Request) -> web.Response:
     claims = outcome.claims + await _read_claims(request.app[JOURNAL].reader, outcome.repeat_ids)
     expires_at = actor.info.expires_at
     metrics = request.app[METRICS]
-    metrics.claims.labels("created").inc(len(outcome.claims))
-    metrics.claims.labels("repeated").inc(len(outcome.repeat_ids))
+    metrics.claims_created.inc(len(outcome.claims))
+    metrics.claims_repeated.inc(len(outcome.repeat_ids))
     for _, error in outcome.failed:
         metrics.claims.labels(error.code).inc()
     return web.json_response(

@@ -53,9 +53,18 @@ def text(
         raise errors.InvalidRequest(f"{name} must be a string")
     if not min_length <= len(value) <= max_length:
         raise errors.InvalidRequest(f"{name} must be {min_length} to {max_length} characters")
-    if "\x00" in value:
-        raise errors.InvalidRequest(f"{name} must not contain NUL characters")
+    check_characters(value, name)
     return value
+
+
+def check_characters(value: str, name: str) -> None:
+    """Refuse control characters and text that is not valid Unicode (lone surrogates)."""
+    if not value.isprintable() and any(ch < " " or ch == "\x7f" for ch in value):
+        raise errors.InvalidRequest(f"{name} must not contain control characters")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise errors.InvalidRequest(f"{name} is not valid Unicode text") from None
 
 
 def required_text(body: dict[str, Any], name: str, *, max_length: int, min_length: int = 1) -> str:
@@ -70,6 +79,8 @@ def count(body: dict[str, Any], name: str, *, required: bool = False) -> int | N
         if required:
             raise errors.InvalidRequest(f"{name} is required")
         return None
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
     if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 2**53:
         raise errors.InvalidRequest(f"{name} must be a whole number ≥ 0")
     return value

@@ -1,4 +1,4 @@
-"""Middlewares: API errors as JSON bodies, and the scope check on every route."""
+"""The one middleware: the scope check on every route, and API errors as JSON bodies."""
 
 from __future__ import annotations
 
@@ -37,8 +37,10 @@ def error_response(error: errors.VoucherdError) -> web.Response:
 
 
 @web.middleware
-async def json_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+async def front_door(request: web.Request, handler: Handler) -> web.StreamResponse:
+    # One middleware, not two: each layer costs a coroutine per request on the hot path.
     try:
+        _admit(request)
         return await handler(request)
     except errors.VoucherdError as error:
         return error_response(error)
@@ -60,13 +62,12 @@ def _allow(exc: web.HTTPException) -> dict[str, str]:
     return {"Allow": allow} if allow else {}
 
 
-@web.middleware
-async def authenticate(request: web.Request, handler: Handler) -> web.StreamResponse:
+def _admit(request: web.Request) -> None:
     scopes = request.app[SCOPES]
     route_handler = request.match_info.handler
     if route_handler not in scopes:
         # Unknown path or method: let the router's 404/405 through without asking for a key.
-        return await handler(request)
+        return
     scope = scopes[route_handler]
     settings = request.app[SETTINGS]
     if scope is not None and not settings.open_mode:
@@ -76,7 +77,6 @@ async def authenticate(request: web.Request, handler: Handler) -> web.StreamResp
         request[CALLER] = key
     if scope is not None and not request.app[READINESS].ready:
         raise errors.NotReady("voucherd is recovering its state; retry shortly", retry_after=1)
-    return await handler(request)
 
 
 def _grants(key: ApiKey, scope: Scope) -> bool:

@@ -1,7 +1,7 @@
 """The OpenAPI 3.1 document of voucherd's v1 API, built in code and served at /v1/openapi.json.
 
-The contract is /work/shared/API.md; this module states it precisely enough (types, limits,
-every status an operation returns) that a schema-driven tester exercises the real limits.
+The contract is the API page; this module states it as the server enforces it — types, limits,
+every status an operation can answer — so a schema-driven tester exercises the real limits.
 """
 
 from __future__ import annotations
@@ -17,11 +17,30 @@ Scope = Literal["admin", "issue", "read"]
 
 JSON = "application/json"
 SECURITY_SCHEME = "bearerAuth"
+# The server also takes application/csv; it is left out as schema tools cannot send it.
+CSV_TYPES = ("text/csv", "text/plain")
 
-# SQLite's integer ceiling; an id or a threshold above it cannot be stored, so say so.
+# SQLite's integer ceiling: no stored id or count goes above it.
 INT64_MAX = 2**63 - 1
+# The largest integer a JSON number carries exactly; the server refuses counts above it.
+JSON_INT_MAX = 2**53
 USER_ID_MAX = 256
+IDEMPOTENCY_KEY_MAX = 256
+FILENAME_MAX = 255
 BATCH_MAX = 100_000
+METADATA_MAX_BYTES = 4096
+DEFAULT_LOW_STOCK = 1000
+
+# Patterns are written for both ECMA-262 (what JSON Schema names) and Python's `re`.
+NO_NUL = "^[^\\x00]*$"
+# What Python's str.isspace() calls whitespace, spelt out: ECMA-262's `\s` is a different set.
+WHITESPACE = (
+    "\\x09-\\x0d\\x1c-\\x20\\x85\\xa0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000"
+)
+TAG = f"^[^\\x00{WHITESPACE}]+$"
+NO_CONTROL = "^[^\\x00-\\x1f\\x7f-\\x9f]*$"
+CODE_PATTERN = "^[\\x21\\x23-\\x2b\\x2d-\\x7e]+$"
+ERROR_CODE_PATTERN = "^[a-z][a-z0-9_]*$"
 
 LIST_STATUSES = ["active", "paused", "expired", "archived"]
 UPLOAD_STATUSES = ["in_progress", "completed", "failed", "withdrawn"]
@@ -35,6 +54,7 @@ UPLOAD_REJECT_REASONS = [
 # A refused status transition answers with the list's current status as the code.
 TRANSITION_CONFLICTS = ["conflict", "list_paused", "list_expired", "list_archived"]
 UPLOAD_CONFLICTS = ["list_expired", "list_archived"]
+WITHDRAW_CONFLICTS = ["conflict", "list_archived"]
 CLAIM_CONFLICTS = ["list_paused", "list_expired", "list_archived", "list_exhausted"]
 
 
@@ -54,25 +74,42 @@ def string(min_length: int = 0, max_length: int | None = None, **extra: Any) -> 
     return schema | extra
 
 
-def integer(minimum: int = 0, **extra: Any) -> Json:
-    return {"type": "integer", "minimum": minimum, "maximum": INT64_MAX} | extra
+def text(min_length: int, max_length: int, description: str, pattern: str = NO_NUL) -> Json:
+    """A free-text request field: the server counts characters and refuses NUL."""
+    return string(min_length, max_length, pattern=pattern, description=description)
+
+
+def identity_text(min_length: int, max_length: int, description: str) -> Json:
+    return text(
+        min_length,
+        max_length,
+        f"{description} Printable characters only: no control characters.",
+        pattern=NO_CONTROL,
+    )
+
+
+def integer(minimum: int = 0, maximum: int = INT64_MAX, **extra: Any) -> Json:
+    return {"type": "integer", "minimum": minimum, "maximum": maximum} | extra
 
 
 def identifier(what: str) -> Json:
     return integer(1, format="int64", description=f"The {what}'s id.")
 
 
-def timestamp(description: str) -> Json:
-    return {
-        "type": "string",
-        "format": "date-time",
-        "description": f"{description} (RFC 3339, UTC).",
-    }
+def timestamp(description: str, **extra: Any) -> Json:
+    schema: Json = {"type": "string", "format": "date-time"}
+    return schema | {"description": f"{description} (RFC 3339, UTC)."} | extra
 
 
 def nullable(schema: Json) -> Json:
     """The schema with `null` allowed too (3.1 style: a type list, not `nullable`)."""
     return schema | {"type": [schema["type"], "null"]}
+
+
+def optional(schema: Json) -> Json:
+    """An optional request field, where the server reads `null` as leaving it out."""
+    described = schema.get("description", "")
+    return nullable(schema) | {"description": f"{described} `null` is the same as absent.".strip()}
 
 
 def enum(values: Sequence[str], description: str | None = None) -> Json:
@@ -91,20 +128,30 @@ def obj(properties: Json, required: Iterable[str] = (), **extra: Any) -> Json:
 
 
 def closed(properties: Json, **extra: Any) -> Json:
-    """A response object whose listed properties are all present."""
+    """A response object whose listed properties are all present (more may be added later)."""
     return obj(properties, required=properties, **extra)
+
+
+def request(properties: Json, required: Iterable[str] = (), **extra: Any) -> Json:
+    """A request body: unknown fields are ignored, so they are allowed."""
+    return obj(properties, required, additionalProperties=True, **extra)
 
 
 def array_of(items: Json, **extra: Any) -> Json:
     return {"type": "array", "items": items} | extra
 
 
-def error_schema(codes: Sequence[str] | None = None) -> Json:
+def error_schema(codes: Sequence[str] | None = None, details: Json | None = None) -> Json:
     """The Error schema, narrowed to `codes` when the status has a closed set of them."""
-    if not codes:
+    if not codes and details is None:
         return ref("Error")
-    code: Json = {"const": codes[0]} if len(codes) == 1 else {"enum": list(codes)}
-    return {"allOf": [ref("Error"), {"properties": {"error": {"properties": {"code": code}}}}]}
+    error: Json = {"properties": {}}
+    if codes:
+        code = {"const": codes[0]} if len(codes) == 1 else {"enum": list(codes)}
+        error["properties"]["code"] = code
+    if details is not None:
+        error["properties"]["details"] = details
+    return {"allOf": [ref("Error"), {"properties": {"error": error}}]}
 
 
 # --- response, parameter and body helpers -----------------------------------------------------
@@ -124,8 +171,10 @@ def text_response(description: str, media_type: str, example: str | None = None)
     return {"description": description, "content": {media_type: media}}
 
 
-def error_response(description: str, codes: Sequence[str] | None = None) -> Json:
-    return json_response(description, error_schema(codes))
+def error_response(
+    description: str, codes: Sequence[str] | None = None, details: Json | None = None
+) -> Json:
+    return json_response(description, error_schema(codes, details))
 
 
 def conflict(description: str, codes: Sequence[str]) -> Json:
@@ -145,6 +194,11 @@ RETRY_AFTER: Json = {
     }
 }
 
+
+def unavailable(description: str, codes: Sequence[str]) -> Json:
+    return json_response(description, error_schema(codes), headers=RETRY_AFTER)
+
+
 # Statuses several operations share; each is a component response referenced by `$ref`.
 SHARED_RESPONSES: Json = {
     "InvalidRequest": error_response(
@@ -155,7 +209,10 @@ SHARED_RESPONSES: Json = {
         "No `Authorization: Bearer <key>` header, or an unknown key.", ["unauthorized"]
     ),
     "Forbidden": error_response("The key lacks the scope this operation needs.", ["forbidden"]),
-    "NotFound": error_response("No such list, upload or route.", ["not_found"]),
+    "NotFound": error_response(
+        "No such list or upload (an id that is not a positive integer names none).",
+        ["not_found"],
+    ),
     "PayloadTooLarge": error_response(
         "The request body is larger than the server accepts.", ["payload_too_large"]
     ),
@@ -163,11 +220,15 @@ SHARED_RESPONSES: Json = {
         "The request body's Content-Type is not one this operation accepts.",
         ["unsupported_media_type"],
     ),
-    "Overloaded": json_response(
-        "The server is too busy to take the request now; nothing was done. Retry after the "
-        "`Retry-After` header's seconds.",
-        error_schema(["overloaded", "storage_unavailable"]),
-        headers=RETRY_AFTER,
+    "NotReady": unavailable(
+        "The server is still recovering its state, or shutting down. Retry after `Retry-After`.",
+        ["not_ready"],
+    ),
+    "Overloaded": unavailable(
+        "Nothing was done: the server is recovering or shutting down (`not_ready`), too busy "
+        "(`overloaded`), or could not write the journal (`storage_unavailable`). Retry after "
+        "`Retry-After`.",
+        ["not_ready", "overloaded", "storage_unavailable"],
     ),
 }
 
@@ -186,16 +247,13 @@ def query_param(name: str, schema: Json, description: str) -> Json:
     }
 
 
-def json_body(schema_name: str, example: Json | None = None) -> Json:
-    media: Json = {"schema": ref(schema_name)}
-    if example is not None:
-        media["example"] = example
-    return {"required": True, "content": {JSON: media}}
+def json_body(schema_name: str, example: Json) -> Json:
+    return {"required": True, "content": {JSON: {"schema": ref(schema_name), "example": example}}}
 
 
 LIST_ID = path_param("list_id", identifier("list"))
 UPLOAD_ID = path_param("upload_id", identifier("upload"))
-USER_ID = path_param("user_id", string(1, USER_ID_MAX, description="The end user's id."))
+USER_ID = path_param("user_id", identity_text(1, USER_ID_MAX, "The end user's id."))
 
 
 def operation(
@@ -208,8 +266,13 @@ def operation(
     responses: Json,
     parameters: Sequence[Json] = (),
     body: Json | None = None,
+    writes: bool = False,
 ) -> Json:
-    """One operation; the statuses that follow from its scope and its input are added here."""
+    """One operation; the statuses that follow from its scope and its body are added here.
+
+    A `writes` operation goes through a list actor or the journal, so besides `not_ready` it
+    can meet a full mailbox or queue, or a failed write.
+    """
     op: Json = {"operationId": operation_id, "summary": summary, "tags": [tag]}
     all_responses = dict(responses)
     if scope is None:
@@ -220,10 +283,11 @@ def operation(
         op["x-scope"] = scope
         all_responses.setdefault("401", shared_response("Unauthorized"))
         all_responses.setdefault("403", shared_response("Forbidden"))
-    if parameters or body is not None:
-        all_responses.setdefault("400", shared_response("InvalidRequest"))
+        all_responses.setdefault("503", shared_response("Overloaded" if writes else "NotReady"))
     if body is not None:
+        all_responses.setdefault("400", shared_response("InvalidRequest"))
         all_responses.setdefault("413", shared_response("PayloadTooLarge"))
+        all_responses.setdefault("415", shared_response("UnsupportedMediaType"))
     if parameters:
         op["parameters"] = list(parameters)
     if body is not None:
@@ -234,77 +298,78 @@ def operation(
 
 # --- component schemas ------------------------------------------------------------------------
 
-LIST_NAME = string(1, 200, description="The list's name, used in messages to users.")
-LIST_DESCRIPTION = string(0, 2000, description="Usage conditions shown to users.")
-EXPIRES_AT = timestamp("When the list expires; past it the list reads `expired`")
-LOW_STOCK_THRESHOLD = integer(
-    0, description="`list.low_stock` fires when the available codes fall to this count."
+PARTNER = text(1, 100, "The brand partner, case-sensitive.")
+TAG_FIELD = text(
+    1,
+    100,
+    "Unique per partner among non-archived lists; stored lowercased. No whitespace.",
+    pattern=TAG,
 )
-METADATA = {
+LIST_NAME = text(1, 200, "The list's name, used in messages to users.")
+LIST_DESCRIPTION = text(0, 2000, "Usage conditions shown to users.")
+EXPIRES_AT = timestamp(
+    "When the list expires; past it the list reads `expired`", minLength=20, maxLength=40
+)
+LOW_STOCK_THRESHOLD = integer(
+    0,
+    JSON_INT_MAX,
+    description="`list.low_stock` fires when the available codes fall to this count.",
+)
+METADATA: Json = {
     "type": "object",
     "additionalProperties": True,
-    "description": "Free-form data kept with the claim; at most 4 KiB serialized as JSON.",
+    "description": f"Free-form data kept with the claim; at most {METADATA_MAX_BYTES} bytes "
+    "once serialized (as MessagePack).",
 }
 CODE = string(
     1,
     64,
-    pattern=r"^[\x21\x23-\x2b\x2d-\x7e]+$",
+    pattern=CODE_PATTERN,
     description='A voucher code: printable ASCII (`!` to `~`) other than `,` and `"`.',
 )
-ERROR_BODY = closed(
-    {"code": string(1, pattern="^[a-z][a-z0-9_]*$"), "message": string()},
-)
+ERROR_FIELDS: Json = {
+    "code": string(1, pattern=ERROR_CODE_PATTERN, description="snake_case."),
+    "message": string(description="A human sentence."),
+}
+PATCHABLE: Json = {
+    "name": LIST_NAME,
+    "description": LIST_DESCRIPTION,
+    "expires_at": EXPIRES_AT,
+    "low_stock_threshold": LOW_STOCK_THRESHOLD,
+}
 
 SCHEMAS: Json = {
     "Error": obj(
         {
             "error": obj(
-                {
-                    "code": string(1, pattern="^[a-z][a-z0-9_]*$", description="snake_case code."),
-                    "message": string(description="A human sentence."),
-                    "details": {"type": "object", "description": "More about the error."},
-                },
+                ERROR_FIELDS | {"details": {"type": "object", "description": "More about it."}},
                 required=["code", "message"],
             )
         },
         required=["error"],
     ),
-    "ListCreate": obj(
+    "ListCreate": request(
         {
-            "partner": string(1, 100, description="The brand partner, case-sensitive."),
-            "tag": string(
-                1,
-                100,
-                pattern="^\\S+$",
-                description="Unique per partner among non-archived lists; stored lowercased. "
-                "No whitespace.",
-            ),
+            "partner": PARTNER,
+            "tag": TAG_FIELD,
             "name": LIST_NAME,
-            "description": LIST_DESCRIPTION,
+            "description": optional(LIST_DESCRIPTION),
             "expires_at": EXPIRES_AT,
-            "low_stock_threshold": LOW_STOCK_THRESHOLD,
+            "low_stock_threshold": optional(LOW_STOCK_THRESHOLD | {"default": DEFAULT_LOW_STOCK}),
             "duplicate_scope": enum(
                 ["partner", "list"],
                 "Which codes an upload is checked against: every non-archived list of the "
-                "partner (default), or this list only.",
+                "partner (the default), or this list only.",
             )
             | {"default": "partner"},
         },
         required=["partner", "tag", "name", "expires_at"],
-        additionalProperties=True,
     ),
-    "ListPatch": obj(
-        {
-            "name": LIST_NAME,
-            "description": LIST_DESCRIPTION,
-            "expires_at": EXPIRES_AT,
-            "low_stock_threshold": LOW_STOCK_THRESHOLD,
-        },
-        additionalProperties=True,
-        # At least one editable field; moving an expired list's expiry forward reactivates it.
+    "ListPatch": request(
+        {name: optional(schema) for name, schema in PATCHABLE.items()},
+        # At least one field given, and not null.
         anyOf=[
-            {"required": [field]}
-            for field in ("name", "description", "expires_at", "low_stock_threshold")
+            {"required": [name], "properties": {name: schema}} for name, schema in PATCHABLE.items()
         ],
     ),
     "List": closed(
@@ -314,8 +379,8 @@ SCHEMAS: Json = {
             "tag": string(1, 100, description="Lowercased."),
             "name": string(1, 200),
             "description": string(0, 2000),
-            "expires_at": EXPIRES_AT,
-            "status": enum(LIST_STATUSES),
+            "expires_at": timestamp("When the list expires"),
+            "status": enum(LIST_STATUSES, "`expired` once `expires_at` has passed."),
             "duplicate_scope": enum(["partner", "list"]),
             "low_stock_threshold": integer(0),
             "created_at": timestamp("When the list was created"),
@@ -339,9 +404,9 @@ SCHEMAS: Json = {
         {
             "id": identifier("upload"),
             "list_id": identifier("list"),
-            "filename": nullable(string(0, 255)),
+            "filename": nullable(string(0, FILENAME_MAX)),
             "status": enum(UPLOAD_STATUSES),
-            "rows": integer(0, description="Non-blank lines read, header excluded."),
+            "rows": integer(0, description="Non-blank lines read, a header excluded."),
             "accepted": integer(0),
             "rejected": integer(0),
             "withdrawn": integer(0, description="Codes taken out of the pool by a withdrawal."),
@@ -355,7 +420,7 @@ SCHEMAS: Json = {
             },
             "error": nullable(
                 closed(
-                    ERROR_BODY["properties"],
+                    ERROR_FIELDS,
                     description="Why a failed upload failed, e.g. `multiple_columns`, "
                     "`empty_file`, `payload_too_large`, `binary_content`, `line_too_long`, "
                     "`interrupted`.",
@@ -367,59 +432,59 @@ SCHEMAS: Json = {
         }
     ),
     "UploadPage": closed({"uploads": array_of(ref("Upload"))}),
-    "UploadMultipart": obj(
+    "UploadForm": request(
         {"file": {"type": "string", "contentMediaType": "text/csv", "description": "The CSV."}},
         required=["file"],
-        additionalProperties=True,
     ),
     "Withdrawal": closed(
         {"withdrawn": integer(0, description="Codes still available that left the pool.")}
     ),
-    "ClaimRequest": obj(
+    "ClaimRequest": request(
         {
-            "user_id": string(1, USER_ID_MAX),
-            "idempotency_key": string(
-                0, 256, description="Tells apart claims of one user on one list; default empty."
+            "user_id": identity_text(1, USER_ID_MAX, "The end user's id."),
+            "idempotency_key": optional(
+                identity_text(
+                    0,
+                    IDEMPOTENCY_KEY_MAX,
+                    "Tells apart claims of one user on one list; absent means empty.",
+                )
             ),
-            "metadata": METADATA,
+            "metadata": optional(METADATA),
         },
         required=["user_id"],
-        additionalProperties=True,
     ),
     "Claim": closed(
         {
             "id": identifier("claim"),
             "list_id": identifier("list"),
             "user_id": string(1, USER_ID_MAX),
-            "idempotency_key": string(0, 256),
+            "idempotency_key": string(0, IDEMPOTENCY_KEY_MAX),
             "code": CODE,
             "claimed_at": timestamp("When the code was handed out"),
             "expires_at": timestamp("When the code's list expires"),
             "source": enum(["API", "Campaign"]),
             "campaign_id": nullable(integer(1)),
-            "metadata": METADATA,
+            "metadata": METADATA | {"description": "The claim's metadata; `{}` when none."},
         }
     ),
     "ClaimResponse": closed({"claim": ref("Claim")}),
-    "BatchClaimRequest": obj(
+    "BatchClaimRequest": request(
         {
             "user_ids": array_of(
-                string(1, USER_ID_MAX),
+                identity_text(1, USER_ID_MAX, "An end user's id."),
                 minItems=1,
                 maxItems=BATCH_MAX,
                 description="A user id repeated within the batch gets one claim, listed once.",
             )
         },
         required=["user_ids"],
-        additionalProperties=True,
     ),
     "BatchClaimResponse": closed(
         {
-            "claims": array_of(ref("Claim")),
+            "claims": array_of(ref("Claim"), description="Fresh claims and repeats alike."),
             "failed": array_of(
-                closed(
-                    {"user_id": string(1, USER_ID_MAX), "error": closed(ERROR_BODY["properties"])}
-                )
+                closed({"user_id": string(1, USER_ID_MAX), "error": closed(ERROR_FIELDS)}),
+                description="Users who got no code, each with the error a single claim gets.",
             ),
         }
     ),
@@ -431,22 +496,12 @@ SCHEMAS: Json = {
             "tag": string(1, 100),
             "name": string(1, 200),
             "description": string(0, 2000),
-            "expires_at": EXPIRES_AT,
+            "expires_at": timestamp("When the code's list expires"),
             "claimed_at": timestamp("When the user got the code"),
             "campaign_id": nullable(integer(1)),
         }
     ),
     "UserVoucherPage": closed({"vouchers": array_of(ref("UserVoucher"))}),
-}
-
-LIST_EXAMPLE: Json = {
-    "partner": "Puma",
-    "tag": "holi2025",
-    "name": "Holi 2025 Sale",
-    "description": "Orders above $100",
-    "expires_at": "2026-12-31T23:59:59Z",
-    "low_stock_threshold": 1000,
-    "duplicate_scope": "partner",
 }
 
 
@@ -462,9 +517,7 @@ def operations_paths() -> Json:
                 "200 while the process runs.",
                 tag="Operations",
                 scope=None,
-                responses={
-                    "200": json_response("Alive.", closed({"status": {"const": "ok"}})),
-                },
+                responses={"200": json_response("Alive.", closed({"status": {"const": "ok"}}))},
             )
         },
         "/readyz": {
@@ -476,9 +529,7 @@ def operations_paths() -> Json:
                 scope=None,
                 responses={
                     "200": json_response("Ready.", closed({"status": {"const": "ready"}})),
-                    "503": json_response(
-                        "Not ready yet.", error_schema(["not_ready"]), headers=RETRY_AFTER
-                    ),
+                    "503": shared_response("NotReady"),
                 },
             )
         },
@@ -486,7 +537,7 @@ def operations_paths() -> Json:
             "get": operation(
                 "getMetrics",
                 "Prometheus metrics",
-                "Prometheus text exposition format.",
+                "The Prometheus text exposition format.",
                 tag="Operations",
                 scope="read",
                 responses={"200": text_response("The metrics.", "text/plain")},
@@ -515,6 +566,7 @@ def list_transition(verb: str, rule: str) -> Json:
             tag="Lists",
             scope="admin",
             parameters=[LIST_ID],
+            writes=True,
             responses={
                 "200": json_response("The list after the transition.", ref("List")),
                 "404": shared_response("NotFound"),
@@ -525,7 +577,6 @@ def list_transition(verb: str, rule: str) -> Json:
 
 
 def lists_paths() -> Json:
-    list_ok = json_response("The list.", ref("List"))
     return {
         "/v1/lists": {
             "post": operation(
@@ -535,7 +586,17 @@ def lists_paths() -> Json:
                 "non-archived list is 409 `tag_taken`.",
                 tag="Lists",
                 scope="admin",
-                body=json_body("ListCreate", LIST_EXAMPLE),
+                writes=True,
+                body=json_body(
+                    "ListCreate",
+                    {
+                        "partner": "Puma",
+                        "tag": "holi2025",
+                        "name": "Holi 2025 Sale",
+                        "description": "Orders above $100",
+                        "expires_at": "2026-12-31T23:59:59Z",
+                    },
+                ),
                 responses={
                     "201": json_response("The new list.", ref("List")),
                     "409": conflict("The tag is taken.", ["tag_taken"]),
@@ -543,16 +604,19 @@ def lists_paths() -> Json:
             ),
             "get": operation(
                 "listLists",
-                "List lists",
+                "Find lists",
                 "Every list, narrowed by the query parameters given.",
                 tag="Lists",
                 scope="read",
                 parameters=[
-                    query_param("partner", string(1, 100), "Only this partner's lists."),
+                    query_param("partner", string(), "Only this partner's lists."),
                     query_param("status", enum(LIST_STATUSES), "Only lists in this status."),
-                    query_param("tag", string(1, 100), "Only lists with this tag."),
+                    query_param("tag", string(), "Only lists with this tag (any case)."),
                 ],
-                responses={"200": json_response("The lists.", ref("ListPage"))},
+                responses={
+                    "200": json_response("The lists.", ref("ListPage")),
+                    "400": error_response("An unknown `status`.", ["invalid_request"]),
+                },
             ),
         },
         "/v1/lists/{list_id}": {
@@ -563,16 +627,21 @@ def lists_paths() -> Json:
                 tag="Lists",
                 scope="read",
                 parameters=[LIST_ID],
-                responses={"200": list_ok, "404": shared_response("NotFound")},
+                responses={
+                    "200": json_response("The list.", ref("List")),
+                    "404": shared_response("NotFound"),
+                },
             ),
             "patch": operation(
                 "updateList",
                 "Edit a list",
-                "Changes any of name, description, expiry and low-stock threshold. Moving an "
-                "expired list's `expires_at` into the future makes it active.",
+                "Changes any of name, description, expiry and low-stock threshold; at least one "
+                "must be given. Moving an expired list's `expires_at` into the future makes it "
+                "active.",
                 tag="Lists",
                 scope="admin",
                 parameters=[LIST_ID],
+                writes=True,
                 body=json_body("ListPatch", {"name": "Holi 2025 Mega Sale"}),
                 responses={
                     "200": json_response("The list after the edit.", ref("List")),
@@ -590,23 +659,21 @@ def lists_paths() -> Json:
 
 
 def uploads_paths() -> Json:
-    csv_body: Json = {"schema": {"type": "string"}, "example": "code\nPM500FF\nPM500FG\n"}
-    upload_body: Json = {
+    csv: Json = {"schema": {"type": "string"}, "example": "code\nPM500FF\nPM500FG\n"}
+    body: Json = {
         "required": True,
         "description": "The CSV itself, or a multipart form whose `file` field holds it. One "
         "code per line, surrounding whitespace trimmed, blank lines skipped, a first line "
         "`code` (any case) is a header. A line holding a comma fails the upload whole.",
-        "content": {
-            "text/csv": csv_body,
-            "text/plain": csv_body,
+        "content": {media_type: csv for media_type in CSV_TYPES}
+        | {
             "multipart/form-data": {
-                "schema": ref("UploadMultipart"),
-                "encoding": {
-                    "file": {"contentType": "text/csv, text/plain, application/octet-stream"}
-                },
-            },
+                "schema": ref("UploadForm"),
+                "encoding": {"file": {"contentType": ", ".join(CSV_TYPES)}},
+            }
         },
     }
+    failed_upload: Json = obj({"upload": ref("Upload")}, description="The upload, failed.")
     upload_path = [LIST_ID, UPLOAD_ID]
     return {
         "/v1/lists/{list_id}/uploads": {
@@ -614,31 +681,44 @@ def uploads_paths() -> Json:
                 "createUpload",
                 "Upload codes",
                 "Adds codes to an active or paused list. Replies once the upload has finished "
-                "(`completed` or `failed`) with its final counts; its codes are available from "
-                "then on.",
+                "with its final counts: `completed`, its codes available from then on, or "
+                "`failed` (`multiple_columns`, `empty_file`) with none of them added.",
                 tag="Uploads",
                 scope="admin",
                 parameters=[
                     LIST_ID,
-                    query_param("filename", string(0, 255), "The file's name, for the history."),
+                    query_param(
+                        "filename",
+                        text(0, FILENAME_MAX, "The file's name, kept in the upload history."),
+                        "The file's name, kept in the upload history; for a multipart body "
+                        "the part's filename is used when this is absent.",
+                    ),
                 ],
-                body=upload_body,
+                body=body,
+                writes=True,
                 responses={
                     "201": json_response("The finished upload.", ref("Upload")),
                     "400": error_response(
-                        "Not a usable CSV: binary content, a line over 4096 bytes, or a bad "
-                        "query parameter.",
+                        "A bad `filename`, a multipart body without `file`, or a file that is "
+                        "not a CSV (`details.upload` then holds the failed upload): binary "
+                        "content, or a line over 4096 bytes.",
                         ["invalid_request"],
+                        failed_upload,
                     ),
                     "404": shared_response("NotFound"),
-                    "409": conflict("The list no longer takes uploads.", UPLOAD_CONFLICTS),
-                    "415": shared_response("UnsupportedMediaType"),
+                    "409": conflict("The list does not take uploads now.", UPLOAD_CONFLICTS),
+                    "413": error_response(
+                        "The file is larger than the server accepts; when it was cut off "
+                        "midway, `details.upload` holds the failed upload.",
+                        ["payload_too_large"],
+                        failed_upload,
+                    ),
                 },
             ),
             "get": operation(
                 "listUploads",
                 "List a list's uploads",
-                "The upload history of the list.",
+                "The upload history of the list, oldest first.",
                 tag="Uploads",
                 scope="read",
                 parameters=[LIST_ID],
@@ -669,11 +749,14 @@ def uploads_paths() -> Json:
                 tag="Uploads",
                 scope="admin",
                 parameters=upload_path,
+                writes=True,
                 responses={
                     "200": json_response("How many codes left the pool.", ref("Withdrawal")),
                     "404": shared_response("NotFound"),
                     "409": conflict(
-                        "The upload did not complete, or is already withdrawn.", ["conflict"]
+                        "The upload did not complete or is already withdrawn (`conflict`), or "
+                        "the list is archived.",
+                        WITHDRAW_CONFLICTS,
                     ),
                 },
             ),
@@ -713,13 +796,13 @@ def claims_paths() -> Json:
                 tag="Claims",
                 scope="issue",
                 parameters=[LIST_ID],
+                writes=True,
                 body=json_body("ClaimRequest", {"user_id": "u-42"}),
                 responses={
                     "200": json_response("A repeat: the claim made before.", ref("ClaimResponse")),
                     "201": json_response("A fresh claim.", ref("ClaimResponse")),
                     "404": shared_response("NotFound"),
                     "409": conflict("The list cannot hand out a code now.", CLAIM_CONFLICTS),
-                    "503": shared_response("Overloaded"),
                 },
             )
         },
@@ -728,15 +811,16 @@ def claims_paths() -> Json:
                 "createClaimBatch",
                 "Claim codes for many users",
                 f"At most {BATCH_MAX:,} user ids, each claimed as by `createClaim` with no "
-                "idempotency key; refusals are listed per user in `failed`.",
+                "idempotency key; a refusal is listed per user in `failed`, with the code a "
+                "single claim would get.",
                 tag="Claims",
                 scope="issue",
                 parameters=[LIST_ID],
+                writes=True,
                 body=json_body("BatchClaimRequest", {"user_ids": ["u-42", "u-43"]}),
                 responses={
                     "200": json_response("Claims and refusals.", ref("BatchClaimResponse")),
                     "404": shared_response("NotFound"),
-                    "503": shared_response("Overloaded"),
                 },
             )
         },
@@ -744,11 +828,17 @@ def claims_paths() -> Json:
             "get": operation(
                 "listUserVouchers",
                 "A user's vouchers",
-                "Every code the user holds, with its list's details.",
+                "Every code the user holds, with its list's details, oldest first.",
                 tag="Users",
                 scope="issue",
                 parameters=[USER_ID],
-                responses={"200": json_response("The vouchers.", ref("UserVoucherPage"))},
+                responses={
+                    "200": json_response("The vouchers.", ref("UserVoucherPage")),
+                    "400": error_response(
+                        "A user id that is too long or holds control characters.",
+                        ["invalid_request"],
+                    ),
+                },
             )
         },
     }
@@ -787,7 +877,7 @@ def openapi_document() -> dict[str, Any]:
                     "type": "http",
                     "scheme": "bearer",
                     "description": "`Authorization: Bearer <key>`; each key has scopes "
-                    "`admin`, `issue` and/or `read`.",
+                    "`admin`, `issue` and/or `read` (`admin` may also read).",
                 }
             },
         },

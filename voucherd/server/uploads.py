@@ -7,6 +7,7 @@ import io
 from collections.abc import AsyncIterator
 
 from aiohttp import BodyPartReader, web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from voucherd import errors
 from voucherd.actors.voucher_list import Withdraw
@@ -44,6 +45,13 @@ async def create_upload(request: web.Request) -> web.Response:
 
 
 async def _multipart_file(request: web.Request) -> tuple[AsyncIterator[bytes], str | None]:
+    try:
+        return await _find_file(request)
+    except (ValueError, HttpProcessingError) as exc:
+        raise errors.InvalidRequest(f"the multipart body is malformed: {exc}") from None
+
+
+async def _find_file(request: web.Request) -> tuple[AsyncIterator[bytes], str | None]:
     reader = await request.multipart()
     while True:
         part = await reader.next()

@@ -1,0 +1,153 @@
+"""Helpers the tests share: a list to claim from, uploads, and voucherd as a real process."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+from aiohttp.test_utils import TestClient
+
+FUTURE = "2030-01-01T00:00:00Z"
+
+Client = TestClient[Any, Any]
+
+
+def list_body(**overrides: Any) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "partner": "Puma",
+        "tag": "holi2025",
+        "name": "Holi 2025 Sale",
+        "description": "Orders above $100",
+        "expires_at": FUTURE,
+    }
+    body.update(overrides)
+    return body
+
+
+async def create_list(client: Client, **overrides: Any) -> dict[str, Any]:
+    response = await client.post("/v1/lists", json=list_body(**overrides))
+    assert response.status == 201, await response.text()
+    created: dict[str, Any] = await response.json()
+    return created
+
+
+async def upload(
+    client: Client, list_id: int, body: bytes | str, filename: str = "codes.csv"
+) -> tuple[int, dict[str, Any]]:
+    data = body.encode() if isinstance(body, str) else body
+    response = await client.post(
+        f"/v1/lists/{list_id}/uploads",
+        params={"filename": filename},
+        data=data,
+        headers={"Content-Type": "text/csv"},
+    )
+    reply: dict[str, Any] = await response.json()
+    return response.status, reply
+
+
+def codes_csv(codes: Iterable[str]) -> str:
+    return "".join(f"{code}\n" for code in codes)
+
+
+def make_codes(count: int, prefix: str = "C") -> list[str]:
+    return [f"{prefix}{index:011d}" for index in range(count)]
+
+
+async def list_with_codes(client: Client, codes: list[str], **overrides: Any) -> int:
+    created = await create_list(client, **overrides)
+    status, reply = await upload(client, created["id"], codes_csv(codes))
+    assert status == 201, reply
+    assert reply["status"] == "completed", reply
+    return int(created["id"])
+
+
+async def get_list(client: Client, list_id: int) -> dict[str, Any]:
+    response = await client.get(f"/v1/lists/{list_id}")
+    assert response.status == 200
+    found: dict[str, Any] = await response.json()
+    return found
+
+
+def assert_balanced(listing: dict[str, Any]) -> None:
+    codes = listing["codes"]
+    assert codes["uploaded"] == codes["available"] + codes["distributed"] + codes["withdrawn"], (
+        codes
+    )
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@dataclass
+class ServerProcess:
+    """voucherd as a real process on a real port, for crash and shutdown tests."""
+
+    data_dir: Path
+    port: int = field(default_factory=free_port)
+    env: dict[str, str] = field(default_factory=dict)
+    process: subprocess.Popen[bytes] | None = None
+    log_path: Path | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        self.log_path = self.data_dir.with_suffix(f".{self.port}.log")
+        log = self.log_path.open("ab")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "voucherd", "serve", "--port", str(self.port),
+             "--data-dir", str(self.data_dir)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, **self.env},
+        )  # fmt: skip
+
+    async def wait_ready(self, within: float = 30.0) -> None:
+        deadline = time.monotonic() + within
+        async with aiohttp.ClientSession() as session:
+            while time.monotonic() < deadline:
+                assert self.process is not None
+                if self.process.poll() is not None:
+                    raise AssertionError(f"voucherd exited early:\n{self.log()}")
+                try:
+                    async with session.get(f"{self.url}/readyz") as response:
+                        if response.status == 200:
+                            return
+                except aiohttp.ClientError:
+                    pass
+                await asyncio.sleep(0.05)
+        raise AssertionError(f"voucherd not ready after {within} s:\n{self.log()}")
+
+    def kill(self) -> None:
+        """SIGKILL: no cleanup of any kind runs."""
+        assert self.process is not None
+        self.process.send_signal(signal.SIGKILL)
+        self.process.wait(10)
+
+    def terminate(self, timeout: float = 30.0) -> int:
+        assert self.process is not None
+        self.process.send_signal(signal.SIGTERM)
+        return self.process.wait(timeout)
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path else ""
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(10)
