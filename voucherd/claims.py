@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Any
-
-import msgpack
 
 from voucherd import clock
 
@@ -13,9 +12,17 @@ MAX_USER_ID = 256
 MAX_IDEMPOTENCY_KEY = 256
 MAX_METADATA_BYTES = 4096
 
-INSERT_CLAIM = (
-    "INSERT INTO claims (id, list_id, user_id, idempotency_key, code_id, code, claimed_at,"
-    " source, campaign_id, metadata) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+CLAIM_COLUMNS = (
+    "id",
+    "list_id",
+    "user_id",
+    "idempotency_key",
+    "code_id",
+    "code",
+    "claimed_at",
+    "source",
+    "campaign_id",
+    "metadata",
 )
 SELECT_CLAIM = (
     "SELECT id, list_id, user_id, idempotency_key, code_id, code, claimed_at, source,"
@@ -40,7 +47,8 @@ class Claim:
     claimed_at: float
     source: str = "API"
     campaign_id: int | None = None
-    metadata: bytes | None = None
+    # The caller's JSON object, kept as JSON text.
+    metadata: str | None = None
 
     @classmethod
     def from_row(cls, row: tuple[Any, ...]) -> Claim:
@@ -71,5 +79,5 @@ class Claim:
             "expires_at": clock.format_time(expires_at),
             "source": self.source,
             "campaign_id": self.campaign_id,
-            "metadata": msgpack.unpackb(self.metadata) if self.metadata else {},
+            "metadata": json.loads(self.metadata) if self.metadata else {},
         }

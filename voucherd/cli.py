@@ -88,8 +88,6 @@ def serve_command(args: argparse.Namespace) -> int:
         return 2
     from voucherd.server.app import create_app
 
-    sys.setswitchinterval(float(os.environ.get("SWI", "0.005")))
-
     log.info(
         "voucherd %s on http://%s:%d, data in %s, synchronous=%s, %s",
         __version__,

@@ -18,10 +18,10 @@ from typing import Any
 
 from voucherd import clock, errors
 from voucherd.actors.base import Actor, Envelope
-from voucherd.claims import INSERT_CLAIM, Claim, identity
+from voucherd.claims import CLAIM_COLUMNS, Claim, identity
 from voucherd.lists import UPDATE_LIST, ListInfo, update_row
 from voucherd.metrics import Metrics
-from voucherd.persistence.journal import Journal, Op, Rows
+from voucherd.persistence.journal import Insert, Journal, Op, Rows
 from voucherd.pool import Code, CodePool, Segment
 from voucherd.statuses import STORED_AFTER, Action, Status, check
 
@@ -39,7 +39,7 @@ class TakeCode:
 
     user_id: str
     idempotency_key: str = ""
-    metadata: bytes | None = None
+    metadata: str | None = None
     source: str = "API"
     campaign_id: int | None = None
 
@@ -235,7 +235,7 @@ class ListActor(Actor[Message]):
         if turn.taken:
             try:
                 durable = self.journal.submit(
-                    [Rows(INSERT_CLAIM, [p.claim.row() for p in turn.taken])],
+                    [Insert("claims", CLAIM_COLUMNS, [p.claim.row() for p in turn.taken])],
                     records=len(turn.taken),
                 )
             except errors.VoucherdError as exc:

@@ -74,7 +74,7 @@ CREATE TABLE IF NOT EXISTS claims (
     claimed_at REAL NOT NULL,
     source TEXT NOT NULL,
     campaign_id INTEGER,
-    metadata BLOB
+    metadata TEXT
 );
 -- The database refuses what the actors must never do: one code in two claims, or two claims
 -- for one (list, user, idempotency key).

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import time
 from typing import Any
 
 import aiosqlite
-import msgpack
 from aiohttp import web
 
 from voucherd import clock, errors
@@ -60,18 +60,19 @@ async def create_claim(request: web.Request) -> web.Response:
     )
 
 
-def _metadata(value: Any) -> bytes | None:
+def _metadata(value: Any) -> str | None:
     if value is None:
         return None
     if not isinstance(value, dict):
         raise errors.InvalidRequest("metadata must be a JSON object")
     try:
-        packed: bytes = msgpack.packb(value)
-    except (OverflowError, TypeError, ValueError):
+        text = json.dumps(value, separators=(",", ":"))
+        text.encode("utf-8")
+    except (ValueError, UnicodeEncodeError):
         raise errors.InvalidRequest("metadata holds a value that cannot be stored") from None
-    if len(packed) > MAX_METADATA_BYTES:
+    if len(text) > MAX_METADATA_BYTES:
         raise errors.InvalidRequest(f"metadata must be at most {MAX_METADATA_BYTES} bytes")
-    return packed
+    return text
 
 
 async def create_claims(request: web.Request) -> web.Response:
