@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -11,17 +12,10 @@ import traceback
 from collections.abc import Callable
 from pathlib import Path
 
-from bench import baselines, report, scenarios, wrk
-from bench.report import Row, rate, verdict
+from bench import baselines, report, rows, scenarios, wrk
 from bench.servers import CLIENT_CORE, Fleet
 
 ROOT = Path(__file__).resolve().parent.parent
-
-TARGET_SHARE_OF_FLOOR = 0.75
-TARGET_BATCH = 300_000.0
-TARGET_UPLOAD = 300_000.0
-TARGET_BYTES_PER_CODE = 24.0
-TARGET_READY_S = 5.0
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -54,8 +48,16 @@ def attempt(what: str, notes: list[str], step: Callable[[], None]) -> None:
         traceback.print_exc()
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt(signal.Signals(signum).name)
+
+
 def main(argv: list[str]) -> int:
     args = parse_args(argv)
+    # SIGTERM (and SIGINT even where a shell ignored it) unwind through the finally-block below,
+    # which stops every server the bench started.
+    signal.signal(signal.SIGTERM, _interrupt)
+    signal.signal(signal.SIGINT, _interrupt)
     profile = (scenarios.Profile.quick if args.quick else scenarios.Profile.full)(args.module)
     # The bench's own client work (batch bodies, upload stream) stays off the server's core.
     os.sched_setaffinity(0, {CLIENT_CORE})
@@ -67,16 +69,16 @@ def main(argv: list[str]) -> int:
         f"bench: {'quick' if args.quick else 'full'} run, logs and data in {work_dir}", flush=True
     )
 
+    load_before = report.busy_neighbours()
     notes: list[str] = []
     floor = scenarios.FloorFigures()
-    base = Baselines()
+    base = baselines.BaselineFigures()
     claims = scenarios.ClaimFigures()
     state = scenarios.StateFigures()
     fleet = Fleet()
 
     def run_floor() -> None:
-        nonlocal floor
-        floor = scenarios.floor_side(fleet, profile, work_dir, notes)
+        scenarios.floor_side(fleet, profile, work_dir, notes, floor)
 
     def run_claims() -> None:
         floor_rps = floor.claims.best.rps if floor.claims else 20_000.0
@@ -92,7 +94,7 @@ def main(argv: list[str]) -> int:
         ("floor: single claims, batch, upload", run_floor),
         (
             "baselines: SQLite executemany, container memory",
-            base.measure(profile.upload_codes, work_dir),
+            lambda: baselines.measure(base, profile.upload_codes, work_dir),
         ),
     ]
     why_not = "skipped (--skip-voucherd)" if args.skip_voucherd else voucherd_runs(args.module)
@@ -106,198 +108,41 @@ def main(argv: list[str]) -> int:
         for title, run in steps:
             print(f"bench: {title} ...", flush=True)
             attempt(title, notes, run)
-    except KeyboardInterrupt:
-        notes.append("interrupted (Ctrl-C): figures below are partial")
+    except KeyboardInterrupt as exc:
+        notes.append(f"interrupted ({exc or 'SIGINT'}): the figures are partial")
     finally:
         fleet.stop_all()
 
-    rows = build_rows(profile, floor, base, claims, state)
-    facts = report.machine_facts(argv)
+    table = rows.build(profile, floor, base, claims, state)
+    load_after = report.busy_neighbours()
+    if load_before[1] or load_after[1]:
+        notes.insert(
+            0,
+            "WARNING: other processes were using CPU on this machine during the run (see "
+            "'Other load'); the figures are skewed by them, run again on a quiet machine",
+        )
+    facts = report.machine_facts(argv, load_before[0], load_after[0])
+    facts.append(
+        (
+            "Disk",
+            f"{baselines.commit_ms(work_dir):.2f} ms per SQLite commit "
+            f"(WAL, synchronous=FULL, one row) in {work_dir}",
+        )
+    )
     print()
     for key, value in facts:
         print(f"{key}: {value}")
     print()
-    print(report.plain_table(rows))
+    print(report.plain_table(table))
     if notes:
         print("\nNotes:\n" + "\n".join(f"- {n}" for n in notes))
-    md = report.markdown(rows, facts, notes)
+    md = report.markdown(table, facts, notes)
     print("\n----- Markdown for bench/RESULTS.md -----\n")
     print(md)
     if args.markdown_out:
         args.markdown_out.write_text(md)
     print(f"logs: {work_dir}")
     return 0
-
-
-class Baselines:
-    def __init__(self) -> None:
-        self.sqlite_s: float | None = None
-        self.count = 0
-        self.deque_bpc: float | None = None
-        self.packed_bpc: float | None = None
-
-    def measure(self, count: int, work_dir: Path) -> Callable[[], None]:
-        def run() -> None:
-            self.count = count
-            self.sqlite_s = baselines.sqlite_insert_seconds(count, work_dir)
-            self.deque_bpc = baselines.container_bytes_per_code("deque", count)
-            self.packed_bpc = baselines.container_bytes_per_code("packed", count)
-
-        return run
-
-
-def _ratio(a: float | None, b: float | None, pct: bool = False) -> str:
-    if a is None or b is None or b == 0:
-        return ""
-    return f"{100 * a / b:.0f}% of baseline" if pct else f"{a / b:.2f}x"
-
-
-def _n(count: int) -> str:
-    return f"{count / 1e6:g}M" if count >= 1_000_000 else f"{count / 1e3:g}k"
-
-
-def build_rows(
-    profile: scenarios.Profile,
-    floor: scenarios.FloorFigures,
-    base: Baselines,
-    claims: scenarios.ClaimFigures,
-    state: scenarios.StateFigures,
-) -> list[Row]:
-    missing = "-"
-    rows: list[Row] = []
-
-    # a. single claims
-    vd = claims.claims.best if claims.claims else None
-    fl = floor.claims.best if floor.claims else None
-    conns = f"c={vd.connections}" if vd else "c=?"
-    fl_conns = f"floor c={fl.connections}" if fl else "floor"
-    share = vd.rps / fl.rps if vd and fl else None
-    rows.append(
-        Row(
-            "a. single claims",
-            f"requests/s, wrk -t1 {conns}, {profile.wrk_seconds} s",
-            f"{vd.rps:,.0f}" if vd else missing,
-            fl_conns,
-            f"{fl.rps:,.0f}" if fl else missing,
-            f"{100 * share:.0f}% of floor" if share is not None else "",
-            f">= {100 * TARGET_SHARE_OF_FLOOR:.0f}% of floor",
-            verdict(None if share is None else share >= TARGET_SHARE_OF_FLOOR),
-        )
-    )
-    for label, attr in (("p50", "p50_ms"), ("p99", "p99_ms")):
-        v = getattr(vd, attr) if vd else None
-        f = getattr(fl, attr) if fl else None
-        rows.append(
-            Row(
-                "a. single claims",
-                f"{label} latency (closed loop)",
-                f"{v:.2f} ms" if v is not None else missing,
-                fl_conns,
-                f"{f:.2f} ms" if f is not None else missing,
-                _ratio(v, f),
-            )
-        )
-    rows.append(
-        Row(
-            "a. single claims",
-            "non-2xx / socket errors",
-            f"{vd.non_2xx} / {vd.socket_errors}" if vd else missing,
-            fl_conns,
-            f"{fl.non_2xx} / {fl.socket_errors}" if fl else missing,
-            "",
-            "0 / 0",
-            verdict(None if vd is None else vd.non_2xx == 0 and vd.socket_errors == 0),
-        )
-    )
-
-    # b. batch claims
-    vb = state.batch.per_second if state.batch else None
-    fb = floor.batch.per_second if floor.batch else None
-    rows.append(
-        Row(
-            "b. batch claims",
-            f"claims/s, {_n(profile.batch_users)} users, {_n(profile.batch_size)}/request, "
-            f"{profile.batch_in_flight} in flight",
-            rate(vb) if vb is not None else missing,
-            "floor, same bodies",
-            rate(fb) if fb is not None else missing,
-            _ratio(vb, fb, pct=True),
-            f">= {rate(TARGET_BATCH)}",
-            verdict(None if vb is None else vb >= TARGET_BATCH),
-        )
-    )
-
-    # c. upload
-    vu = state.upload.count / state.upload.seconds if state.upload else None
-    fu = floor.upload.count / floor.upload.seconds if floor.upload else None
-    su = base.count / base.sqlite_s if base.sqlite_s else None
-    metric = f"codes/s, {_n(profile.upload_codes)} codes streamed"
-    target = f">= {rate(TARGET_UPLOAD)}"
-    met = verdict(None if vu is None else vu >= TARGET_UPLOAD)
-    vu_s = rate(vu) if vu is not None else missing
-    rows.append(
-        Row(
-            "c. upload",
-            metric,
-            vu_s,
-            "floor, read+discard",
-            rate(fu) if fu else missing,
-            _ratio(vu, fu, pct=True),
-            target,
-            met,
-        )
-    )
-    rows.append(
-        Row(
-            "c. upload",
-            metric,
-            vu_s,
-            "SQLite executemany, indexed",
-            rate(su) if su else missing,
-            _ratio(vu, su, pct=True),
-            target,
-            met,
-        )
-    )
-
-    # d. memory
-    bpc = None
-    if state.upload and state.rss_empty is not None and state.rss_loaded is not None:
-        bpc = (state.rss_loaded - state.rss_empty) / state.upload.count
-    target = f"<= {TARGET_BYTES_PER_CODE:.0f} B"
-    for name, value in (("deque of str", base.deque_bpc), ("packed bytes", base.packed_bpc)):
-        rows.append(
-            Row(
-                "d. memory",
-                f"RSS bytes per available code, {_n(profile.upload_codes)} codes",
-                f"{bpc:.1f} B" if bpc is not None else missing,
-                name,
-                f"{value:.1f} B" if value is not None else missing,
-                _ratio(bpc, value),
-                target,
-                verdict(None if bpc is None else bpc <= TARGET_BYTES_PER_CODE),
-            )
-        )
-
-    # e. restart
-    held = f"{_n(profile.upload_codes)} codes, {_n(profile.batch_users)} claims"
-    for how, value in (
-        ("SIGKILL", state.ready_after_kill_s),
-        ("SIGTERM", state.ready_after_term_s),
-    ):
-        rows.append(
-            Row(
-                "e. restart",
-                f"spawn to /readyz 200 after {how}, {held}",
-                f"{value:.2f} s" if value is not None else missing,
-                "empty data dir",
-                f"{state.ready_empty_s:.2f} s" if state.ready_empty_s is not None else missing,
-                _ratio(value, state.ready_empty_s),
-                f"<= {TARGET_READY_S:.0f} s",
-                verdict(None if value is None else value <= TARGET_READY_S),
-            )
-        )
-    return rows
 
 
 if __name__ == "__main__":

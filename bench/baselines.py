@@ -8,6 +8,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from bench.codes import codes
@@ -28,6 +29,26 @@ def sqlite_insert_seconds(count: int, work_dir: Path) -> float:
                     "INSERT INTO codes (code) VALUES (?)", ((c,) for c in codes("S", count))
                 )
             return time.perf_counter() - began
+        finally:
+            db.close()
+
+
+def commit_ms(work_dir: Path, commits: int = 100) -> float:
+    """Mean latency of a one-row commit in WAL with synchronous=FULL on the data dirs' disk.
+
+    voucherd's durable claims wait for a commit like this, so it bounds single-claim latency.
+    """
+    with tempfile.TemporaryDirectory(dir=work_dir) as tmp:
+        db = sqlite3.connect(Path(tmp) / "commit.db")
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=FULL")
+            db.execute("CREATE TABLE t (x INTEGER)")
+            began = time.perf_counter()
+            for i in range(commits):
+                with db:
+                    db.execute("INSERT INTO t VALUES (?)", (i,))
+            return (time.perf_counter() - began) / commits * 1e3
         finally:
             db.close()
 
@@ -67,3 +88,19 @@ def container_bytes_per_code(kind: str, count: int) -> float:
     )
     raw = json.loads(done.stdout)
     return float(raw["after"] - raw["before"]) / count
+
+
+@dataclass
+class BaselineFigures:
+    count: int = 0
+    sqlite_s: float | None = None
+    deque_bpc: float | None = None
+    packed_bpc: float | None = None
+
+
+def measure(figures: BaselineFigures, count: int, work_dir: Path) -> None:
+    """Fills `figures` as it goes, so a failure part-way still leaves what was measured."""
+    figures.count = count
+    figures.sqlite_s = sqlite_insert_seconds(count, work_dir)
+    figures.deque_bpc = container_bytes_per_code("deque", count)
+    figures.packed_bpc = container_bytes_per_code("packed", count)

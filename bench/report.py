@@ -11,6 +11,7 @@ import sys
 import time
 from dataclasses import dataclass
 from importlib import metadata
+from pathlib import Path
 
 from bench.servers import CLIENT_CORE, SERVER_CORE
 
@@ -72,7 +73,44 @@ def _version(package: str) -> str:
         return "absent"
 
 
-def machine_facts(argv: list[str]) -> list[tuple[str, str]]:
+def _cpu_ticks() -> dict[int, tuple[str, int]]:
+    ticks: dict[int, tuple[str, int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            head, _, tail = stat.read_text().rpartition(")")
+        except OSError:
+            continue  # the process ended meanwhile
+        fields = tail.split()
+        ticks[int(stat.parent.name)] = (head.partition("(")[2], int(fields[11]) + int(fields[12]))
+    return ticks
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return ""
+    return raw.replace(b"\0", b" ").decode(errors="replace").strip()[:100]
+
+
+def busy_neighbours(seconds: float = 1.0, threshold: float = 0.15) -> tuple[str, bool]:
+    """Other processes using CPU now, and whether there were any: they share the bench's two
+    cores and skew its figures."""
+    mine = os.getpid()
+    before = _cpu_ticks()
+    time.sleep(seconds)
+    after = _cpu_ticks()
+    hz = os.sysconf("SC_CLK_TCK")
+    busy = []
+    for pid, (name, t) in after.items():
+        share = (t - before.get(pid, (name, t))[1]) / hz / seconds
+        if pid != mine and share >= threshold:
+            busy.append(f"{_cmdline(pid) or name} (pid {pid}) {100 * share:.0f}%")
+    load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
+    return f"load average {load}; busy processes: {', '.join(busy) or 'none'}", bool(busy)
+
+
+def machine_facts(argv: list[str], before: str, after: str) -> list[tuple[str, str]]:
     py = sys.version.split()[0]
     libs = ", ".join(f"{p} {_version(p)}" for p in ("aiohttp", "uvloop", "aiosqlite"))
     return [
@@ -87,6 +125,8 @@ def machine_facts(argv: list[str]) -> list[tuple[str, str]]:
             f"servers (voucherd, floor, memory probes) on core {SERVER_CORE} via taskset -c "
             f"{SERVER_CORE}; wrk and the bench's Python client on core {CLIENT_CORE}",
         ),
+        ("Other load, before", before),
+        ("Other load, after", after),
     ]
 
 

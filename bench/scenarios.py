@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -51,16 +51,32 @@ class Profile:
 class Sweep:
     best: wrk.WrkResult
     runs: list[wrk.WrkResult]
+    busy: list[float]  # the server core's busy share during each run: under 1 means waiting
+
+    def describe(self) -> str:
+        return ", ".join(
+            f"c={r.connections}: {r.rps:,.0f} req/s, server core {100 * b:.0f}% busy"
+            for r, b in zip(self.runs, self.busy, strict=True)
+        )
 
 
-def sweep(url: str, profile: Profile, label: str, before_run: Any = None) -> Sweep:
+def sweep(
+    server: Server,
+    path: str,
+    profile: Profile,
+    label: str,
+    before_run: Callable[[], None] | None = None,
+) -> Sweep:
     """wrk at each connection count, keeping the run with the most requests per second."""
     runs: list[wrk.WrkResult] = []
+    busy: list[float] = []
     for conns in profile.connections:
         if before_run is not None:
             before_run()
-        runs.append(wrk.run(url, conns, profile.wrk_seconds, f"{label}-c{conns}"))
-    return Sweep(max(runs, key=lambda r: r.rps), runs)
+        cpu = server.cpu()
+        runs.append(wrk.run(server.url + path, conns, profile.wrk_seconds, f"{label}-c{conns}"))
+        busy.append((server.cpu() - cpu) / runs[-1].duration_s)
+    return Sweep(max(runs, key=lambda r: r.rps), runs, busy)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -75,19 +91,20 @@ class FloorFigures:
     upload: client.UploadResult | None = None
 
 
-def floor_side(fleet: Fleet, profile: Profile, log_dir: Path, notes: list[str]) -> FloorFigures:
-    figures = FloorFigures()
+def floor_side(
+    fleet: Fleet, profile: Profile, log_dir: Path, notes: list[str], figures: FloorFigures
+) -> None:
+    """Fills `figures` as it goes, so a failure part-way still leaves what was measured."""
     floor = figures.server = floor_server(log_dir)
     fleet.start(floor, timeout=30)
     wrk.run(f"{floor.url}/v1/lists/1/claims", profile.connections[0], 2, "floor-warm")
-    figures.claims = sweep(f"{floor.url}/v1/lists/1/claims", profile, "floor")
+    figures.claims = sweep(floor, "/v1/lists/1/claims", profile, "floor")
 
     cpu = floor.cpu()
     figures.batch = run_async(_batch(floor, 1, "fb-", profile))
     busy = (floor.cpu() - cpu) / figures.batch.seconds
     notes.append(f"scenario b floor: {cpu_note(figures.batch, busy)}")
     figures.upload = run_async(_upload(floor, 1, "U", profile.upload_codes))
-    return figures
 
 
 def floor_claims_again(figures: FloorFigures, profile: Profile, notes: list[str]) -> None:
@@ -97,11 +114,11 @@ def floor_claims_again(figures: FloorFigures, profile: Profile, notes: list[str]
     """
     if figures.server is None or figures.claims is None:
         return
-    again = sweep(f"{figures.server.url}/v1/lists/1/claims", profile, "floor-again")
+    again = sweep(figures.server, "/v1/lists/1/claims", profile, "floor-again")
     runs = figures.claims.runs + again.runs
-    figures.claims = Sweep(max(runs, key=lambda r: r.rps), runs)
-    spread = ", ".join(f"c={r.connections}: {r.rps:,.0f}" for r in runs)
-    notes.append(f"scenario a floor runs (req/s), before and after voucherd's: {spread}")
+    busy = figures.claims.busy + again.busy
+    figures.claims = Sweep(max(runs, key=lambda r: r.rps), runs, busy)
+    notes.append(f"scenario a floor runs, before and after voucherd's: {figures.claims.describe()}")
     status, _ = figures.server.stop()
     if status != 0:
         notes.append(f"floor exited with status {status} on SIGTERM")
@@ -145,19 +162,17 @@ def voucherd_claims(
             available = run_async(_available(server, list_id))
 
     top_up(max(needed, profile.claim_codes))
-    url = f"{server.url}/v1/lists/{list_id}/claims"
-    wrk.run(url, profile.connections[0], 2, "vd-warm")
+    path = f"/v1/lists/{list_id}/claims"
+    wrk.run(server.url + path, profile.connections[0], 2, "vd-warm")
     before = run_async(_distributed(server, list_id))
-    figures.claims = sweep(url, profile, "vd", before_run=lambda: top_up(needed))
+    figures.claims = sweep(server, path, profile, "vd", before_run=lambda: top_up(needed))
     after = run_async(_distributed(server, list_id))
     made = sum(r.requests - r.non_2xx for r in figures.claims.runs)
     notes.append(
         f"scenario a: wrk counted {made:,} 2xx claims in the measured runs; the list's "
         f"`distributed` grew by {after - before:,} (requests cut off at a run's end may differ)"
     )
-    if len(figures.claims.runs) > 1:
-        spread = ", ".join(f"c={r.connections}: {r.rps:,.0f}" for r in figures.claims.runs)
-        notes.append(f"scenario a voucherd runs (req/s): {spread}")
+    notes.append(f"scenario a voucherd runs: {figures.claims.describe()}")
     for run in figures.claims.runs:
         if run.non_2xx or run.socket_errors:
             notes.append(

@@ -108,14 +108,14 @@ class ServerProcess:
 
     def start(self) -> None:
         self.log_path = self.data_dir.with_suffix(f".{self.port}.log")
-        log = self.log_path.open("ab")
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "voucherd", "serve", "--port", str(self.port),
-             "--data-dir", str(self.data_dir)],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env={**os.environ, **self.env},
-        )  # fmt: skip
+        with self.log_path.open("ab") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "voucherd", "serve", "--port", str(self.port),
+                 "--data-dir", str(self.data_dir)],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env={**os.environ, **self.env},
+            )  # fmt: skip
 
     async def wait_ready(self, within: float = 30.0) -> None:
         deadline = time.monotonic() + within

@@ -16,7 +16,6 @@ from pathlib import Path
 
 import aiohttp
 import uvloop
-from aiohttp import web
 
 from voucherd import __version__
 from voucherd.settings import Settings, hash_key
@@ -86,7 +85,7 @@ def serve_command(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
-    from voucherd.server.app import create_app
+    from voucherd.server.app import serve
 
     log.info(
         "voucherd %s on http://%s:%d, data in %s, synchronous=%s, %s",
@@ -97,22 +96,8 @@ def serve_command(args: argparse.Namespace) -> int:
         settings.synchronous,
         "open (no API keys)" if settings.open_mode else f"{len(settings.keys)} API keys",
     )
-    # run_app stops listening on SIGTERM/SIGINT, lets requests in flight finish, then runs the
-    # cleanup that drains the actors and flushes the journal; it returns normally: exit 0.
-    try:
-        web.run_app(
-            create_app(settings),
-            host=settings.host,
-            port=settings.port,
-            shutdown_timeout=settings.shutdown_timeout,
-            access_log=None,
-            print=None,
-            loop=uvloop.new_event_loop(),
-        )
-    except OSError as exc:
-        log.error("cannot serve on %s:%d: %s", settings.host, settings.port, exc.strerror or exc)
-        return 1
-    return 0
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        return runner.run(serve(settings))
 
 
 def _is_loopback(host: str) -> bool:

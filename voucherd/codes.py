@@ -35,7 +35,7 @@ class UploadAborted(Exception):
 
 
 def is_valid(code: str) -> bool:
-    return _VALID.fullmatch(code.encode("utf-8", "replace")) is not None
+    return code.isascii() and _VALID.fullmatch(code.encode("ascii")) is not None
 
 
 @dataclass(slots=True)
@@ -61,13 +61,19 @@ class CsvParser:
         self._seen_content = False
 
     def feed(self, data: bytes) -> ParsedChunk:
-        if b"\0" in data:
-            raise UploadAborted("binary_content", "the file holds NUL bytes: it is not a CSV")
-        lines = (self._partial + data).split(b"\n")
+        # The rows before a fault are parsed first, so the first bad line decides how the file
+        # fails, however the network happened to cut it.
+        nul = data.find(b"\0")
+        lines = (self._partial + (data if nul < 0 else data[:nul])).split(b"\n")
         self._partial = lines.pop()
+        chunk = self._parse(lines)
+        if nul >= 0:
+            raise UploadAborted(
+                "binary_content", f"line {self.line + 1} holds a NUL byte: the file is not a CSV"
+            )
         if len(self._partial) > self.max_line_bytes:
-            raise UploadAborted("line_too_long", self._too_long(self.line + len(lines) + 1))
-        return self._parse(lines)
+            raise UploadAborted("line_too_long", self._too_long(self.line + 1))
+        return chunk
 
     def finish(self) -> ParsedChunk:
         rest, self._partial = self._partial, b""
@@ -106,5 +112,9 @@ class CsvParser:
 
 
 def describe_invalid(code: bytes) -> str:
-    """A printable rendering of a rejected row for the error file."""
-    return code[: MAX_CODE_LENGTH * 2].decode("ascii", "backslashreplace")
+    """A printable rendering of a rejected row for the error file: bytes outside printable
+    ASCII become `\\xNN`, so no control character can break the CSV it goes into."""
+    return "".join(
+        chr(byte) if 0x20 <= byte < 0x7F else f"\\x{byte:02x}"
+        for byte in code[: MAX_CODE_LENGTH * 2]
+    )

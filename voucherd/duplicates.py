@@ -26,6 +26,8 @@ class Holder:
     upload_id: int
     partner: str
     archived: bool
+    # Available or distributed; False once withdrawn (or its upload failed).
+    live: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,7 +43,7 @@ class Target:
 def clash(target: Target, holder: Holder) -> Reason | None:
     if holder.upload_id == target.upload_id:
         return Reason.DUPLICATE_IN_FILE
-    if holder.archived:
+    if holder.archived or not holder.live:
         return None
     if holder.list_id == target.list_id:
         return Reason.DUPLICATE_IN_LIST

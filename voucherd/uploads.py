@@ -37,14 +37,17 @@ UPLOAD_COLUMNS = (
     "id, list_id, filename, status, rows, accepted, rejected, withdrawn, errors, error_code,"
     " error_message, started_at, finished_at, uploaded_by"
 )
+# Who already holds each code of a chunk: the block holding a code's id names its list and
+# upload, and a claim naming it keeps a withdrawn code distributed.
 _HOLDERS = (
-    "SELECT j.value, c.list_id, c.upload_id, l.partner, l.status"
+    "SELECT j.value, b.list_id, b.upload_id, l.partner, l.status, u.status,"
+    " EXISTS (SELECT 1 FROM claims WHERE code_id = c.id)"
     " FROM json_each(?) AS j CROSS JOIN codes AS c ON c.code = j.value"
-    " JOIN lists AS l ON l.id = c.list_id"
+    " JOIN code_blocks AS b"
+    " ON b.first_id = (SELECT MAX(first_id) FROM code_blocks WHERE first_id <= c.id)"
+    " JOIN uploads AS u ON u.id = b.upload_id JOIN lists AS l ON l.id = b.list_id"
 )
-_INSERT_CODES = (
-    "INSERT INTO codes (id, list_id, upload_id, code) SELECT ? + key, ?, ?, value FROM json_each(?)"
-)
+_INSERT_CODES = "INSERT INTO codes (code, id) SELECT value, ? + key FROM json_each(?)"
 _INSERT_BLOCK = (
     "INSERT INTO code_blocks (first_id, upload_id, list_id, count, codes) VALUES (?, ?, ?, ?, ?)"
 )
@@ -275,10 +278,11 @@ class Uploader:
             else:
                 unique[code] = line
         holders: dict[str, list[Holder]] = {}
-        for code, list_id, upload_id, partner, status in db.execute(
+        for code, list_id, upload_id, partner, status, upload_status, claimed in db.execute(
             _HOLDERS, (json.dumps(list(unique)),)
         ):
-            holder = Holder(list_id, upload_id, partner, status == Status.ARCHIVED)
+            live = upload_status in ("completed", "in_progress") or bool(claimed)
+            holder = Holder(list_id, upload_id, partner, status == Status.ARCHIVED, live)
             holders.setdefault(code, []).append(holder)
         accepted: list[str] = []
         for code, line in unique.items():
@@ -292,9 +296,7 @@ class Uploader:
         segment = None
         if accepted:
             data = ("\n".join(accepted) + "\n").encode("ascii")
-            db.execute(
-                _INSERT_CODES, (chunk.first_id, upload.list_id, upload.id, json.dumps(accepted))
-            )
+            db.execute(_INSERT_CODES, (chunk.first_id, json.dumps(accepted)))
             db.execute(
                 _INSERT_BLOCK, (chunk.first_id, upload.id, upload.list_id, len(accepted), data)
             )

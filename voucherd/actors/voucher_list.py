@@ -279,11 +279,10 @@ class ListActor(Actor[Message]):
         try:
             self.journal.submit(
                 [
-                    Rows("DELETE FROM codes WHERE id = ?", [(code.id,)]),
                     Rows(
                         "UPDATE uploads SET withdrawn = withdrawn + 1 WHERE id = ?",
                         [(code.upload_id,)],
-                    ),
+                    )
                 ]
             )
         except errors.VoucherdError:
@@ -380,13 +379,12 @@ class ListActor(Actor[Message]):
         if self.info.stored_status is Status.ARCHIVED:
             raise errors.ListArchived(f"list {self.info.id} is archived")
         count, ranges = self.pool.held_by(upload_id)
+        # Nothing is deleted: a withdrawn upload's codes that no claim names are withdrawn.
         await self.journal.write(
-            Rows("DELETE FROM codes WHERE id >= ? AND id < ?", ranges),
             Rows(
                 "UPDATE uploads SET status = 'withdrawn', withdrawn = ? WHERE id = ?",
                 [(count, upload_id)],
-            ),
-            records=max(1, count),
+            )
         )
         # Claims wait for this turn, but a failed claim may have given a code back meanwhile.
         taken, late = self.pool.withdraw(upload_id)

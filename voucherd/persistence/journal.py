@@ -109,14 +109,14 @@ class Journal:
         self._db = await aiosqlite.connect(self.path, isolation_level=None)
         await self._db.execute("PRAGMA journal_mode=WAL")
         await self._db.execute(f"PRAGMA synchronous={self.synchronous}")
-        await self._db.execute("PRAGMA cache_size=-262144")
+        await self._db.execute("PRAGMA cache_size=-32768")
         await self._db.execute("PRAGMA temp_store=MEMORY")
         await self._db.executescript(SCHEMA)
         await self._db.execute(
             "INSERT OR IGNORE INTO meta (key, value) VALUES ('schema_version', ?)", (str(VERSION),)
         )
         self._reader = await aiosqlite.connect(f"file:{self.path}?mode=ro", uri=True)
-        await self._reader.execute("PRAGMA cache_size=-65536")
+        await self._reader.execute("PRAGMA cache_size=-32768")
 
     def start(self) -> None:
         self._writer = asyncio.create_task(self._write_forever(), name="journal-writer")
@@ -240,20 +240,27 @@ def _transaction(
     conn.execute("BEGIN IMMEDIATE")
     try:
         for entry in group:
+            if not any(isinstance(op, Step) for op in entry.ops):
+                pending.add(entry.ops)
+                outcomes.append((None, None))
+                continue
+            # An entry with a step is all or nothing: its own savepoint, its rows in order.
+            pending.flush(conn)
+            conn.execute("SAVEPOINT entry")
             result: Any = None
             failure: BaseException | None = None
-            for op in entry.ops:
-                if not isinstance(op, Step):
-                    pending.add((op,))
-                    continue
-                pending.flush(conn)
-                conn.execute("SAVEPOINT step")
-                try:
-                    result = op.run(conn)
-                except (sqlite3.IntegrityError, errors.VoucherdError) as exc:
-                    conn.execute("ROLLBACK TO step")
-                    failure = exc
-                conn.execute("RELEASE step")
+            try:
+                for op in entry.ops:
+                    if isinstance(op, Step):
+                        result = op.run(conn)
+                    else:
+                        single = _Pending()
+                        single.add((op,))
+                        single.flush(conn)
+            except (sqlite3.IntegrityError, errors.VoucherdError) as exc:
+                conn.execute("ROLLBACK TO entry")
+                failure = exc
+            conn.execute("RELEASE entry")
             outcomes.append((result, failure))
         pending.flush(conn)
         conn.execute("COMMIT")

@@ -59,14 +59,16 @@ def fail_interrupted_uploads(db: sqlite3.Connection) -> int:
 
 
 def drop_upload_codes(db: sqlite3.Connection, upload_id: int) -> None:
-    """Delete the codes a failed upload had written so far (by id ranges: no extra index)."""
+    """Delete the codes a failed upload had written so far; its blocks say which they are."""
     blocks = db.execute(
-        "SELECT first_id, count FROM code_blocks WHERE upload_id = ?", (upload_id,)
+        "SELECT first_id, codes FROM code_blocks WHERE upload_id = ?", (upload_id,)
     ).fetchall()
-    db.executemany(
-        "DELETE FROM codes WHERE id >= ? AND id < ?",
-        [(first, first + count) for first, count in blocks],
-    )
+    for first_id, data in blocks:
+        codes = data.decode("ascii").split("\n")[:-1]
+        db.executemany(
+            "DELETE FROM codes WHERE code = ? AND id = ?",
+            [(code, first_id + offset) for offset, code in enumerate(codes)],
+        )
     db.execute("DELETE FROM code_blocks WHERE upload_id = ?", (upload_id,))
 
 
@@ -144,9 +146,8 @@ def recover(db: sqlite3.Connection) -> Recovered:
     maxima = db.execute(
         "SELECT (SELECT COALESCE(MAX(id), 0) FROM lists),"
         " (SELECT COALESCE(MAX(id), 0) FROM uploads),"
-        # Withdrawn codes leave `codes` but keep their block, so blocks bound the code ids too.
-        " (SELECT MAX(COALESCE((SELECT MAX(id) FROM codes), 0),"
-        " COALESCE((SELECT MAX(first_id + count - 1) FROM code_blocks), 0))),"
+        # Every stored code sits in a block; a failed upload's ids may be used again.
+        " (SELECT COALESCE(MAX(first_id + count - 1), 0) FROM code_blocks),"
         " (SELECT COALESCE(MAX(id), 0) FROM claims)"
     )
     max_list, max_upload, max_code, max_claim = maxima.fetchone()

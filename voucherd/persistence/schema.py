@@ -1,6 +1,11 @@
-"""The database layout. Codes are stored twice on purpose: as rows, indexed by code for the
-duplicate checks, and as packed blocks in upload order, so a restart reloads millions of codes
-as a few thousand blobs instead of millions of rows."""
+"""The database layout.
+
+Codes are stored twice on purpose: in `codes`, a single B-tree keyed by the code for the duplicate
+checks (which list and upload a code belongs to follows from its id, through the block holding
+it), and as packed blocks in upload order, so a restart reloads millions of codes as a few
+thousand blobs instead of millions of rows. A code's state is never updated in place: it is
+distributed when a claim names it, withdrawn when its upload is withdrawn and no claim names it.
+"""
 
 from __future__ import annotations
 
@@ -44,12 +49,10 @@ CREATE TABLE IF NOT EXISTS uploads (
 );
 CREATE INDEX IF NOT EXISTS uploads_by_list ON uploads (list_id);
 CREATE TABLE IF NOT EXISTS codes (
-    id INTEGER PRIMARY KEY,
-    list_id INTEGER NOT NULL,
-    upload_id INTEGER NOT NULL,
-    code TEXT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS codes_by_code ON codes (code);
+    code TEXT NOT NULL,
+    id INTEGER NOT NULL,
+    PRIMARY KEY (code, id)
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS code_blocks (
     first_id INTEGER PRIMARY KEY,
     upload_id INTEGER NOT NULL,

@@ -4,7 +4,9 @@ Lifecycle::
 
     startup:  open the journal -> listen at once (/readyz says 503)
               -> recovery task: rebuild lists, start actors and the writer -> ready
-    shutdown: stop listening -> requests in flight finish -> actors drain their mailboxes
+    SIGTERM:  stop listening -> new requests on open connections get 503 -> requests in
+              flight finish, bodies still arriving included (up to shutdown_timeout)
+    cleanup:  close connections -> actors drain their mailboxes
               -> the journal commits what is queued and closes
 """
 
@@ -13,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import signal
 from collections.abc import AsyncIterator, Iterable
 
 from aiohttp import web
@@ -23,7 +26,17 @@ from voucherd.metrics import GaugeMetricFamily, Metric, Metrics
 from voucherd.persistence.journal import Journal
 from voucherd.persistence.recovery import recover
 from voucherd.server import claims, lists, operations, uploads
-from voucherd.server.keys import DIRECTORY, JOURNAL, METRICS, READINESS, SCOPES, SETTINGS, Readiness
+from voucherd.server.keys import (
+    DIRECTORY,
+    IN_FLIGHT,
+    JOURNAL,
+    METRICS,
+    READINESS,
+    SCOPES,
+    SETTINGS,
+    InFlight,
+    Readiness,
+)
 from voucherd.server.middleware import front_door
 from voucherd.settings import Scope, Settings
 from voucherd.statuses import Action, Status
@@ -62,6 +75,7 @@ def create_app(settings: Settings) -> web.Application:
     app[SETTINGS] = settings
     app[METRICS] = Metrics()
     app[READINESS] = Readiness()
+    app[IN_FLIGHT] = InFlight()
     scopes: dict[Handler, Scope | None] = {}
     for method, path, handler, scope in ROUTES:
         app.router.add_route(method, path, handler, name=handler.__name__)
@@ -69,6 +83,41 @@ def create_app(settings: Settings) -> web.Application:
     app[SCOPES] = scopes
     app.cleanup_ctx.append(_lifecycle)
     return app
+
+
+async def serve(settings: Settings) -> int:
+    """Serve until SIGTERM or SIGINT, then shut down in the order drawn above; exit status."""
+    app = create_app(settings)
+    runner = web.AppRunner(
+        app, handle_signals=False, access_log=None, shutdown_timeout=settings.shutdown_timeout
+    )
+    await runner.setup()
+    site = web.TCPSite(runner, settings.host, settings.port)
+    try:
+        await site.start()
+    except OSError as exc:
+        log.error("cannot listen on %s:%d: %s", settings.host, settings.port, exc.strerror or exc)
+        await runner.cleanup()
+        return 1
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    await stop.wait()
+    # aiohttp's own shutdown stops reading request bodies at once; a request whose body is
+    # still arriving would be cut off. So stop listening first and wait for them here.
+    await site.stop()
+    app[READINESS].draining = True
+    app[READINESS].ready = False
+    in_flight = app[IN_FLIGHT]
+    log.info("stopping: no new connections; %d requests in flight", in_flight.count)
+    try:
+        async with asyncio.timeout(settings.shutdown_timeout):
+            await in_flight.drained()
+    except TimeoutError:
+        log.warning("%d requests cut off after %.0f s", in_flight.count, settings.shutdown_timeout)
+    await runner.cleanup()
+    return 0
 
 
 async def _lifecycle(app: web.Application) -> AsyncIterator[None]:

@@ -66,7 +66,7 @@ def _metadata(value: Any) -> str | None:
     if not isinstance(value, dict):
         raise errors.InvalidRequest("metadata must be a JSON object")
     try:
-        text = json.dumps(value, separators=(",", ":"))
+        text = json.dumps(value, separators=(",", ":"), allow_nan=False)
         text.encode("utf-8")
     except (ValueError, UnicodeEncodeError):
         raise errors.InvalidRequest("metadata holds a value that cannot be stored") from None

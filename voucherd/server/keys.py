@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 
 from aiohttp import web
@@ -17,6 +18,28 @@ from voucherd.settings import ApiKey, Scope, Settings
 class Readiness:
     ready: bool = False
     failed: str | None = None
+    draining: bool = False
+
+
+class InFlight:
+    """Counts requests being handled, so shutdown can wait for them, bodies and all."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    def enter(self) -> None:
+        self.count += 1
+        self._idle.clear()
+
+    def leave(self) -> None:
+        self.count -= 1
+        if not self.count:
+            self._idle.set()
+
+    async def drained(self) -> None:
+        await self._idle.wait()
 
 
 SETTINGS = web.AppKey("settings", Settings)
@@ -24,12 +47,12 @@ METRICS = web.AppKey("metrics", Metrics)
 JOURNAL = web.AppKey("journal", Journal)
 DIRECTORY = web.AppKey("directory", Directory)
 READINESS = web.AppKey("readiness", Readiness)
+IN_FLIGHT = web.AppKey("in_flight", InFlight)
 # The scope each route needs, keyed by its handler; None: no key needed.
 SCOPES = web.AppKey("scopes", dict[Handler, Scope | None])
-CALLER = "voucherd.caller"
+CALLER = web.RequestKey("caller", ApiKey)
 
 
 def caller(request: web.Request) -> ApiKey | None:
     """The key the request was made with; None when the server runs open."""
-    key: ApiKey | None = request.get(CALLER)
-    return key
+    return request.get(CALLER)

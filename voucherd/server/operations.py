@@ -17,7 +17,9 @@ async def readyz(request: web.Request) -> web.Response:
     readiness = request.app[READINESS]
     if readiness.ready:
         return web.json_response({"status": "ready"})
-    message = readiness.failed or "recovering state from the journal"
+    message = readiness.failed or (
+        "shutting down" if readiness.draining else "recovering state from the journal"
+    )
     return web.json_response(
         {"error": {"code": "not_ready", "message": message}},
         status=503,
