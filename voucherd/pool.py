@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from typing import NamedTuple
 
 
 @dataclass(slots=True)
@@ -31,8 +32,9 @@ class Segment:
         return self.next_id, self.next_id + self.count
 
 
-@dataclass(frozen=True, slots=True)
-class Code:
+class Code(NamedTuple):
+    """One code taken from the pool (a tuple: one is made per claim, so it must be cheap)."""
+
     id: int
     code: str
     upload_id: int

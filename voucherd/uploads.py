@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import sqlite3
 from collections import Counter
@@ -21,7 +20,7 @@ from typing import Any
 
 import msgpack
 
-from voucherd import clock, errors
+from voucherd import clock, errors, wire
 from voucherd.actors.voucher_list import CompleteUpload, ListActor
 from voucherd.codes import CsvParser, ParsedChunk, Reason, UploadAborted, describe_invalid
 from voucherd.duplicates import Holder, Target, first_clash
@@ -106,7 +105,7 @@ class Upload:
             "accepted": self.accepted,
             "rejected": self.rejected,
             "withdrawn": self.withdrawn,
-            "errors": dict(self.errors),
+            "errors": {str(reason): count for reason, count in self.errors.items()},
             "error": (
                 None
                 if self.error_code is None
@@ -279,7 +278,7 @@ class Uploader:
                 unique[code] = line
         holders: dict[str, list[Holder]] = {}
         for code, list_id, upload_id, partner, status, upload_status, claimed in db.execute(
-            _HOLDERS, (json.dumps(list(unique)),)
+            _HOLDERS, (wire.dumps(list(unique)),)
         ):
             live = upload_status in ("completed", "in_progress") or bool(claimed)
             holder = Holder(list_id, upload_id, partner, status == Status.ARCHIVED, live)
@@ -296,7 +295,7 @@ class Uploader:
         segment = None
         if accepted:
             data = ("\n".join(accepted) + "\n").encode("ascii")
-            db.execute(_INSERT_CODES, (chunk.first_id, json.dumps(accepted)))
+            db.execute(_INSERT_CODES, (chunk.first_id, wire.dumps(accepted)))
             db.execute(
                 _INSERT_BLOCK, (chunk.first_id, upload.id, upload.list_id, len(accepted), data)
             )

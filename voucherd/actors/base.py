@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
 from voucherd import errors
@@ -28,12 +27,14 @@ class ActorStopped(errors.NotReady):
     code = "shutting_down"
 
 
-@dataclass(slots=True)
 class Envelope(Generic[M]):
-    message: M
-    future: asyncio.Future[Any] = field(
-        default_factory=lambda: asyncio.get_running_loop().create_future()
-    )
+    """A message and the future its reply goes to."""
+
+    __slots__ = ("future", "message")
+
+    def __init__(self, message: M, future: asyncio.Future[Any]) -> None:
+        self.message = message
+        self.future = future
 
     def reply(self, result: Any) -> None:
         if not self.future.done():
@@ -52,6 +53,7 @@ class Actor(Generic[M]):
         self.name = name
         self._mailbox: asyncio.Queue[Envelope[M]] = asyncio.Queue(mailbox_size)
         self._task: asyncio.Task[None] | None = None
+        self._loop = asyncio.get_running_loop()
         self._stopping = False
 
     @property
@@ -65,7 +67,7 @@ class Actor(Generic[M]):
         """Queue a message; the future carries the reply. A full mailbox is a 503, at once."""
         if self._stopping:
             raise ActorStopped(f"{self.name} is stopping")
-        envelope: Envelope[M] = Envelope(message)
+        envelope: Envelope[M] = Envelope(message, self._loop.create_future())
         try:
             self._mailbox.put_nowait(envelope)
         except asyncio.QueueFull:
@@ -76,7 +78,7 @@ class Actor(Generic[M]):
         if self._task is None or self._stopping:
             return
         self._stopping = True
-        await self._mailbox.put(Envelope(_STOP))
+        await self._mailbox.put(Envelope(_STOP, self._loop.create_future()))
         await self._task
         self._task = None
 

@@ -14,7 +14,7 @@ import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Any
+from typing import Any, NamedTuple
 
 from voucherd import clock, errors
 from voucherd.actors.base import Actor, Envelope
@@ -33,9 +33,9 @@ BATCH_SLICE = 1000
 # -- messages ----------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class TakeCode:
-    """A claim: give this (user, idempotency key) a code, or the one it already has."""
+class TakeCode(NamedTuple):
+    """A claim: give this (user, idempotency key) a code, or the one it already has.
+    A tuple, not a frozen dataclass, because one is made per request."""
 
     user_id: str
     idempotency_key: str = ""
@@ -83,8 +83,7 @@ Message = TakeCode | TakeCodes | Transition | Edit | CompleteUpload | Withdraw
 # -- replies -----------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class ClaimOutcome:
+class ClaimOutcome(NamedTuple):
     """`claim` is None for a repeat of a claim made earlier: the caller reads it by id."""
 
     claim_id: int
@@ -201,6 +200,7 @@ class ListActor(Actor[Message]):
             turn.waits.append((envelope, pending, False))
             return
         try:
+            check(self.info.status(), Action.CLAIM, self.info.id)
             pending = self._take(key, message)
         except errors.VoucherdError as exc:
             envelope.fail(exc)
@@ -209,8 +209,8 @@ class ListActor(Actor[Message]):
         turn.waits.append((envelope, pending, True))
 
     def _take(self, key: str, message: TakeCode) -> _Pending:
+        """Take a code for a new claim; the caller has checked the list's status."""
         now = clock.now()
-        check(self.info.status(now), Action.CLAIM, self.info.id)
         code = self.pool.pop()
         if code is None:
             raise errors.ListExhausted(f"list {self.info.id} has no codes left")
@@ -247,20 +247,31 @@ class ListActor(Actor[Message]):
             else:
                 for pending in turn.taken:
                     pending.durable = durable
-                durable.add_done_callback(partial(self._settle, turn.taken))
+                # One callback answers the whole turn: a callback per claim costs too much.
+                answers = [w for w in turn.waits if w[1].durable is durable]
+                durable.add_done_callback(partial(self._settle, turn.taken, answers))
+                turn.waits = [w for w in turn.waits if w[1].durable is not durable]
         for envelope, pending, created in turn.waits:
+            # Repeats of claims still in flight from an earlier turn.
             assert pending.durable is not None
             pending.durable.add_done_callback(partial(_answer, envelope, pending.claim, created))
 
-    def _settle(self, taken: list[_Pending], durable: asyncio.Future[Any]) -> None:
+    def _settle(
+        self,
+        taken: list[_Pending],
+        answers: list[tuple[Envelope[Any], _Pending, bool]],
+        durable: asyncio.Future[Any],
+    ) -> None:
         if durable.cancelled() or durable.exception() is not None:
             self._give_back(taken)
-            return
-        for pending in taken:
-            claim = pending.claim
-            key = identity(claim.user_id, claim.idempotency_key)
-            del self._pending[key]
-            self._claims[key] = claim.id
+        else:
+            for pending in taken:
+                claim = pending.claim
+                key = identity(claim.user_id, claim.idempotency_key)
+                del self._pending[key]
+                self._claims[key] = claim.id
+        for envelope, pending, created in answers:
+            _answer(envelope, pending.claim, created, durable)
 
     def _give_back(self, taken: list[_Pending]) -> None:
         """Undo claims whose records were never written: their codes go out next."""
@@ -294,6 +305,11 @@ class ListActor(Actor[Message]):
         users = list(dict.fromkeys(message.user_ids))
         for start in range(0, len(users), BATCH_SLICE):
             turn = _Turn()
+            try:
+                check(self.info.status(), Action.CLAIM, self.info.id)
+                refusal = None
+            except errors.VoucherdError as exc:
+                refusal = exc
             for user_id in users[start : start + BATCH_SLICE]:
                 key = identity(user_id, "")
                 claim_id = self._claims.get(key)
@@ -302,6 +318,9 @@ class ListActor(Actor[Message]):
                     continue
                 pending = self._pending.get(key)
                 if pending is None:
+                    if refusal is not None:
+                        outcome.failed.append((user_id, refusal))
+                        continue
                     try:
                         pending = self._take(key, TakeCode(user_id))
                     except errors.VoucherdError as exc:

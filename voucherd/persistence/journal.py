@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import sqlite3
 import time
@@ -26,7 +25,7 @@ from typing import Any, TypeVar
 
 import aiosqlite
 
-from voucherd import errors
+from voucherd import errors, wire
 from voucherd.metrics import Metrics
 from voucherd.persistence.schema import SCHEMA, VERSION
 
@@ -291,7 +290,7 @@ class _Pending:
 
     def flush(self, conn: sqlite3.Connection) -> None:
         for sql, rows in self._inserts.items():
-            conn.execute(sql, (json.dumps(rows),))
+            conn.execute(sql, (wire.dumps(rows),))
         for sql, rows in self._rows.items():
             conn.executemany(sql, rows)
         self._inserts.clear()

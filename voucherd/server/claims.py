@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import time
 from typing import Any
 
 import aiosqlite
 from aiohttp import web
 
-from voucherd import clock, errors
+from voucherd import clock, errors, wire
 from voucherd.actors.voucher_list import BatchOutcome, ClaimOutcome, TakeCode, TakeCodes
 from voucherd.claims import (
     MAX_IDEMPOTENCY_KEY,
@@ -55,7 +54,7 @@ async def create_claim(request: web.Request) -> web.Response:
     )
     (metrics.claims_created if outcome.created else metrics.claims_repeated).inc()
     metrics.claim_seconds.observe(time.perf_counter() - started)
-    return web.json_response(
+    return wire.response(
         {"claim": claim.view(actor.info.expires_at)}, status=201 if outcome.created else 200
     )
 
@@ -66,9 +65,8 @@ def _metadata(value: Any) -> str | None:
     if not isinstance(value, dict):
         raise errors.InvalidRequest("metadata must be a JSON object")
     try:
-        text = json.dumps(value, separators=(",", ":"), allow_nan=False)
-        text.encode("utf-8")
-    except (ValueError, UnicodeEncodeError):
+        text = wire.dumps(value)
+    except TypeError:
         raise errors.InvalidRequest("metadata holds a value that cannot be stored") from None
     if len(text) > MAX_METADATA_BYTES:
         raise errors.InvalidRequest(f"metadata must be at most {MAX_METADATA_BYTES} bytes")
@@ -93,7 +91,7 @@ async def create_claims(request: web.Request) -> web.Response:
     metrics.claims_repeated.inc(len(outcome.repeat_ids))
     for _, error in outcome.failed:
         metrics.claims.labels(error.code).inc()
-    return web.json_response(
+    return wire.response(
         {
             "claims": [claim.view(expires_at) for claim in claims],
             "failed": [
@@ -136,4 +134,4 @@ async def user_vouchers(request: web.Request) -> web.Response:
                 "campaign_id": claim.campaign_id,
             }
         )
-    return web.json_response({"vouchers": vouchers})
+    return wire.response({"vouchers": vouchers})

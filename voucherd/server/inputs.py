@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from aiohttp import web
 
-from voucherd import clock, errors
+from voucherd import clock, errors, wire
 from voucherd.server.keys import SETTINGS
 
 
@@ -21,17 +20,12 @@ async def json_body(request: web.Request) -> dict[str, Any]:
         limit = request.app[SETTINGS].max_json_bytes
         raise errors.PayloadTooLarge(f"the body is larger than {limit} bytes") from None
     try:
-        body = json.loads(raw, parse_constant=_refuse_constant)
-    except (ValueError, RecursionError):
+        body = wire.loads(raw)
+    except wire.JSONDecodeError:
         raise errors.InvalidRequest("the body is not valid JSON") from None
     if not isinstance(body, dict):
         raise errors.InvalidRequest("the body must be a JSON object")
     return body
-
-
-def _refuse_constant(name: str) -> Any:
-    # NaN and Infinity are not JSON; echoing them back would break strict clients.
-    raise ValueError(f"{name} is not valid JSON")
 
 
 def path_id(request: web.Request, name: str, what: str) -> int:
@@ -64,6 +58,8 @@ def text(
 
 def check_characters(value: str, name: str) -> None:
     """Refuse control characters (C0, DEL, C1) and text that is not valid Unicode."""
+    if value.isascii() and value.isprintable():
+        return
     if not value.isprintable() and any(ch < " " or "\x7f" <= ch <= "\x9f" for ch in value):
         raise errors.InvalidRequest(f"{name} must not contain control characters")
     try:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from voucherd import clock, errors
+from voucherd import clock, errors, wire
 from voucherd.actors.voucher_list import Edit, Transition
 from voucherd.duplicates import Scope
 from voucherd.lists import MAX_DESCRIPTION, MAX_NAME, MAX_PARTNER, MAX_TAG, ListInfo
@@ -48,7 +48,7 @@ async def create_list(request: web.Request) -> web.Response:
         updated_at=now,
     )
     created = await request.app[DIRECTORY].create(info)
-    return web.json_response(created.view(), status=201)
+    return wire.response(created.view(), status=201)
 
 
 async def find_lists(request: web.Request) -> web.Response:
@@ -62,12 +62,12 @@ async def find_lists(request: web.Request) -> web.Response:
         status=Status(status) if status else None,
         tag=tag.lower() if tag else None,
     )
-    return web.json_response({"lists": [info.view() for info in found]})
+    return wire.response({"lists": [info.view() for info in found]})
 
 
 async def get_list(request: web.Request) -> web.Response:
     list_id = path_id(request, "list_id", "list")
-    return web.json_response(request.app[DIRECTORY].actor(list_id).info.view())
+    return wire.response(request.app[DIRECTORY].actor(list_id).info.view())
 
 
 async def edit_list(request: web.Request) -> web.Response:
@@ -87,14 +87,14 @@ async def edit_list(request: web.Request) -> web.Response:
             "send at least one of name, description, expires_at, low_stock_threshold"
         )
     info: ListInfo = await actor.ask(edit)
-    return web.json_response(info.view())
+    return wire.response(info.view())
 
 
 def transition(action: Action) -> Handler:
     async def handle(request: web.Request) -> web.Response:
         list_id = path_id(request, "list_id", "list")
         info: ListInfo = await request.app[DIRECTORY].actor(list_id).ask(Transition(action))
-        return web.json_response(info.view())
+        return wire.response(info.view())
 
     handle.__name__ = f"{action}_list"
     return handle

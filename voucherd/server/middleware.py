@@ -9,7 +9,7 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
-from voucherd import errors
+from voucherd import errors, wire
 from voucherd.server.keys import CALLER, IN_FLIGHT, READINESS, SCOPES, SETTINGS
 from voucherd.settings import ApiKey, Scope
 
@@ -30,7 +30,7 @@ _HTTP_CODES = {
 
 
 def error_response(error: errors.VoucherdError) -> web.Response:
-    response = web.json_response(error.body(), status=error.status)
+    response = wire.response(error.body(), status=error.status)
     if isinstance(error, errors.Overloaded):
         response.headers["Retry-After"] = str(error.retry_after)
     return response
@@ -52,11 +52,11 @@ async def front_door(request: web.Request, handler: Handler) -> web.StreamRespon
         code = _HTTP_CODES.get(exc.status, "error")
         message = exc.text if exc.text and not exc.text.startswith(f"{exc.status}:") else exc.reason
         body = {"error": {"code": code, "message": message}}
-        return web.json_response(body, status=exc.status, headers=_allow(exc))
+        return wire.response(body, status=exc.status, headers=_allow(exc))
     except Exception:
         log.exception("unexpected error in %s %s", request.method, request.rel_url.path)
         body = {"error": {"code": "internal_error", "message": "unexpected server error"}}
-        return web.json_response(body, status=500)
+        return wire.response(body, status=500)
     finally:
         in_flight.leave()
 

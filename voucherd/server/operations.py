@@ -5,22 +5,23 @@ from __future__ import annotations
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from voucherd import wire
 from voucherd.server.keys import METRICS, READINESS
 from voucherd.server.openapi import openapi_document
 
 
 async def healthz(request: web.Request) -> web.Response:
-    return web.json_response({"status": "ok"})
+    return wire.response({"status": "ok"})
 
 
 async def readyz(request: web.Request) -> web.Response:
     readiness = request.app[READINESS]
     if readiness.ready:
-        return web.json_response({"status": "ready"})
+        return wire.response({"status": "ready"})
     message = readiness.failed or (
         "shutting down" if readiness.draining else "recovering state from the journal"
     )
-    return web.json_response(
+    return wire.response(
         {"error": {"code": "not_ready", "message": message}},
         status=503,
         headers={"Retry-After": "1"},
@@ -33,4 +34,4 @@ async def metrics(request: web.Request) -> web.Response:
 
 
 async def openapi(request: web.Request) -> web.Response:
-    return web.json_response(openapi_document())
+    return wire.response(openapi_document())

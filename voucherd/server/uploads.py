@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 from aiohttp import BodyPartReader, web
 from aiohttp.http_exceptions import HttpProcessingError
 
-from voucherd import errors
+from voucherd import errors, wire
 from voucherd.actors.voucher_list import Withdraw
 from voucherd.server.inputs import path_id
 from voucherd.server.keys import DIRECTORY, JOURNAL, SETTINGS, caller
@@ -41,7 +41,7 @@ async def create_upload(request: web.Request) -> web.Response:
         raise errors.InvalidRequest(f"filename must be at most {MAX_FILENAME} characters")
     key = caller(request)
     upload = await Uploader(settings, actor).run(body, filename, key.name if key else None)
-    return web.json_response(upload.view(), status=201)
+    return wire.response(upload.view(), status=201)
 
 
 async def _multipart_file(request: web.Request) -> tuple[AsyncIterator[bytes], str | None]:
@@ -87,11 +87,11 @@ async def list_uploads(request: web.Request) -> web.Response:
     rows = await request.app[JOURNAL].reader.execute_fetchall(
         f"SELECT {UPLOAD_COLUMNS} FROM uploads WHERE list_id = ? ORDER BY id", (list_id,)
     )
-    return web.json_response({"uploads": [Upload.from_row(tuple(row)).view() for row in rows]})
+    return wire.response({"uploads": [Upload.from_row(tuple(row)).view() for row in rows]})
 
 
 async def get_upload(request: web.Request) -> web.Response:
-    return web.json_response((await _load(request)).view())
+    return wire.response((await _load(request)).view())
 
 
 async def upload_errors(request: web.Request) -> web.StreamResponse:
@@ -125,4 +125,4 @@ async def withdraw_upload(request: web.Request) -> web.Response:
     upload = await _load(request)
     actor = request.app[DIRECTORY].actor(upload.list_id)
     withdrawn: int = await actor.ask(Withdraw(upload.id))
-    return web.json_response({"withdrawn": withdrawn})
+    return wire.response({"withdrawn": withdrawn})
