@@ -71,6 +71,29 @@ class CodePool:
         self.available -= 1
         return code
 
+    def take(self, count: int) -> list[Code]:
+        """Up to `count` codes at once, in the order pop() would give them (batch claims)."""
+        taken: list[Code] = []
+        while self._returned and len(taken) < count:
+            taken.append(self._returned.pop())
+        while self._segments and len(taken) < count:
+            segment = self._segments[0]
+            wanted = min(count - len(taken), segment.count)
+            # One split for the whole run instead of a search per code.
+            parts = segment.data[segment.pos :].split(b"\n", wanted)
+            first, upload_id = segment.next_id, segment.upload_id
+            taken.extend(
+                Code(first + offset, parts[offset].decode("ascii"), upload_id)
+                for offset in range(wanted)
+            )
+            segment.pos += sum(map(len, parts[:wanted])) + wanted
+            segment.next_id += wanted
+            segment.count -= wanted
+            if not segment.count:
+                self._segments.popleft()
+        self.available -= len(taken)
+        return taken
+
     def give_back(self, code: Code) -> None:
         """Return a code whose claim was never made durable; it goes out next."""
         self._returned.append(code)

@@ -41,6 +41,7 @@ class Directory:
                     mailbox_size=self.settings.mailbox_size,
                     pool=state.pool,
                     claims=state.claims,
+                    keys_by_user=state.keys_by_user,
                     uploads=state.uploads,
                 )
             )

@@ -137,6 +137,12 @@ class Ids:
         self.claim_id += 1
         return self.claim_id
 
+    def next_claims(self, count: int) -> int:
+        """Reserve `count` consecutive claim ids; returns the first."""
+        first = self.claim_id + 1
+        self.claim_id += count
+        return first
+
     def take_codes(self, count: int) -> int:
         first = self.code_id + 1
         self.code_id += count
@@ -154,6 +160,7 @@ class ListActor(Actor[Message]):
         mailbox_size: int,
         pool: CodePool | None = None,
         claims: dict[str, int] | None = None,
+        keys_by_user: dict[str, list[str]] | None = None,
         uploads: dict[int, str] | None = None,
     ) -> None:
         super().__init__(f"list-{info.id}", mailbox_size)
@@ -162,7 +169,10 @@ class ListActor(Actor[Message]):
         self.journal = journal
         self.ids = ids
         self.metrics = metrics
+        # Every committed claim by (user, idempotency key), and the keys each user has used:
+        # idempotency answers from here, and so does a user's voucher tray.
         self._claims: dict[str, int] = claims or {}
+        self._keys_by_user: dict[str, list[str]] = keys_by_user or {}
         self._pending: dict[str, _Pending] = {}
         # Status of each finished upload of this list: completed or withdrawn.
         self.uploads: dict[int, str] = uploads or {}
@@ -188,6 +198,12 @@ class ListActor(Actor[Message]):
         self._commit_turn(turn)
 
     # -- claims --------------------------------------------------------------------------------
+
+    def claim_ids_of(self, user_id: str) -> list[int]:
+        """The committed claims a user holds on this list."""
+        keys = ["", *self._keys_by_user.get(user_id, ())]
+        found = (self._claims.get(identity(user_id, key)) for key in keys)
+        return [claim_id for claim_id in found if claim_id is not None]
 
     def _take_one(self, envelope: Envelope[Message], message: TakeCode, turn: _Turn) -> None:
         key = identity(message.user_id, message.idempotency_key)
@@ -231,6 +247,19 @@ class ListActor(Actor[Message]):
         self._pending[key] = pending
         return pending
 
+    def _take_codes(self, fresh: list[tuple[str, str]], codes: list[Code]) -> list[_Pending]:
+        """New keyless claims for a batch: the codes are taken, the users are (key, user id)."""
+        now = clock.now()
+        first = self.ids.next_claims(len(codes))
+        list_id = self.info.id
+        taken = [
+            _Pending(Claim(first + n, list_id, user_id, "", code.id, code.code, now), code)
+            for n, ((_, user_id), code) in enumerate(zip(fresh, codes, strict=False))
+        ]
+        self._pending.update(zip((key for key, _ in fresh), taken, strict=False))
+        self.info.counts.distributed += len(taken)
+        return taken
+
     def _commit_turn(self, turn: _Turn) -> None:
         if turn.taken:
             try:
@@ -270,6 +299,8 @@ class ListActor(Actor[Message]):
                 key = identity(claim.user_id, claim.idempotency_key)
                 del self._pending[key]
                 self._claims[key] = claim.id
+                if claim.idempotency_key:
+                    self._keys_by_user.setdefault(claim.user_id, []).append(claim.idempotency_key)
         for envelope, pending, created in answers:
             _answer(envelope, pending.claim, created, durable)
 
@@ -310,6 +341,7 @@ class ListActor(Actor[Message]):
                 refusal = None
             except errors.VoucherdError as exc:
                 refusal = exc
+            fresh: list[tuple[str, str]] = []
             for user_id in users[start : start + BATCH_SLICE]:
                 key = identity(user_id, "")
                 claim_id = self._claims.get(key)
@@ -317,17 +349,18 @@ class ListActor(Actor[Message]):
                     outcome.repeat_ids.append(claim_id)
                     continue
                 pending = self._pending.get(key)
-                if pending is None:
-                    if refusal is not None:
-                        outcome.failed.append((user_id, refusal))
-                        continue
-                    try:
-                        pending = self._take(key, TakeCode(user_id))
-                    except errors.VoucherdError as exc:
-                        outcome.failed.append((user_id, exc))
-                        continue
-                    turn.taken.append(pending)
-                waits.append(pending)
+                if pending is not None:
+                    waits.append(pending)
+                elif refusal is not None:
+                    outcome.failed.append((user_id, refusal))
+                else:
+                    fresh.append((key, user_id))
+            codes = self.pool.take(len(fresh))
+            if len(codes) < len(fresh):
+                exhausted = errors.ListExhausted(f"list {self.info.id} has no codes left")
+                outcome.failed.extend((user_id, exhausted) for _, user_id in fresh[len(codes) :])
+            turn.taken = self._take_codes(fresh, codes)
+            waits.extend(turn.taken)
             self._commit_turn(turn)
             for pending in turn.taken:
                 if pending.durable is None:

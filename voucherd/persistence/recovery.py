@@ -27,6 +27,7 @@ class RecoveredList:
     info: ListInfo
     pool: CodePool = field(default_factory=CodePool)
     claims: dict[str, int] = field(default_factory=dict)
+    keys_by_user: dict[str, list[str]] = field(default_factory=dict)
     uploads: dict[int, str] = field(default_factory=dict)
 
 
@@ -114,6 +115,8 @@ def recover(db: sqlite3.Connection) -> Recovered:
         for list_id, user_id, key, claim_id, code_id in rows:
             state = lists[list_id]
             state.claims[f"{user_id}\x1f{key}"] = claim_id
+            if key:
+                state.keys_by_user.setdefault(user_id, []).append(key)
             taken[list_id].append(code_id)
     cursor.close()
     for list_id, code_ids in taken.items():

@@ -114,12 +114,9 @@ async def _read_claims(reader: aiosqlite.Connection, ids: list[int]) -> list[Cla
 async def user_vouchers(request: web.Request) -> web.Response:
     user_id = _identifier(request.match_info["user_id"], "user_id", max_length=MAX_USER_ID)
     directory = request.app[DIRECTORY]
-    rows = await request.app[JOURNAL].reader.execute_fetchall(
-        f"{SELECT_CLAIM} WHERE user_id = ? ORDER BY id", (user_id,)
-    )
+    ids = sorted(claim_id for actor in directory for claim_id in actor.claim_ids_of(user_id))
     vouchers = []
-    for row in rows:
-        claim = Claim.from_row(tuple(row))
+    for claim in sorted(await _read_claims(request.app[JOURNAL].reader, ids)):
         info = directory.actor(claim.list_id).info
         vouchers.append(
             {
