@@ -211,6 +211,7 @@ class Uploader:
             raise
         finally:
             self.actor.incoming -= self._reserved
+            self.journal.release_memory()
         self.actor.metrics.uploads.labels(upload.status).inc()
         self.actor.metrics.codes_uploaded.inc(upload.accepted)
         for reason, count in upload.errors.items():

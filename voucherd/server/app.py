@@ -23,7 +23,7 @@ from aiohttp.typedefs import Handler
 
 from voucherd.actors.directory import Directory
 from voucherd.metrics import GaugeMetricFamily, Metric, Metrics
-from voucherd.persistence.journal import Journal
+from voucherd.persistence.journal import Journal, shrink_memory
 from voucherd.persistence.recovery import recover
 from voucherd.server import claims, lists, operations, uploads
 from voucherd.server.keys import (
@@ -145,6 +145,8 @@ async def _recover(app: web.Application, journal: Journal, directory: Directory)
     readiness = app[READINESS]
     try:
         directory.load(await journal.call(recover))
+        # Recovery reads every block once; what it allocated on the way is returned here.
+        await journal.call(shrink_memory)
         journal.start()
     except Exception as exc:
         log.exception("recovery failed")
