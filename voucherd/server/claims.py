@@ -17,17 +17,8 @@ from voucherd.claims import (
     SELECT_CLAIM,
     Claim,
 )
-from voucherd.server.inputs import check_characters, json_body, path_id
+from voucherd.server.inputs import json_body, path_id, string
 from voucherd.server.keys import DIRECTORY, JOURNAL, METRICS, SETTINGS
-
-
-def _identifier(value: Any, name: str, *, max_length: int, min_length: int = 1) -> str:
-    if not isinstance(value, str):
-        raise errors.InvalidRequest(f"{name} must be a string")
-    if not min_length <= len(value) <= max_length:
-        raise errors.InvalidRequest(f"{name} must be {min_length} to {max_length} characters")
-    check_characters(value, name)
-    return value
 
 
 async def create_claim(request: web.Request) -> web.Response:
@@ -36,12 +27,12 @@ async def create_claim(request: web.Request) -> web.Response:
     list_id = path_id(request, "list_id", "list")
     actor = request.app[DIRECTORY].actor(list_id)
     body = await json_body(request)
-    user_id = _identifier(body.get("user_id"), "user_id", max_length=MAX_USER_ID)
+    user_id = string(body.get("user_id"), "user_id", max_length=MAX_USER_ID)
     key = body.get("idempotency_key")
     key = (
         ""
         if key is None
-        else _identifier(key, "idempotency_key", max_length=MAX_IDEMPOTENCY_KEY, min_length=0)
+        else string(key, "idempotency_key", max_length=MAX_IDEMPOTENCY_KEY, min_length=0)
     )
     metadata = _metadata(body.get("metadata"))
     try:
@@ -82,7 +73,7 @@ async def create_claims(request: web.Request) -> web.Response:
     if not isinstance(users, list) or not 1 <= len(users) <= limit:
         raise errors.InvalidRequest(f"user_ids must be a list of 1 to {limit} user ids")
     for user in users:
-        _identifier(user, "each user id", max_length=MAX_USER_ID)
+        string(user, "each user id", max_length=MAX_USER_ID)
     outcome: BatchOutcome = await actor.ask(TakeCodes(users))
     claims = outcome.claims + await _read_claims(request.app[JOURNAL].reader, outcome.repeat_ids)
     expires_at = actor.info.expires_at
@@ -112,7 +103,7 @@ async def _read_claims(reader: aiosqlite.Connection, ids: list[int]) -> list[Cla
 
 
 async def user_vouchers(request: web.Request) -> web.Response:
-    user_id = _identifier(request.match_info["user_id"], "user_id", max_length=MAX_USER_ID)
+    user_id = string(request.match_info["user_id"], "user_id", max_length=MAX_USER_ID)
     directory = request.app[DIRECTORY]
     ids = sorted(claim_id for actor in directory for claim_id in actor.claim_ids_of(user_id))
     vouchers = []

@@ -48,6 +48,11 @@ def text(
         if required:
             raise errors.InvalidRequest(f"{name} is required")
         return None
+    return string(value, name, max_length=max_length, min_length=min_length)
+
+
+def string(value: Any, name: str, *, max_length: int, min_length: int = 1) -> str:
+    """A JSON value that must be a string of bounded length, free of control characters."""
     if not isinstance(value, str):
         raise errors.InvalidRequest(f"{name} must be a string")
     if not min_length <= len(value) <= max_length:
