@@ -93,8 +93,10 @@ def main(argv: list[str]) -> int:
     steps: list[tuple[str, Callable[[], None]]] = [
         ("floor: single claims, batch, upload", run_floor),
         (
-            "baselines: SQLite executemany, container memory",
-            lambda: baselines.measure(base, profile.upload_codes, work_dir),
+            "baselines: SQLite inserts (sequential, random), container memory",
+            lambda: baselines.measure(
+                base, profile.upload_codes, profile.random_upload_codes, work_dir
+            ),
         ),
     ]
     why_not = "skipped (--skip-voucherd)" if args.skip_voucherd else voucherd_runs(args.module)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import sqlite3
 import subprocess
@@ -11,7 +12,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench.codes import codes
+from bench.codes import codes, random_codes
 from bench.servers import SERVER_CORE
 
 
@@ -28,6 +29,31 @@ def sqlite_insert_seconds(count: int, work_dir: Path) -> float:
                 db.executemany(
                     "INSERT INTO codes (code) VALUES (?)", ((c,) for c in codes("S", count))
                 )
+            return time.perf_counter() - began
+        finally:
+            db.close()
+
+
+def sqlite_random_insert_seconds(count: int, work_dir: Path, batch: int = 5000) -> float:
+    """Wall time of inserting `count` random codes into an indexed table, `batch` codes per
+    transaction, in a WAL file with synchronous=FULL: what voucherd does with an upload's chunks.
+
+    The cache and checkpoint sizes are voucherd's journal's, so neither side gets more memory to
+    absorb the random index inserts than the other.
+    """
+    with tempfile.TemporaryDirectory(dir=work_dir) as tmp:
+        db = sqlite3.connect(Path(tmp) / "baseline-random.db")
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=FULL")
+            db.execute("PRAGMA cache_size=-32768")
+            db.execute("PRAGMA wal_autocheckpoint=10000")
+            db.execute("CREATE TABLE codes (id INTEGER PRIMARY KEY, code TEXT NOT NULL UNIQUE)")
+            rows = ((c,) for c in random_codes(count))
+            began = time.perf_counter()
+            while part := list(itertools.islice(rows, batch)):
+                with db:  # one transaction per batch, committed on exit
+                    db.executemany("INSERT INTO codes (code) VALUES (?)", part)
             return time.perf_counter() - began
         finally:
             db.close()
@@ -94,13 +120,17 @@ def container_bytes_per_code(kind: str, count: int) -> float:
 class BaselineFigures:
     count: int = 0
     sqlite_s: float | None = None
+    random_count: int = 0
+    sqlite_random_s: float | None = None
     deque_bpc: float | None = None
     packed_bpc: float | None = None
 
 
-def measure(figures: BaselineFigures, count: int, work_dir: Path) -> None:
+def measure(figures: BaselineFigures, count: int, random_count: int, work_dir: Path) -> None:
     """Fills `figures` as it goes, so a failure part-way still leaves what was measured."""
     figures.count = count
     figures.sqlite_s = sqlite_insert_seconds(count, work_dir)
+    figures.random_count = random_count
+    figures.sqlite_random_s = sqlite_random_insert_seconds(random_count, work_dir)
     figures.deque_bpc = container_bytes_per_code("deque", count)
     figures.packed_bpc = container_bytes_per_code("packed", count)

@@ -5,12 +5,13 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
 
-from bench.codes import acsv_chunks
+from bench.codes import acsv_chunks, arandom_csv_chunks
 
 # No overall deadline: a 10M-code upload may take minutes; a silent server still fails.
 TIMEOUT = aiohttp.ClientTimeout(total=None, sock_connect=10, sock_read=900)
@@ -59,11 +60,32 @@ class UploadResult:
 async def upload(
     http: aiohttp.ClientSession, base: str, list_id: int, prefix: str, count: int
 ) -> UploadResult:
-    """Stream `count` fresh codes as text/csv; the reply comes when the upload has finished."""
-    url = f"{base}/v1/lists/{list_id}/uploads?filename=bench-{prefix}.csv"
+    """Stream `count` fresh sequential codes as text/csv; the reply comes when the upload has
+    finished."""
+    chunks = acsv_chunks(prefix, count)
+    return await _upload(http, base, list_id, f"bench-{prefix}.csv", count, chunks)
+
+
+async def upload_random(
+    http: aiohttp.ClientSession, base: str, list_id: int, count: int
+) -> UploadResult:
+    """The same with `count` random codes (bench.codes.RANDOM_SEED)."""
+    chunks = arandom_csv_chunks(count)
+    return await _upload(http, base, list_id, "bench-random.csv", count, chunks)
+
+
+async def _upload(
+    http: aiohttp.ClientSession,
+    base: str,
+    list_id: int,
+    filename: str,
+    count: int,
+    chunks: AsyncIterator[bytes],
+) -> UploadResult:
+    url = f"{base}/v1/lists/{list_id}/uploads?filename={filename}"
     headers = {"Content-Type": "text/csv"}
     began = time.perf_counter()
-    async with http.post(url, data=acsv_chunks(prefix, count), headers=headers) as resp:
+    async with http.post(url, data=chunks, headers=headers) as resp:
         reply = await _json(resp, f"POST {url} ({count} codes)", (200, 201))
     seconds = time.perf_counter() - began
     return UploadResult(count, int(reply.get("accepted", -1)), seconds, reply)

@@ -112,7 +112,7 @@ def busy_neighbours(seconds: float = 1.0, threshold: float = 0.15) -> tuple[str,
 
 def machine_facts(argv: list[str], before: str, after: str) -> list[tuple[str, str]]:
     py = sys.version.split()[0]
-    libs = ", ".join(f"{p} {_version(p)}" for p in ("aiohttp", "uvloop", "aiosqlite"))
+    libs = ", ".join(f"{p} {_version(p)}" for p in ("aiohttp", "uvloop", "aiosqlite", "orjson"))
     return [
         ("Command", "python -m bench " + shlex.join(argv)),
         ("Date", time.strftime("%Y-%m-%d %H:%M:%S %Z")),

@@ -34,17 +34,20 @@ class Profile:
     batch_users: int
     batch_size: int
     batch_in_flight: int
-    upload_codes: int
-    settle_seconds: float
+    upload_codes: int  # sequential codes
+    random_upload_codes: int
+    settle_seconds: float  # longest wait for RSS to settle after the upload
     module: str = "voucherd"  # run as `python -m MODULE serve ...`
 
     @classmethod
     def quick(cls, module: str = "voucherd") -> Profile:
-        return cls(10, (64,), 400_000, 200_000, 10_000, 2, 1_000_000, 5.0, module)
+        return cls(10, (64,), 400_000, 200_000, 10_000, 2, 1_000_000, 200_000, 10.0, module)
 
     @classmethod
     def full(cls, module: str = "voucherd") -> Profile:
-        return cls(30, (16, 64, 256), 2_000_000, 1_000_000, 10_000, 2, 10_000_000, 60.0, module)
+        return cls(
+            30, (16, 64, 256), 2_000_000, 1_000_000, 10_000, 2, 10_000_000, 1_000_000, 60.0, module
+        )
 
 
 @dataclass
@@ -183,8 +186,9 @@ def voucherd_claims(
 
 
 # ---------------------------------------------------------------------------------------------
-# voucherd, scenarios c, d, b and e on one server: upload into an empty server (memory),
-# batch-claim from that list, then crash and restart it.
+# voucherd, scenarios c, d, b and e on one server: upload sequential codes into an empty server
+# (memory), upload random codes to a second list, batch-claim from the first, then crash and
+# restart it.
 
 
 @dataclass
@@ -193,11 +197,12 @@ class StateFigures:
     rss_empty: int | None = None
     upload: client.UploadResult | None = None
     rss_loaded: int | None = None
+    random_upload: client.UploadResult | None = None
     batch: client.BatchResult | None = None
     ready_after_kill_s: float | None = None
     ready_after_term_s: float | None = None
     term_exit: tuple[int | None, float] | None = None
-    codes: dict[str, Any] = field(default_factory=dict)
+    codes: dict[int, dict[str, Any]] = field(default_factory=dict)  # per list id
 
 
 def voucherd_state(
@@ -214,11 +219,23 @@ def voucherd_state(
             f"scenario c: upload of {profile.upload_codes:,} codes accepted "
             f"{figures.upload.accepted:,}: {figures.upload.reply}"
         )
-    figures.rss_loaded = settled_rss(server, profile.settle_seconds)
+    settled = settled_rss(server, profile.settle_seconds)
+    figures.rss_loaded = settled.rss
     notes.append(
         f"scenario d: voucherd RSS {figures.rss_empty / 2**20:,.1f} MiB empty, "
-        f"{figures.rss_loaded / 2**20:,.1f} MiB holding {profile.upload_codes:,} codes"
+        f"{figures.rss_loaded / 2**20:,.1f} MiB holding {profile.upload_codes:,} codes, "
+        f"{settled.describe()}"
     )
+
+    random_list = run_async(_new_list(server, "bench-state", "random"))
+    figures.random_upload = run_async(
+        _upload_random(server, random_list, profile.random_upload_codes)
+    )
+    if figures.random_upload.accepted != profile.random_upload_codes:
+        notes.append(
+            f"scenario c: upload of {profile.random_upload_codes:,} random codes accepted "
+            f"{figures.random_upload.accepted:,}: {figures.random_upload.reply}"
+        )
 
     cpu = server.cpu()
     figures.batch = run_async(_batch(server, list_id, "vb-", profile))
@@ -229,12 +246,12 @@ def voucherd_state(
             f"scenario b: {figures.batch.claimed:,} claimed, {figures.batch.failed:,} failed of "
             f"{profile.batch_users:,}; first failure: {figures.batch.first_failure or '-'}"
         )
-    expected = run_async(_codes(server, list_id))
-    figures.codes = expected
+    lists = (list_id, random_list)
+    expected = figures.codes = run_async(_codes_of(server, lists))
 
     server.kill()
     figures.ready_after_kill_s = fleet.start(server)
-    _check_codes(run_async(_codes(server, list_id)), expected, "after SIGKILL", notes)
+    _check_codes(run_async(_codes_of(server, lists)), expected, "after SIGKILL", notes)
 
     figures.term_exit = server.stop()
     notes.append(
@@ -242,7 +259,7 @@ def voucherd_state(
         f"(want 0) after {figures.term_exit[1]:.2f} s"
     )
     figures.ready_after_term_s = fleet.start(server)
-    _check_codes(run_async(_codes(server, list_id)), expected, "after SIGTERM", notes)
+    _check_codes(run_async(_codes_of(server, lists)), expected, "after SIGTERM", notes)
     _stop(server, "state server", notes)
 
 
@@ -252,20 +269,41 @@ def cpu_note(batch: client.BatchResult, server_busy: float) -> str:
     return f"server core {100 * server_busy:.0f}% busy, bench client {100 * client_busy:.0f}%"
 
 
-def settled_rss(server: Server, max_seconds: float) -> int:
-    """RSS once it stops moving (under 0.5% over two seconds), or after `max_seconds`."""
-    samples = [server.rss()]
-    deadline = time.monotonic() + max_seconds
-    while time.monotonic() < deadline:
-        time.sleep(0.5)
-        samples.append(server.rss())
-        window = samples[-5:]
-        if len(window) == 5 and max(window) - min(window) < 0.005 * max(window):
-            break
-    return samples[-1]
+@dataclass(frozen=True, slots=True)
+class SettledRss:
+    rss: int
+    waited_s: float
+    settled: bool  # False: still moving when `max_seconds` ran out
+
+    def describe(self) -> str:
+        how = "settled" if self.settled else "NOT settled (still moving)"
+        return f"read {how} {self.waited_s:.1f} s after the upload's reply"
 
 
-def _check_codes(got: dict[str, Any], want: dict[str, Any], when: str, notes: list[str]) -> None:
+def settled_rss(
+    server: Server, max_seconds: float, first_after: float = 2.0, every: float = 0.5
+) -> SettledRss:
+    """RSS once it has settled: read no sooner than `first_after` seconds, then every `every`
+    seconds until two readings in a row agree within 1%, for at most `max_seconds`.
+
+    voucherd hands SQLite's cache and the freed C heap back in a journal step queued when an
+    upload ends, so RSS right after the reply still holds the upload's transient memory.
+    """
+    began = time.monotonic()
+    time.sleep(first_after)
+    last = server.rss()
+    while time.monotonic() - began < max_seconds:
+        time.sleep(every)
+        now = server.rss()
+        if abs(now - last) <= 0.01 * max(now, last):
+            return SettledRss(now, time.monotonic() - began, True)
+        last = now
+    return SettledRss(last, time.monotonic() - began, False)
+
+
+def _check_codes(
+    got: dict[int, dict[str, Any]], want: dict[int, dict[str, Any]], when: str, notes: list[str]
+) -> None:
     if got != want:
         notes.append(f"scenario e: list codes {when} were {got}, before the restart {want}")
 
@@ -284,6 +322,11 @@ async def _new_list(server: Server, partner: str, tag: str) -> int:
 async def _upload(server: Server, list_id: int, prefix: str, count: int) -> client.UploadResult:
     async with client.session() as http:
         return await client.upload(http, server.url, list_id, prefix, count)
+
+
+async def _upload_random(server: Server, list_id: int, count: int) -> client.UploadResult:
+    async with client.session() as http:
+        return await client.upload_random(http, server.url, list_id, count)
 
 
 async def _batch(
@@ -305,6 +348,10 @@ async def _codes(server: Server, list_id: int) -> dict[str, Any]:
     async with client.session() as http:
         codes: dict[str, Any] = (await client.get_list(http, server.url, list_id))["codes"]
     return codes
+
+
+async def _codes_of(server: Server, list_ids: tuple[int, ...]) -> dict[int, dict[str, Any]]:
+    return {list_id: await _codes(server, list_id) for list_id in list_ids}
 
 
 async def _available(server: Server, list_id: int) -> int:
