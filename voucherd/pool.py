@@ -125,7 +125,8 @@ class CodePool:
         return count, ranges
 
     def clear(self) -> None:
-        """Free the memory of an archived list; its count stays for the record."""
+        """Free the memory of an archived list. `available` keeps its value: an archived
+        list's codes still count as available in its record, they are just never handed out."""
         self._segments.clear()
         self._returned.clear()
 

@@ -196,7 +196,7 @@ class Uploader:
             self._take_tally()
             if upload.rows == 0:
                 raise UploadAborted("empty_file", "the file holds no codes")
-            await self._complete()
+            completion = await self.actor.ask_waiting(self._completion())
         except UploadAborted as exc:
             await self._fail(exc.code, exc.message)
             if exc.code in ("binary_content", "line_too_long"):
@@ -205,10 +205,11 @@ class Uploader:
             await self._fail("payload_too_large", exc.message)
             raise errors.PayloadTooLarge(exc.message, {"upload": upload.view()}) from None
         except BaseException as exc:
-            # Client gone, list archived meanwhile, disk trouble: none of the codes stay.
-            message = exc.message if isinstance(exc, errors.VoucherdError) else "upload interrupted"
-            await self._fail("interrupted", message)
+            # Client gone, disk trouble: none of the codes stay.
+            await self._fail("interrupted", _reason(exc))
             raise
+        else:
+            await self._await_completion(completion)
         finally:
             self.actor.incoming -= self._reserved
             self.journal.release_memory()
@@ -317,19 +318,34 @@ class Uploader:
         upload.accepted = self._tally.accepted
         upload.errors = Counter(self._tally.errors)
 
-    async def _complete(self) -> None:
+    def _completion(self) -> CompleteUpload:
         upload = self.upload
         assert upload is not None
         upload.status = "completed"
         upload.finished_at = clock.now()
-        await self.actor.ask(
-            CompleteUpload(
-                upload.id,
-                tuple(self.segments),
-                upload.accepted,
-                (Rows(_FINISH, [upload.finish_row()]),),
-            )
+        return CompleteUpload(
+            upload.id,
+            tuple(self.segments),
+            upload.accepted,
+            (Rows(_FINISH, [upload.finish_row()]),),
         )
+
+    async def _await_completion(self, completion: asyncio.Future[Any]) -> None:
+        """Once the list's actor has the completion, its answer alone decides the upload's
+        fate: a caller cancelled meanwhile still waits for it, so the codes are never both
+        added to the pool and dropped from the database."""
+        try:
+            try:
+                await asyncio.shield(completion)
+            except asyncio.CancelledError:
+                await asyncio.wait([completion])
+                if completion.exception() is None:
+                    raise
+                completion.result()
+        except errors.VoucherdError as exc:
+            # Refused (the list was archived meanwhile, or the write failed): nothing was added.
+            await self._fail("interrupted", exc.message)
+            raise
 
     async def _fail(self, code: str, message: str) -> None:
         upload = self.upload
@@ -351,11 +367,16 @@ class Uploader:
             db.execute(_FINISH, upload.finish_row())
 
         try:
-            await self.journal.write(Step(drop))
+            # Shielded: a cancelled request must still leave its upload recorded as failed.
+            await asyncio.shield(self.journal.submit([Step(drop)]))
         except errors.VoucherdError:
             # Recovery fails the upload at the next start; its codes were never available.
             log.error("upload %d: could not record its failure", upload.id)
         log.info("upload %d to list %d failed: %s", upload.id, upload.list_id, code)
+
+
+def _reason(exc: BaseException) -> str:
+    return exc.message if isinstance(exc, errors.VoucherdError) else "upload interrupted"
 
 
 def _extend(into: ParsedChunk, chunk: ParsedChunk) -> None:

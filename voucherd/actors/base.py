@@ -74,6 +74,16 @@ class Actor(Generic[M]):
             raise errors.Overloaded(f"{self.name} has too many requests waiting") from None
         return envelope.future
 
+    async def ask_waiting(self, message: M) -> asyncio.Future[Any]:
+        """Queue a message, waiting for room rather than refusing: for the few messages that
+        must not fail because claims are busy, such as completing an upload. Returns once
+        queued; the future carries the reply."""
+        if self._stopping:
+            raise ActorStopped(f"{self.name} is stopping")
+        envelope: Envelope[M] = Envelope(message, self._loop.create_future())
+        await self._mailbox.put(envelope)
+        return envelope.future
+
     async def stop(self) -> None:
         if self._task is None or self._stopping:
             return

@@ -101,7 +101,7 @@ class BatchOutcome:
 # -- state -------------------------------------------------------------------------------------
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, eq=False)
 class _Pending:
     """A claim taken from the pool whose record is not committed yet."""
 
@@ -181,21 +181,24 @@ class ListActor(Actor[Message]):
 
     async def receive(self, batch: list[Envelope[Message]]) -> None:
         turn = _Turn()
-        for envelope in batch:
-            message = envelope.message
-            if isinstance(message, TakeCode):
-                self._take_one(envelope, message, turn)
-                continue
+        try:
+            for envelope in batch:
+                message = envelope.message
+                if isinstance(message, TakeCode):
+                    self._take_one(envelope, message, turn)
+                    continue
+                self._commit_turn(turn)
+                turn = _Turn()
+                try:
+                    if isinstance(message, TakeCodes):
+                        await self._take_many(envelope, message)
+                    else:
+                        envelope.reply(await self._administer(message))
+                except errors.VoucherdError as exc:
+                    envelope.fail(exc)
+        finally:
+            # Whatever happened above, the codes taken this turn are written or given back.
             self._commit_turn(turn)
-            turn = _Turn()
-            try:
-                if isinstance(message, TakeCodes):
-                    await self._take_many(envelope, message)
-                else:
-                    envelope.reply(await self._administer(message))
-            except errors.VoucherdError as exc:
-                envelope.fail(exc)
-        self._commit_turn(turn)
 
     # -- claims --------------------------------------------------------------------------------
 
@@ -269,10 +272,11 @@ class ListActor(Actor[Message]):
                 )
             except errors.VoucherdError as exc:
                 self._give_back(turn.taken)
+                refused = {id(pending) for pending in turn.taken}
                 for envelope, pending, _ in turn.waits:
-                    if pending in turn.taken:
+                    if id(pending) in refused:
                         envelope.fail(exc)
-                turn.waits = [w for w in turn.waits if w[1] not in turn.taken]
+                turn.waits = [w for w in turn.waits if id(w[1]) not in refused]
             else:
                 for pending in turn.taken:
                     pending.durable = durable
@@ -305,18 +309,19 @@ class ListActor(Actor[Message]):
             _answer(envelope, pending.claim, created, durable)
 
     def _give_back(self, taken: list[_Pending]) -> None:
-        """Undo claims whose records were never written: their codes go out next."""
+        """Undo claims whose records were never written: their codes go out next.
+
+        Their upload cannot have been withdrawn yet: the journal settles entries in order, and
+        these claims were queued before any withdrawal that could take their codes."""
         for pending in reversed(taken):
             claim = pending.claim
             self._pending.pop(identity(claim.user_id, claim.idempotency_key), None)
             self.info.counts.distributed -= 1
-            if self.uploads.get(pending.code.upload_id) == "withdrawn":
-                self._withdraw_late(pending.code)
-            else:
-                self.pool.give_back(pending.code)
+            self.pool.give_back(pending.code)
 
     def _withdraw_late(self, code: Code) -> None:
-        # Its upload was withdrawn while the claim was in flight: it joins the withdrawn ones.
+        # A code given back by a failed claim while its upload was being withdrawn: it joins
+        # the withdrawn ones. Recovery recounts withdrawn codes, so this write is a courtesy.
         self.info.counts.withdrawn += 1
         try:
             self.journal.submit(
@@ -362,12 +367,12 @@ class ListActor(Actor[Message]):
             turn.taken = self._take_codes(fresh, codes)
             waits.extend(turn.taken)
             self._commit_turn(turn)
-            for pending in turn.taken:
-                if pending.durable is None:
-                    waits.remove(pending)
-                    outcome.failed.append(
-                        (pending.claim.user_id, errors.Overloaded("the journal queue is full"))
-                    )
+            if turn.taken and turn.taken[0].durable is None:
+                # The journal refused the slice; its codes went back to the pool.
+                refused = {id(pending) for pending in turn.taken}
+                waits = [pending for pending in waits if id(pending) not in refused]
+                overloaded = errors.Overloaded("the journal queue is full")
+                outcome.failed.extend((p.claim.user_id, overloaded) for p in turn.taken)
             # Let other lists and requests run between slices of a large batch.
             await asyncio.sleep(0)
         durables = {id(p.durable): p.durable for p in waits if p.durable is not None}
@@ -439,12 +444,12 @@ class ListActor(Actor[Message]):
             )
         )
         # Claims wait for this turn, but a failed claim may have given a code back meanwhile.
-        taken, late = self.pool.withdraw(upload_id)
+        removed, removed_ranges = self.pool.withdraw(upload_id)
         self.uploads[upload_id] = "withdrawn"
         self.info.counts.withdrawn += count
-        for start, _ in late[len(ranges) :]:
+        for start, _ in removed_ranges[len(ranges) :]:
             self._withdraw_late(Code(start, "", upload_id))
-        return taken
+        return removed
 
 
 def _answer(

@@ -98,14 +98,15 @@ def recover(db: sqlite3.Connection) -> Recovered:
         )
         lists[info.id] = RecoveredList(info)
 
-    for list_id, upload_id, status, accepted, withdrawn in db.execute(
-        "SELECT list_id, id, status, accepted, withdrawn FROM uploads"
+    accepted_by_upload: dict[int, int] = {}
+    for list_id, upload_id, status, accepted in db.execute(
+        "SELECT list_id, id, status, accepted FROM uploads"
         " WHERE status IN ('completed', 'withdrawn')"
     ):
         state = lists[list_id]
         state.uploads[upload_id] = status
         state.info.counts.uploaded += accepted
-        state.info.counts.withdrawn += withdrawn
+        accepted_by_upload[upload_id] = accepted
 
     taken: dict[int, list[int]] = defaultdict(list)
     cursor = db.execute(
@@ -121,6 +122,22 @@ def recover(db: sqlite3.Connection) -> Recovered:
     cursor.close()
     for list_id, code_ids in taken.items():
         lists[list_id].info.counts.distributed = len(code_ids)
+
+    # A withdrawn upload's withdrawn codes are those no claim names: counted from the claims
+    # themselves, so no stored tally can drift from them.
+    unclaimed = dict(accepted_by_upload)
+    for list_id, upload_id, first_id, count in db.execute(
+        "SELECT b.list_id, b.upload_id, b.first_id, b.count FROM code_blocks b"
+        " JOIN uploads u ON u.id = b.upload_id WHERE u.status = 'withdrawn'"
+    ):
+        ids = taken.get(list_id, [])
+        unclaimed[upload_id] -= bisect.bisect_left(ids, first_id + count) - bisect.bisect_left(
+            ids, first_id
+        )
+    for state in lists.values():
+        for upload_id, status in state.uploads.items():
+            if status == "withdrawn":
+                state.info.counts.withdrawn += unclaimed[upload_id]
 
     cursor = db.execute(
         "SELECT b.list_id, b.upload_id, b.first_id, b.count, b.codes FROM code_blocks b"
@@ -149,8 +166,10 @@ def recover(db: sqlite3.Connection) -> Recovered:
     maxima = db.execute(
         "SELECT (SELECT COALESCE(MAX(id), 0) FROM lists),"
         " (SELECT COALESCE(MAX(id), 0) FROM uploads),"
-        # Every stored code sits in a block; a failed upload's ids may be used again.
-        " (SELECT COALESCE(MAX(first_id + count - 1), 0) FROM code_blocks),"
+        # Every stored code sits in a block; a failed upload's ids may be used again, but
+        # never one a claim names.
+        " (SELECT MAX(COALESCE((SELECT MAX(first_id + count - 1) FROM code_blocks), 0),"
+        " COALESCE((SELECT MAX(code_id) FROM claims), 0))),"
         " (SELECT COALESCE(MAX(id), 0) FROM claims)"
     )
     max_list, max_upload, max_code, max_claim = maxima.fetchone()

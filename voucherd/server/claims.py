@@ -40,9 +40,7 @@ async def create_claim(request: web.Request) -> web.Response:
     except errors.VoucherdError as exc:
         metrics.claims.labels(exc.code).inc()
         raise
-    claim = (
-        outcome.claim or (await _read_claims(request.app[JOURNAL].reader, [outcome.claim_id]))[0]
-    )
+    claim = outcome.claim or await _read_claim(request.app[JOURNAL].reader, outcome.claim_id)
     (metrics.claims_created if outcome.created else metrics.claims_repeated).inc()
     metrics.claim_seconds.observe(time.perf_counter() - started)
     return wire.response(
@@ -90,6 +88,14 @@ async def create_claims(request: web.Request) -> web.Response:
             ],
         }
     )
+
+
+async def _read_claim(reader: aiosqlite.Connection, claim_id: int) -> Claim:
+    found = await _read_claims(reader, [claim_id])
+    if not found:
+        # The actor knows the claim, so it is committed; the reader must see it.
+        raise errors.StorageUnavailable(f"claim {claim_id} could not be read back; retry")
+    return found[0]
 
 
 async def _read_claims(reader: aiosqlite.Connection, ids: list[int]) -> list[Claim]:

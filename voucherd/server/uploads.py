@@ -106,16 +106,23 @@ async def upload_errors(request: web.Request) -> web.StreamResponse:
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(("line", "code", "reason"))
-    cursor = await request.app[JOURNAL].reader.execute(
-        "SELECT line, code, reason FROM upload_errors WHERE upload_id = ? ORDER BY line",
-        (upload.id,),
-    )
-    while rows := await cursor.fetchmany(5000):
+    reader = request.app[JOURNAL].reader
+    after = 0
+    while True:
+        # A page at a time, each read finished before the client is written to: a statement
+        # left open across a slow download would pin the shared reader's snapshot.
+        rows = await reader.execute_fetchall(
+            "SELECT line, code, reason FROM upload_errors WHERE upload_id = ? AND line > ?"
+            " ORDER BY line LIMIT 5000",
+            (upload.id, after),
+        )
+        if not rows:
+            break
         writer.writerows(rows)
+        after = list(rows)[-1][0]
         await response.write(buffer.getvalue().encode("utf-8"))
         buffer.seek(0)
         buffer.truncate()
-    await cursor.close()
     await response.write(buffer.getvalue().encode("utf-8"))
     await response.write_eof()
     return response
