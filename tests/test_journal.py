@@ -102,17 +102,19 @@ async def test_a_failing_step_fails_only_its_own_caller(
     def insert(note_id: int, text: str) -> Step:
         return Step(lambda db: db.execute(NOTE, (note_id, text)).rowcount)
 
-    # Submitted without yielding, so the writer takes all three as one group.
+    # A step is written in a transaction of its own, so a long upload step never holds
+    # claims in its transaction; the rows behind it still share one.
     before = journal.submit([insert(2, "second")])
     clash = journal.submit([insert(1, "again")])
     after = journal.submit([Rows(NOTE, [(3, "third")])])
-    results = await asyncio.gather(before, clash, after, return_exceptions=True)
+    also = journal.submit([Rows(NOTE, [(4, "fourth")])])
+    results = await asyncio.gather(before, clash, after, also, return_exceptions=True)
 
-    assert commits(metrics) == groups_before + 1
+    assert commits(metrics) == groups_before + 3
     assert results[0] == 1
     assert isinstance(results[1], sqlite3.IntegrityError)
     assert results[2] is None
-    assert notes_on_disk(database) == {1: "first", 2: "second", 3: "third"}
+    assert notes_on_disk(database) == {1: "first", 2: "second", 3: "third", 4: "fourth"}
 
 
 async def test_a_step_returns_its_result_to_its_caller(
@@ -171,7 +173,7 @@ async def test_a_storage_fault_fails_the_whole_group_and_the_next_group_works(
     # One group: a good entry, one whose table is gone, another good one.
     good = journal.submit([Rows(NOTE, [(2, "lost")])])
     broken = journal.submit([Rows(DOOMED, [(2,)])])
-    other_good = journal.submit([Step(lambda db: db.execute(NOTE, (3, "lost too")))])
+    other_good = journal.submit([Rows(NOTE, [(3, "lost too")])])
     results = await asyncio.gather(good, broken, other_good, return_exceptions=True)
 
     for result in results:

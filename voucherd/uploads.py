@@ -155,7 +155,14 @@ class _Tally:
 
 @dataclass(frozen=True, slots=True)
 class _Chunk:
-    parsed: ParsedChunk
+    """A stretch of the file, prepared on the event loop so the writer's thread, which holds
+    the write lock meanwhile, only queries and inserts."""
+
+    rows: int
+    # Distinct codes in file order with their lines, and the same codes as a JSON array.
+    unique: dict[str, int]
+    unique_json: str
+    rejected: list[tuple[int, int, str, str]]
     first_id: int
     room: int
 
@@ -243,11 +250,11 @@ class Uploader:
         room = self.settings.max_codes_per_list - (
             self.actor.info.counts.uploaded + self.actor.incoming
         )
-        chunk = _Chunk(parsed, self.actor.ids.take_codes(size), max(room, 0))
+        chunk = self._prepare(parsed, self.actor.ids.take_codes(size), max(room, 0))
         # Hold the room now, so a concurrent upload to the same list cannot take it too.
         self.actor.incoming += min(size, chunk.room)
         self._reserved += min(size, chunk.room)
-        writing = self.journal.submit([Step(partial(self._store_chunk, chunk))], parsed.rows)
+        writing = self.journal.submit([Step(partial(self._store_chunk, chunk))], chunk.rows)
         await self._written()
         self._writing = (writing, min(size, chunk.room))
 
@@ -262,49 +269,60 @@ class Uploader:
         if segment is not None:
             self.segments.append(segment)
 
-    def _store_chunk(self, chunk: _Chunk, db: sqlite3.Connection) -> Segment | None:
-        """Runs on the writer's thread inside its transaction: check, then insert, no race."""
-        upload, target, tally = self.upload, self.target, self._tally
+    def _prepare(self, parsed: ParsedChunk, first_id: int, room: int) -> _Chunk:
+        upload = self.upload
         assert upload is not None
-        assert target is not None
         rejected: list[tuple[int, int, str, str]] = [
             (upload.id, line, describe_invalid(raw), Reason.INVALID_CODE)
-            for line, raw in chunk.parsed.invalid
+            for line, raw in parsed.invalid
         ]
         unique: dict[str, int] = {}
-        for raw, line in zip(chunk.parsed.codes, chunk.parsed.lines, strict=True):
+        for raw, line in zip(parsed.codes, parsed.lines, strict=True):
             code = raw.decode("ascii")
             if code in unique:
                 rejected.append((upload.id, line, code, Reason.DUPLICATE_IN_FILE))
             else:
                 unique[code] = line
+        return _Chunk(parsed.rows, unique, wire.dumps(list(unique)), rejected, first_id, room)
+
+    def _store_chunk(self, chunk: _Chunk, db: sqlite3.Connection) -> Segment | None:
+        """Runs on the writer's thread inside its transaction: check, then insert, no race."""
+        upload, target, tally = self.upload, self.target, self._tally
+        assert upload is not None
+        assert target is not None
+        rejected = list(chunk.rejected)
         holders: dict[str, list[Holder]] = {}
         for code, list_id, upload_id, partner, status, upload_status, claimed in db.execute(
-            _HOLDERS, (wire.dumps(list(unique)),)
+            _HOLDERS, (chunk.unique_json,)
         ):
             live = upload_status in ("completed", "in_progress") or bool(claimed)
             holder = Holder(list_id, upload_id, partner, status == Status.ARCHIVED, live)
             holders.setdefault(code, []).append(holder)
-        accepted: list[str] = []
-        for code, line in unique.items():
-            reason = first_clash(target, holders[code]) if code in holders else None
-            if reason is None and len(accepted) >= chunk.room:
-                reason = Reason.LIST_FULL
-            if reason is None:
-                accepted.append(code)
-            else:
-                rejected.append((upload.id, line, code, reason))
+        if not holders and len(chunk.unique) <= chunk.room:
+            # The usual case: every distinct code is new, and the JSON is already made.
+            accepted, accepted_json = list(chunk.unique), chunk.unique_json
+        else:
+            accepted = []
+            for code, line in chunk.unique.items():
+                reason = first_clash(target, holders[code]) if code in holders else None
+                if reason is None and len(accepted) >= chunk.room:
+                    reason = Reason.LIST_FULL
+                if reason is None:
+                    accepted.append(code)
+                else:
+                    rejected.append((upload.id, line, code, reason))
+            accepted_json = wire.dumps(accepted)
         segment = None
         if accepted:
             data = ("\n".join(accepted) + "\n").encode("ascii")
-            db.execute(_INSERT_CODES, (chunk.first_id, wire.dumps(accepted)))
+            db.execute(_INSERT_CODES, (chunk.first_id, accepted_json))
             db.execute(
                 _INSERT_BLOCK, (chunk.first_id, upload.id, upload.list_id, len(accepted), data)
             )
             segment = Segment(upload.id, chunk.first_id, data, 0, len(accepted))
         if rejected:
             db.executemany(_INSERT_ERRORS, rejected)
-        tally.rows += chunk.parsed.rows
+        tally.rows += chunk.rows
         tally.accepted += len(accepted)
         tally.errors.update(reason for *_, reason in rejected)
         db.execute(_PROGRESS, (tally.rows, tally.accepted, sum(tally.errors.values()),

@@ -75,13 +75,24 @@ class Step:
     run: Callable[[sqlite3.Connection], Any]
 
 
-Op = Rows | Insert | Step
+@dataclass(frozen=True, slots=True)
+class Chore:
+    """Work for the writer's thread outside any transaction, between groups (such as
+    handing memory back), so it never holds the write lock."""
+
+    run: Callable[[sqlite3.Connection], Any]
+
+
+Op = Rows | Insert | Step | Chore
 
 
 @dataclass(slots=True)
 class _Entry:
     ops: Sequence[Op]
     records: int
+    # Entries with a step or a chore are written alone: claims queued behind a long upload
+    # step then wait for it, but never share its transaction.
+    alone: bool = False
     future: asyncio.Future[Any] = field(
         default_factory=lambda: asyncio.get_running_loop().create_future()
     )
@@ -149,7 +160,7 @@ class Journal:
     def release_memory(self) -> None:
         """Hand the page cache back after a large write such as an upload; best effort."""
         with contextlib.suppress(errors.VoucherdError):
-            self.submit([Step(shrink_memory)], records=0)
+            self.submit([Chore(shrink_memory)], records=0)
 
     async def call(self, function: Callable[[sqlite3.Connection], _T]) -> _T:
         """Run a function on the writer's connection and thread; for recovery, before start()."""
@@ -177,7 +188,7 @@ class Journal:
             raise errors.NotReady("voucherd is shutting down", retry_after=1)
         if self._queued_records + records > self.queue_limit and self._queued_records:
             raise errors.Overloaded("the journal queue is full; retry shortly", retry_after=1)
-        entry = _Entry(ops, records)
+        entry = _Entry(ops, records, any(isinstance(op, Step | Chore) for op in ops))
         self._queued_records += records
         self._queue.put_nowait(entry)
         return entry.future
@@ -186,21 +197,24 @@ class Journal:
         return await self.submit(ops, records)
 
     async def _write_forever(self) -> None:
-        stopping = False
-        while not stopping:
-            first = await self._queue.get()
+        carried: _Entry | object | None = None
+        while True:
+            item = carried if carried is not None else await self._queue.get()
+            carried = None
             group: list[_Entry] = []
-            item: _Entry | object = first
-            while True:
-                if item is _STOP:
-                    stopping = True
-                elif isinstance(item, _Entry):
-                    group.append(item)
-                if self._queue.empty():
+            while item is not _STOP:
+                assert isinstance(item, _Entry)
+                if item.alone and group:
+                    carried = item
+                    break
+                group.append(item)
+                if item.alone or self._queue.empty():
                     break
                 item = self._queue.get_nowait()
             if group:
                 await self._commit(group)
+            if item is _STOP and carried is None:
+                return
 
     async def _commit(self, group: list[_Entry]) -> None:
         records = sum(entry.records for entry in group)
@@ -236,6 +250,11 @@ def _transaction(
     conn: sqlite3.Connection, group: list[_Entry]
 ) -> list[tuple[Any, BaseException | None]]:
     """Write a group in one transaction; runs on the writer's thread."""
+    chores = [op for op in group[0].ops if isinstance(op, Chore)]
+    if chores:
+        for chore in chores:
+            chore.run(conn)
+        return [(None, None)]
     if all(isinstance(op, Insert) for entry in group for op in entry.ops):
         pending = _Pending()
         for entry in group:
@@ -281,7 +300,8 @@ def _transaction(
 
 
 class _Pending:
-    """Rows gathered from many callers, merged by statement, written in order of first use."""
+    """Rows gathered from many callers, merged by statement; inserts are written first, then
+    the other statements (no entry without a step depends on their order)."""
 
     def __init__(self) -> None:
         self._inserts: dict[str, list[Row]] = {}
