@@ -84,7 +84,17 @@ class Settings:
     def validate(self) -> None:
         if self.synchronous.upper() not in SYNCHRONOUS_MODES:
             raise ValueError(f"synchronous must be one of {', '.join(SYNCHRONOUS_MODES)}")
-        for name in ("port", "max_upload_bytes", "max_codes_per_list", "mailbox_size"):
+        for name in (
+            "port",
+            "max_upload_bytes",
+            "max_codes_per_list",
+            "max_line_bytes",
+            "max_json_bytes",
+            "max_batch_users",
+            "upload_chunk_codes",
+            "mailbox_size",
+            "journal_queue_size",
+        ):
             if getattr(self, name) < (0 if name == "port" else 1):
                 raise ValueError(f"{name} must be positive")
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 from collections.abc import Iterator
+from typing import Any
 
 from voucherd import clock, errors
 from voucherd.actors.voucher_list import Ids, ListActor
@@ -99,20 +100,26 @@ class Directory:
         def insert(db: sqlite3.Connection) -> None:
             db.execute(INSERT_LIST, info.row())
 
+        def register(written: asyncio.Future[Any]) -> None:
+            # Registered when the row is written, even if the request was cancelled meanwhile.
+            if not written.cancelled() and written.exception() is None:
+                self._add(
+                    ListActor(
+                        info,
+                        journal=self.journal,
+                        ids=self.ids,
+                        metrics=self.metrics,
+                        mailbox_size=self.settings.mailbox_size,
+                    )
+                )
+
+        written = self.journal.submit([Step(insert)])
+        written.add_done_callback(register)
         try:
-            await self.journal.write(Step(insert))
+            await asyncio.shield(written)
         except sqlite3.IntegrityError:
             # Another create of the same tag committed first; the unique index caught it.
             raise errors.TagTaken(
                 f"partner {info.partner!r} already has a list tagged {info.tag!r}"
             ) from None
-        self._add(
-            ListActor(
-                info,
-                journal=self.journal,
-                ids=self.ids,
-                metrics=self.metrics,
-                mailbox_size=self.settings.mailbox_size,
-            )
-        )
         return info
