@@ -10,7 +10,6 @@ import bisect
 import logging
 import sqlite3
 import time
-from collections import defaultdict
 from dataclasses import dataclass, field
 
 from voucherd import clock
@@ -108,20 +107,33 @@ def recover(db: sqlite3.Connection) -> Recovered:
         state.info.counts.uploaded += accepted
         accepted_by_upload[upload_id] = accepted
 
-    taken: dict[int, list[int]] = defaultdict(list)
-    cursor = db.execute(
-        "SELECT list_id, user_id, idempotency_key, id, code_id FROM claims ORDER BY code_id"
-    )
-    while rows := cursor.fetchmany(100_000):
-        for list_id, user_id, key, claim_id, code_id in rows:
-            state = lists[list_id]
-            state.claims[f"{user_id}\x1f{key}"] = claim_id
-            if key:
-                state.keys_by_user.setdefault(user_id, []).append(key)
-            taken[list_id].append(code_id)
-    cursor.close()
-    for list_id, code_ids in taken.items():
-        lists[list_id].info.counts.distributed = len(code_ids)
+    # A list at a time, each column aggregated into one string by SQLite and split by C code:
+    # a row at a time through Python, a million claims would cost more than the rest of
+    # recovery. Ids and keys hold no control characters, so \x1e and commas separate them.
+    taken: dict[int, list[int]] = {}
+    for list_id, state in lists.items():
+        identities, claim_ids = db.execute(
+            "SELECT group_concat(user_id || char(31) || idempotency_key, char(30)),"
+            " group_concat(id) FROM claims WHERE list_id = ?",
+            (list_id,),
+        ).fetchone()
+        if identities is not None:
+            state.claims = dict(
+                zip(identities.split("\x1e"), map(int, claim_ids.split(",")), strict=True)
+            )
+        for user_id, key in db.execute(
+            "SELECT user_id, idempotency_key FROM claims"
+            " WHERE list_id = ? AND idempotency_key != ''",
+            (list_id,),
+        ):
+            state.keys_by_user.setdefault(user_id, []).append(key)
+        (code_ids,) = db.execute(
+            "SELECT group_concat(code_id) FROM"
+            " (SELECT code_id FROM claims WHERE list_id = ? ORDER BY code_id)",
+            (list_id,),
+        ).fetchone()
+        taken[list_id] = list(map(int, code_ids.split(","))) if code_ids else []
+        state.info.counts.distributed = len(taken[list_id])
 
     # A withdrawn upload's withdrawn codes are those no claim names: counted from the claims
     # themselves, so no stored tally can drift from them.
