@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import signal
 from collections.abc import AsyncIterator, Iterable
@@ -88,6 +89,10 @@ def create_app(settings: Settings) -> web.Application:
 
 async def serve(settings: Settings) -> int:
     """Serve until SIGTERM or SIGINT, then shut down in the order drawn above; exit status."""
+    # A claim allocates a few dozen short-lived containers, nearly all freed by reference
+    # counting; collecting the young generation every 700 of them costs several per cent of
+    # throughput for nothing, so collect every 50,000 instead.
+    gc.set_threshold(50_000, 20, 100)
     app = create_app(settings)
     runner = web.AppRunner(
         app, handle_signals=False, access_log=None, shutdown_timeout=settings.shutdown_timeout
@@ -100,11 +105,14 @@ async def serve(settings: Settings) -> int:
         log.error("cannot listen on %s:%d: %s", settings.host, settings.port, exc.strerror or exc)
         await runner.cleanup()
         return 1
+    # What recovery built lives as long as the process: the collector need not scan it again.
+    await_ready = asyncio.create_task(_freeze_when_ready(app[READINESS]), name="gc-freeze")
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
     await stop.wait()
+    await_ready.cancel()
     # aiohttp's own shutdown stops reading request bodies at once; a request whose body is
     # still arriving would be cut off. So stop listening first and wait for them here.
     await site.stop()
@@ -119,6 +127,11 @@ async def serve(settings: Settings) -> int:
         log.warning("%d requests cut off after %.0f s", in_flight.count, settings.shutdown_timeout)
     await runner.cleanup()
     return 0
+
+
+async def _freeze_when_ready(readiness: Readiness) -> None:
+    await readiness.recovered.wait()
+    gc.freeze()
 
 
 async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
@@ -154,6 +167,7 @@ async def _recover(app: web.Application, journal: Journal, directory: Directory)
         readiness.failed = f"recovery failed: {type(exc).__name__}"
         return
     readiness.ready = True
+    readiness.recovered.set()
     log.info("ready")
 
 

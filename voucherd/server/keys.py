@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from aiohttp import web
 from aiohttp.typedefs import Handler
@@ -19,6 +19,7 @@ class Readiness:
     ready: bool = False
     failed: str | None = None
     draining: bool = False
+    recovered: asyncio.Event = field(default_factory=asyncio.Event)
 
 
 class InFlight:
