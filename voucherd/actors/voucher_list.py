@@ -107,6 +107,7 @@ class _Pending:
 
     claim: Claim
     code: Code
+    key: str
     durable: asyncio.Future[Any] | None = None
 
 
@@ -114,6 +115,9 @@ class _Pending:
 class _Turn:
     taken: list[_Pending] = field(default_factory=list)
     waits: list[tuple[Envelope[Any], _Pending, bool]] = field(default_factory=list)
+    # The clock and the list's status, read once for every claim of the turn.
+    now: float = 0.0
+    status: Status | None = None
 
 
 class Ids:
@@ -218,35 +222,37 @@ class ListActor(Actor[Message]):
         if pending is not None:
             turn.waits.append((envelope, pending, False))
             return
+        if turn.status is None:
+            turn.now = clock.now()
+            turn.status = self.info.status(turn.now)
         try:
-            check(self.info.status(), Action.CLAIM, self.info.id)
-            pending = self._take(key, message)
+            check(turn.status, Action.CLAIM, self.info.id)
+            pending = self._take(key, message, turn.now)
         except errors.VoucherdError as exc:
             envelope.fail(exc)
             return
         turn.taken.append(pending)
         turn.waits.append((envelope, pending, True))
 
-    def _take(self, key: str, message: TakeCode) -> _Pending:
+    def _take(self, key: str, message: TakeCode, now: float) -> _Pending:
         """Take a code for a new claim; the caller has checked the list's status."""
-        now = clock.now()
         code = self.pool.pop()
         if code is None:
             raise errors.ListExhausted(f"list {self.info.id} has no codes left")
         claim = Claim(
-            id=self.ids.next_claim(),
-            list_id=self.info.id,
-            user_id=message.user_id,
-            idempotency_key=message.idempotency_key,
-            code_id=code.id,
-            code=code.code,
-            claimed_at=now,
-            source=message.source,
-            campaign_id=message.campaign_id,
-            metadata=message.metadata,
+            self.ids.next_claim(),
+            self.info.id,
+            message.user_id,
+            message.idempotency_key,
+            code.id,
+            code.code,
+            now,
+            message.source,
+            message.campaign_id,
+            message.metadata,
         )
         self.info.counts.distributed += 1
-        pending = _Pending(claim, code)
+        pending = _Pending(claim, code, key)
         self._pending[key] = pending
         return pending
 
@@ -256,8 +262,8 @@ class ListActor(Actor[Message]):
         first = self.ids.next_claims(len(codes))
         list_id = self.info.id
         taken = [
-            _Pending(Claim(first + n, list_id, user_id, "", code.id, code.code, now), code)
-            for n, ((_, user_id), code) in enumerate(zip(fresh, codes, strict=False))
+            _Pending(Claim(first + n, list_id, user_id, "", code.id, code.code, now), code, key)
+            for n, ((key, user_id), code) in enumerate(zip(fresh, codes, strict=False))
         ]
         self._pending.update(zip((key for key, _ in fresh), taken, strict=False))
         self.info.counts.distributed += len(taken)
@@ -298,11 +304,11 @@ class ListActor(Actor[Message]):
         if durable.cancelled() or durable.exception() is not None:
             self._give_back(taken)
         else:
+            in_flight, committed = self._pending, self._claims
             for pending in taken:
                 claim = pending.claim
-                key = identity(claim.user_id, claim.idempotency_key)
-                del self._pending[key]
-                self._claims[key] = claim.id
+                del in_flight[pending.key]
+                committed[pending.key] = claim.id
                 if claim.idempotency_key:
                     self._keys_by_user.setdefault(claim.user_id, []).append(claim.idempotency_key)
         for envelope, pending, created in answers:
@@ -314,8 +320,7 @@ class ListActor(Actor[Message]):
         Their upload cannot have been withdrawn yet: the journal settles entries in order, and
         these claims were queued before any withdrawal that could take their codes."""
         for pending in reversed(taken):
-            claim = pending.claim
-            self._pending.pop(identity(claim.user_id, claim.idempotency_key), None)
+            self._pending.pop(pending.key, None)
             self.info.counts.distributed -= 1
             self.pool.give_back(pending.code)
 
