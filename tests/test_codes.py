@@ -359,3 +359,22 @@ def test_any_bytes_in_any_chunking_parse_or_abort_cleanly(
     lines = sorted([*outcome.lines, *(line for line, _ in outcome.invalid)])
     assert lines == sorted(set(lines))
     assert all(1 <= line <= data.count(b"\n") + 1 for line in lines)
+
+
+def test_a_parsed_stretch_splits_by_rows_in_file_order() -> None:
+    parsed = CsvParser().feed(b"A1\nbad one\nA2\nA3\nbad two\nA4\n")
+    head, tail = parsed.split(3)
+    assert (head.codes, head.lines, [line for line, _ in head.invalid]) == (
+        [b"A1", b"A2"],
+        [1, 3],
+        [2],
+    )
+    assert (tail.codes, tail.lines, [line for line, _ in tail.invalid]) == (
+        [b"A3", b"A4"],
+        [4, 6],
+        [5],
+    )
+    assert head.rows + tail.rows == parsed.rows
+    whole, nothing = parsed.split(10)
+    assert whole is parsed
+    assert nothing.rows == 0

@@ -117,3 +117,42 @@ async def test_recovery_counts_withdrawn_codes_from_the_claims_not_a_stored_tall
     client = await restartable()
     listing = await get_list(client, list_id)
     assert listing["codes"] == {"uploaded": 10, "available": 0, "distributed": 3, "withdrawn": 7}
+
+
+async def test_claims_on_other_lists_go_on_while_an_upload_is_half_sent(client: Client) -> None:
+    """Invariant 7: an upload holds no lock and no transaction while its body arrives."""
+    busy = await create_list(client, tag="busy")
+    other = await list_with_codes(client, make_codes(50, prefix="O"), tag="other")
+    first_half = codes_csv(make_codes(20_000, prefix="H")).encode()
+    second_half = codes_csv(make_codes(20_000, prefix="S")).encode()
+    rest = asyncio.Event()
+
+    async def body() -> AsyncIterator[bytes]:
+        yield first_half
+        await rest.wait()
+        yield second_half
+
+    uploading = asyncio.create_task(
+        client.post(
+            f"/v1/lists/{busy['id']}/uploads", data=body(), headers={"Content-Type": "text/csv"}
+        )
+    )
+    # The upload is under way once its first rows are stored.
+    for _ in range(500):
+        history = await (await client.get(f"/v1/lists/{busy['id']}/uploads")).json()
+        if history["uploads"] and history["uploads"][0]["rows"] > 0:
+            break
+        await asyncio.sleep(0.01)
+    else:
+        raise AssertionError("the upload never started")
+
+    claims = await asyncio.gather(
+        *(client.post(f"/v1/lists/{other}/claims", json={"user_id": f"u-{n}"}) for n in range(50))
+    )
+    assert [response.status for response in claims] == [201] * 50
+    assert not uploading.done()
+
+    rest.set()
+    response = await uploading
+    assert response.status == 201
+    assert (await response.json())["accepted"] == 40_000

@@ -184,3 +184,45 @@ async def test_a_storage_fault_fails_the_whole_group_and_the_next_group_works(
 
     await journal.write(Rows(NOTE, [(4, "after")]))
     assert notes_on_disk(database) == {1: "before", 4: "after"}
+
+
+async def test_rows_queued_behind_a_long_step_are_written_before_the_next_step(
+    journal_and_metrics: tuple[Journal, Metrics],
+) -> None:
+    journal, _ = journal_and_metrics
+    finished: list[str] = []
+
+    def slow(note_id: int) -> Step:
+        def run(db: sqlite3.Connection) -> None:
+            db.execute(NOTE, (note_id, "chunk"))
+            # Long enough that everything below is queued while it runs.
+            db.execute("WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n"
+                       " WHERE i < 300000) SELECT count(*) FROM n").fetchone()  # fmt: skip
+
+        return Step(run)
+
+    def done(name: str) -> Any:
+        return lambda _: finished.append(name)
+
+    first = journal.submit([slow(1)])
+    first.add_done_callback(done("first chunk"))
+    await asyncio.sleep(0.01)  # the writer has taken the first chunk
+    second = journal.submit([slow(2)])
+    second.add_done_callback(done("second chunk"))
+    claims = journal.submit([Rows(NOTE, [(3, "claim")])])
+    claims.add_done_callback(done("claims"))
+    await asyncio.gather(first, second, claims)
+
+    # The claims queued behind the second chunk did not wait for it.
+    assert finished == ["first chunk", "claims", "second chunk"]
+
+
+async def test_steps_are_not_starved_by_a_stream_of_rows(
+    journal_and_metrics: tuple[Journal, Metrics], database: Path
+) -> None:
+    journal, _ = journal_and_metrics
+    step = journal.submit([Step(lambda db: db.execute(NOTE, (1, "chunk")))])
+    rows = [journal.submit([Rows(NOTE, [(10 + n, "claim")])]) for n in range(5)]
+    await asyncio.wait_for(step, timeout=10)
+    await asyncio.gather(*rows)
+    assert len(notes_on_disk(database)) == 6

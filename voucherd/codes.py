@@ -6,6 +6,7 @@ The parser works on bytes so that non-UTF-8 input is simply an invalid code, nev
 
 from __future__ import annotations
 
+import bisect
 import re
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -49,6 +50,20 @@ class ParsedChunk:
     @property
     def rows(self) -> int:
         return len(self.codes) + len(self.invalid)
+
+    def split(self, count: int) -> tuple[ParsedChunk, ParsedChunk]:
+        """The first `count` rows, good and bad, in file order; and the rest."""
+        if count >= self.rows:
+            return self, ParsedChunk()
+        # The line number of the first row left over: rows are numbered in file order.
+        good, bad = self.lines, [line for line, _ in self.invalid]
+        cut = sorted(good[: count + 1] + bad[: count + 1])[count]
+        keep_good = bisect.bisect_left(good, cut)
+        keep_bad = bisect.bisect_left(bad, cut)
+        return (
+            ParsedChunk(self.codes[:keep_good], good[:keep_good], self.invalid[:keep_bad]),
+            ParsedChunk(self.codes[keep_good:], good[keep_good:], self.invalid[keep_bad:]),
+        )
 
 
 class CsvParser:

@@ -133,6 +133,10 @@ class Upload:
         )
 
 
+# The write lock an upload chunk may hold before claims of other lists get their turn.
+WRITE_TARGET = 0.05
+MIN_CHUNK_CODES = 200
+
 _FINISH = (
     "UPDATE uploads SET status = ?, rows = ?, accepted = ?, rejected = ?, errors = ?,"
     " error_code = ?, error_message = ?, finished_at = ? WHERE id = ?"
@@ -182,6 +186,7 @@ class Uploader:
         self._reserved = 0
         # Parsing the next chunk overlaps with writing the previous one.
         self._writing: tuple[asyncio.Future[Any], int] | None = None
+        self._chunk_codes = settings.upload_chunk_codes
 
     async def run(
         self, body: AsyncIterator[bytes], filename: str | None, uploaded_by: str | None
@@ -237,9 +242,9 @@ class Uploader:
                     f"the file is larger than {self.settings.max_upload_bytes} bytes"
                 )
             _extend(pending, parser.feed(data))
-            if pending.rows >= self.settings.upload_chunk_codes:
-                await self._store(pending)
-                pending = ParsedChunk()
+            while pending.rows >= self._chunk_codes:
+                chunk, pending = pending.split(self._chunk_codes)
+                await self._store(chunk)
         _extend(pending, parser.finish())
         if pending.rows:
             await self._store(pending)
@@ -263,11 +268,22 @@ class Uploader:
             return
         (writing, held), self._writing = self._writing, None
         segment: Segment | None = await writing
+        self._pace(self.journal.last_alone_seconds)
         used = segment.count if segment is not None else 0
         self.actor.incoming -= held - used
         self._reserved -= held - used
         if segment is not None:
             self.segments.append(segment)
+
+    def _pace(self, seconds: float) -> None:
+        """Size the next chunk so its write, commit included, holds the lock for about
+        WRITE_TARGET: random codes cost a page write each and get smaller chunks, so claims on
+        other lists wait less; sequential ones get larger chunks and fewer commits."""
+        if seconds <= 0:
+            return
+        factor = min(max(WRITE_TARGET / seconds, 0.5), 2.0)
+        ceiling = self.settings.upload_chunk_codes * 4
+        self._chunk_codes = int(min(max(self._chunk_codes * factor, MIN_CHUNK_CODES), ceiling))
 
     def _prepare(self, parsed: ParsedChunk, first_id: int, room: int) -> _Chunk:
         upload = self.upload

@@ -20,6 +20,7 @@ import ctypes.util
 import logging
 import sqlite3
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -113,6 +114,10 @@ class Journal:
         self._db: aiosqlite.Connection | None = None
         self._reader: aiosqlite.Connection | None = None
         self._closing = False
+        self._stop_seen = False
+        # How long the last group written alone (an upload chunk, say) took, commit included:
+        # uploads size their chunks by it.
+        self.last_alone_seconds = 0.0
 
     # -- lifecycle -----------------------------------------------------------------------------
 
@@ -197,24 +202,31 @@ class Journal:
         return await self.submit(ops, records)
 
     async def _write_forever(self) -> None:
-        carried: _Entry | object | None = None
+        backlog: deque[_Entry] = deque()
+        stopping = False
+        steps_turn = False
         while True:
-            item = carried if carried is not None else await self._queue.get()
-            carried = None
-            group: list[_Entry] = []
-            while item is not _STOP:
-                assert isinstance(item, _Entry)
-                if item.alone and group:
-                    carried = item
-                    break
-                group.append(item)
-                if item.alone or self._queue.empty():
-                    break
-                item = self._queue.get_nowait()
-            if group:
-                await self._commit(group)
-            if item is _STOP and carried is None:
-                return
+            if not backlog and not stopping:
+                self._take(backlog, await self._queue.get())
+            while not self._queue.empty():
+                self._take(backlog, self._queue.get_nowait())
+            if not backlog:
+                if stopping or self._stop_seen:
+                    return
+                continue
+            stopping = stopping or self._stop_seen
+            group = _next_group(backlog, steps_turn)
+            # After a group of rows, an entry written alone (an upload chunk) waiting behind
+            # them gets the next turn, and the other way round: neither starves the other.
+            steps_turn = not group[0].alone
+            await self._commit(group)
+
+    def _take(self, backlog: deque[_Entry], item: _Entry | object) -> None:
+        if item is _STOP:
+            self._stop_seen = True
+        else:
+            assert isinstance(item, _Entry)
+            backlog.append(item)
 
     async def _commit(self, group: list[_Entry]) -> None:
         records = sum(entry.records for entry in group)
@@ -234,8 +246,11 @@ class Journal:
             for entry, (result, failure) in zip(group, outcomes, strict=True):
                 _settle(entry.future, result, failure)
         finally:
+            elapsed = time.perf_counter() - started
+            if group[0].alone:
+                self.last_alone_seconds = elapsed
             self._queued_records -= records
-            self.metrics.journal_commit_seconds.observe(time.perf_counter() - started)
+            self.metrics.journal_commit_seconds.observe(elapsed)
             self.metrics.journal_records_per_commit.observe(records)
 
     async def _on_writer_thread(self, function: Callable[..., _T], *args: Any) -> _T:
@@ -244,6 +259,21 @@ class Journal:
         db = self.db
         result: _T = await db._execute(function, db._conn, *args)  # type: ignore[no-untyped-call]
         return result
+
+
+def _next_group(backlog: deque[_Entry], steps_turn: bool) -> list[_Entry]:
+    """The next group to write. Entries written alone keep their order among themselves, and
+    so do the others; rows queued behind an upload chunk need not wait for it, as no row
+    entry depends on a step (a step's outcome reaches the rows only through its caller)."""
+    first_alone = next((entry for entry in backlog if entry.alone), None)
+    if first_alone is not None and (steps_turn or all(entry.alone for entry in backlog)):
+        backlog.remove(first_alone)
+        return [first_alone]
+    group = [entry for entry in backlog if not entry.alone]
+    kept = [entry for entry in backlog if entry.alone]
+    backlog.clear()
+    backlog.extend(kept)
+    return group
 
 
 def _transaction(
