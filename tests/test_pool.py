@@ -120,38 +120,37 @@ def three_uploads() -> CodePool:
     return pool
 
 
-def test_held_by_counts_one_uploads_codes_and_their_ranges() -> None:
+def test_held_counts_one_uploads_codes() -> None:
     pool = three_uploads()
-    assert pool.held_by(2) == (6, [(4, 8), (8, 10)])
-    assert pool.held_by(1) == (3, [(1, 4)])
-    assert pool.held_by(99) == (0, [])
+    assert pool.held(2) == 6
+    assert pool.held(1) == 3
+    assert pool.held(99) == 0
     assert pool.available == 12
 
 
-def test_held_by_leaves_out_codes_already_taken() -> None:
+def test_held_leaves_out_codes_already_taken() -> None:
     pool = three_uploads()
     for _ in range(5):
         pool.pop()
-    assert pool.held_by(1) == (0, [])
-    assert pool.held_by(2) == (4, [(6, 8), (8, 10)])
+    assert pool.held(1) == 0
+    assert pool.held(2) == 4
 
 
-def test_held_by_counts_a_code_given_back() -> None:
+def test_held_counts_a_code_given_back() -> None:
     pool = three_uploads()
     taken = [pool.pop() for _ in range(5)]
     returned = taken[4]
     assert returned is not None
     pool.give_back(returned)
-    count, ranges = pool.held_by(2)
-    assert count == 5
-    assert sorted(ranges) == [(5, 6), (6, 8), (8, 10)]
+    assert pool.held(2) == 5
+    assert drain(pool) == [returned, *expected(2, 6, 2), *expected(2, 8, 2), *expected(3, 10, 3)]
 
 
 def test_withdrawing_one_upload_leaves_the_others_in_order() -> None:
     pool = three_uploads()
-    assert pool.withdraw(2) == (6, [(4, 8), (8, 10)])
+    assert pool.withdraw(2) == 6
     assert pool.available == 6
-    assert pool.held_by(2) == (0, [])
+    assert pool.held(2) == 0
     assert drain(pool) == expected(1, 1, 3) + expected(3, 10, 3)
 
 
@@ -159,7 +158,7 @@ def test_withdraw_takes_only_the_codes_still_here() -> None:
     pool = three_uploads()
     for _ in range(4):
         pool.pop()
-    assert pool.withdraw(2) == (5, [(5, 8), (8, 10)])
+    assert pool.withdraw(2) == 5
     assert pool.available == 3
     assert drain(pool) == expected(3, 10, 3)
 
@@ -173,17 +172,15 @@ def test_withdraw_takes_a_code_given_back_too() -> None:
     assert code_of_one is not None
     pool.give_back(code_of_two)
     pool.give_back(code_of_one)
-    count, ranges = pool.withdraw(2)
-    assert count == 6
-    assert sorted(ranges) == [(4, 5), (5, 8), (8, 10)]
+    assert pool.withdraw(2) == 6
     assert drain(pool) == [code_of_one, *expected(3, 10, 3)]
 
 
 def test_withdrawing_an_unknown_or_withdrawn_upload_takes_nothing() -> None:
     pool = three_uploads()
     pool.withdraw(2)
-    assert pool.withdraw(2) == (0, [])
-    assert pool.withdraw(99) == (0, [])
+    assert pool.withdraw(2) == 0
+    assert pool.withdraw(99) == 0
     assert pool.available == 6
 
 
@@ -221,7 +218,7 @@ def test_rebuild_with_no_code_taken_is_the_whole_block() -> None:
 def test_rebuild_with_a_prefix_taken_starts_after_it() -> None:
     segments = rebuild(7, 100, block(7, 100, 5), [100, 101])
     assert_well_formed(segments, 7)
-    assert [part.id_range for part in segments] == [(102, 105)]
+    assert [(part.next_id, part.count) for part in segments] == [(102, 3)]
     assert flatten(segments) == expected(7, 100, 5)[2:]
 
 
@@ -239,10 +236,11 @@ def test_rebuild_with_scattered_codes_taken_matches_the_model(taken: list[int]) 
     assert flatten(segments) == model(7, 100, 5, taken)
 
 
-def test_rebuild_ranges_are_what_withdraw_would_delete() -> None:
+def test_rebuild_keeps_the_ids_of_the_codes_left() -> None:
     pool = CodePool()
     pool.add(rebuild(7, 100, block(7, 100, 6), [101, 104]))
-    assert pool.held_by(7) == (4, [(100, 101), (102, 104), (105, 106)])
+    assert pool.held(7) == 4
+    assert [code.id for code in drain(pool)] == [100, 102, 103, 105]
 
 
 @given(
@@ -312,8 +310,8 @@ def test_available_always_matches_what_pop_yields(operations: list[tuple[str, in
                 pool.give_back(code)
                 shadow.queue.insert(0, code)
         else:
-            held, _ = pool.held_by(arg)
-            count, _ = pool.withdraw(arg)
+            held = pool.held(arg)
+            count = pool.withdraw(arg)
             assert count == held == shadow.withdraw(arg)
         assert pool.available == len(shadow.queue)
         assert list(pool.codes()) == shadow.queue

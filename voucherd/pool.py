@@ -26,11 +26,6 @@ class Segment:
         data = b"\n".join(codes) + b"\n"
         return cls(upload_id, first_id, data, 0, len(codes))
 
-    @property
-    def id_range(self) -> tuple[int, int]:
-        """The ids still here, as a half-open range."""
-        return self.next_id, self.next_id + self.count
-
 
 class Code(NamedTuple):
     """One code taken from the pool (a tuple: one is made per claim, so it must be cheap)."""
@@ -99,30 +94,18 @@ class CodePool:
         self._returned.append(code)
         self.available += 1
 
-    def held_by(self, upload_id: int) -> tuple[int, list[tuple[int, int]]]:
-        """How many codes of one upload are here, and their id ranges."""
-        ranges = [s.id_range for s in self._segments if s.upload_id == upload_id]
-        ranges.extend((c.id, c.id + 1) for c in self._returned if c.upload_id == upload_id)
-        return sum(end - start for start, end in ranges), ranges
+    def held(self, upload_id: int) -> int:
+        """How many codes of one upload are here."""
+        in_segments = sum(s.count for s in self._segments if s.upload_id == upload_id)
+        return in_segments + sum(1 for c in self._returned if c.upload_id == upload_id)
 
-    def withdraw(self, upload_id: int) -> tuple[int, list[tuple[int, int]]]:
-        """Take out every code of one upload; return how many and their id ranges."""
-        kept: deque[Segment] = deque()
-        ranges: list[tuple[int, int]] = []
-        count = 0
-        for segment in self._segments:
-            if segment.upload_id == upload_id:
-                ranges.append(segment.id_range)
-                count += segment.count
-            else:
-                kept.append(segment)
-        self._segments = kept
-        returned = [code for code in self._returned if code.upload_id == upload_id]
+    def withdraw(self, upload_id: int) -> int:
+        """Take out every code of one upload; return how many."""
+        count = self.held(upload_id)
+        self._segments = deque(s for s in self._segments if s.upload_id != upload_id)
         self._returned = [code for code in self._returned if code.upload_id != upload_id]
-        ranges.extend((code.id, code.id + 1) for code in returned)
-        count += len(returned)
         self.available -= count
-        return count, ranges
+        return count
 
     def clear(self) -> None:
         """Free the memory of an archived list. `available` keeps its value: an archived

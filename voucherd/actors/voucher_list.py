@@ -324,16 +324,16 @@ class ListActor(Actor[Message]):
             self.info.counts.distributed -= 1
             self.pool.give_back(pending.code)
 
-    def _withdraw_late(self, code: Code) -> None:
-        # A code given back by a failed claim while its upload was being withdrawn: it joins
+    def _withdraw_late(self, upload_id: int, count: int) -> None:
+        # Codes given back by failed claims while their upload was being withdrawn: they join
         # the withdrawn ones. Recovery recounts withdrawn codes, so this write is a courtesy.
-        self.info.counts.withdrawn += 1
+        self.info.counts.withdrawn += count
         try:
             self.journal.submit(
                 [
                     Rows(
-                        "UPDATE uploads SET withdrawn = withdrawn + 1 WHERE id = ?",
-                        [(code.upload_id,)],
+                        "UPDATE uploads SET withdrawn = withdrawn + ? WHERE id = ?",
+                        [(count, upload_id)],
                     )
                 ]
             )
@@ -440,7 +440,7 @@ class ListActor(Actor[Message]):
             raise errors.Conflict(f"upload {upload_id} is {state}: nothing to withdraw")
         if self.info.stored_status is Status.ARCHIVED:
             raise errors.ListArchived(f"list {self.info.id} is archived")
-        count, ranges = self.pool.held_by(upload_id)
+        count = self.pool.held(upload_id)
         # Nothing is deleted: a withdrawn upload's codes that no claim names are withdrawn.
         await self.journal.write(
             Rows(
@@ -449,11 +449,11 @@ class ListActor(Actor[Message]):
             )
         )
         # Claims wait for this turn, but a failed claim may have given a code back meanwhile.
-        removed, removed_ranges = self.pool.withdraw(upload_id)
+        removed = self.pool.withdraw(upload_id)
         self.uploads[upload_id] = "withdrawn"
         self.info.counts.withdrawn += count
-        for start, _ in removed_ranges[len(ranges) :]:
-            self._withdraw_late(Code(start, "", upload_id))
+        if removed > count:
+            self._withdraw_late(upload_id, removed - count)
         return removed
 
 
