@@ -593,6 +593,19 @@ async def test_an_upload_of_another_media_type_is_refused(client: Client, seeded
     await assert_refused(client, seeded, cases, 415, "unsupported_media_type")
 
 
+async def assert_upload_refused(client: Client, list_id: int, data: bytes, why: str) -> None:
+    """A 400 that records a failed upload with the reason, and adds no code."""
+    before = await snapshot(client, list_id)
+    status, reply = await upload(client, list_id, data)
+    assert status == 400, reply
+    assert reply["error"]["code"] == "invalid_request"
+    failed = reply["error"]["details"]["upload"]
+    assert failed["status"] == "failed"
+    assert failed["accepted"] == 0
+    assert failed["error"]["code"] == why
+    await assert_no_codes_added(client, list_id, before)
+
+
 @pytest.mark.parametrize(
     "data",
     [
@@ -606,15 +619,7 @@ async def test_an_upload_of_another_media_type_is_refused(client: Client, seeded
 async def test_a_binary_upload_is_refused_and_adds_no_code(
     client: Client, seeded: int, data: bytes
 ) -> None:
-    before = await snapshot(client, seeded)
-    status, reply = await upload(client, seeded, data)
-    assert status == 400, reply
-    assert reply["error"]["code"] == "invalid_request"
-    failed = reply["error"]["details"]["upload"]
-    assert failed["status"] == "failed"
-    assert failed["accepted"] == 0
-    assert failed["error"]["code"] == "binary_content"
-    await assert_no_codes_added(client, seeded, before)
+    await assert_upload_refused(client, seeded, data, "binary_content")
 
 
 @pytest.mark.parametrize(
@@ -625,14 +630,7 @@ async def test_a_binary_upload_is_refused_and_adds_no_code(
 async def test_an_upload_with_a_huge_line_is_refused_and_adds_no_code(
     client: Client, seeded: int, data: bytes
 ) -> None:
-    before = await snapshot(client, seeded)
-    status, reply = await upload(client, seeded, data)
-    assert status == 400, reply
-    assert reply["error"]["code"] == "invalid_request"
-    failed = reply["error"]["details"]["upload"]
-    assert failed["status"] == "failed"
-    assert failed["error"]["code"] == "line_too_long"
-    await assert_no_codes_added(client, seeded, before)
+    await assert_upload_refused(client, seeded, data, "line_too_long")
 
 
 @pytest.fixture
