@@ -203,18 +203,16 @@ class Journal:
 
     async def _write_forever(self) -> None:
         backlog: deque[_Entry] = deque()
-        stopping = False
         steps_turn = False
         while True:
-            if not backlog and not stopping:
+            if not backlog:
+                if self._stop_seen:
+                    return
                 self._take(backlog, await self._queue.get())
             while not self._queue.empty():
                 self._take(backlog, self._queue.get_nowait())
             if not backlog:
-                if stopping or self._stop_seen:
-                    return
                 continue
-            stopping = stopping or self._stop_seen
             group = _next_group(backlog, steps_turn)
             # After a group of rows, an entry written alone (an upload chunk) waiting behind
             # them gets the next turn, and the other way round: neither starves the other.
