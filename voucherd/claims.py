@@ -21,17 +21,21 @@ CLAIM_COLUMNS = (
     "source",
     "campaign_id",
     "metadata",
+    "message",
 )
 SELECT_CLAIM = (
     "SELECT id, list_id, user_id, idempotency_key, code_id, code, claimed_at, source,"
-    " campaign_id, metadata FROM claims"
+    " campaign_id, metadata, message FROM claims"
 )
 
 
-def identity(user_id: str, idempotency_key: str) -> str:
+def identity(user_id: str, idempotency_key: str, campaign_id: int | None = None) -> str:
     """The in-memory key of a claim within its list. The separator cannot occur in JSON-borne
-    ids that passed validation, so two different pairs never share a key."""
-    return f"{user_id}\x1f{idempotency_key}"
+    ids that passed validation, so two different pairs never share a key. A campaign's rewards
+    are keyed apart from direct claims and from other campaigns' rewards."""
+    if campaign_id is None:
+        return f"{user_id}\x1f{idempotency_key}"
+    return f"{user_id}\x1f{idempotency_key}\x1f{campaign_id}"
 
 
 class Claim(NamedTuple):
@@ -49,6 +53,8 @@ class Claim(NamedTuple):
     campaign_id: int | None = None
     # The caller's JSON object, kept as JSON text.
     metadata: str | None = None
+    # A campaign's rendered message to the user.
+    message: str | None = None
 
     @classmethod
     def from_row(cls, row: tuple[Any, ...]) -> Claim:

@@ -67,6 +67,10 @@ class TagTaken(Conflict):
     code = "tag_taken"
 
 
+class ListNotActive(Conflict):
+    code = "list_not_active"
+
+
 class PayloadTooLarge(VoucherdError):
     code = "payload_too_large"
     status = 413

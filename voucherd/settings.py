@@ -53,6 +53,11 @@ class Settings:
     mailbox_size: int = 10_000
     journal_queue_size: int = 200_000
     shutdown_timeout: float = 30.0
+    # Events are kept this long (seconds; 7 days), so subscribers can resume after downtime.
+    event_retention: float = 7 * 24 * 3600.0
+    # A subscriber with more events than this waiting to be sent is closed (code 4008).
+    event_buffer: int = 10_000
+    websocket_heartbeat: float = 30.0
     log_level: str = "INFO"
     keys: tuple[ApiKey, ...] = field(default=(), repr=False)
 
@@ -94,6 +99,9 @@ class Settings:
             "upload_chunk_codes",
             "mailbox_size",
             "journal_queue_size",
+            "event_retention",
+            "event_buffer",
+            "websocket_heartbeat",
         ):
             if getattr(self, name) < (0 if name == "port" else 1):
                 raise ValueError(f"{name} must be positive")

@@ -20,11 +20,11 @@ from typing import Any
 
 import msgpack
 
-from voucherd import clock, errors, wire
+from voucherd import clock, errors, events, wire
 from voucherd.actors.voucher_list import CompleteUpload, ListActor
 from voucherd.codes import CsvParser, ParsedChunk, Reason, UploadAborted, describe_invalid
 from voucherd.duplicates import Holder, Target, first_clash
-from voucherd.persistence.journal import Rows, Step
+from voucherd.persistence.journal import Events, Rows, Step
 from voucherd.persistence.recovery import drop_upload_codes
 from voucherd.pool import Segment
 from voucherd.settings import Settings
@@ -361,7 +361,21 @@ class Uploader:
             upload.id,
             tuple(self.segments),
             upload.accepted,
-            (Rows(_FINISH, [upload.finish_row()]),),
+            (
+                Rows(_FINISH, [upload.finish_row()]),
+                Events(
+                    [
+                        events.upload_finished(
+                            upload.list_id,
+                            upload.id,
+                            upload.filename,
+                            upload.accepted,
+                            upload.rejected,
+                            upload.finished_at,
+                        )
+                    ]
+                ),
+            ),
         )
 
     async def _await_completion(self, completion: asyncio.Future[Any]) -> None:
@@ -402,7 +416,10 @@ class Uploader:
 
         try:
             # Shielded: a cancelled request must still leave its upload recorded as failed.
-            await asyncio.shield(self.journal.submit([Step(drop)]))
+            failed = events.upload_failed(
+                upload.list_id, upload.id, upload.filename, code, upload.finished_at
+            )
+            await asyncio.shield(self.journal.submit([Step(drop), Events([failed])]))
         except errors.VoucherdError:
             # Recovery fails the upload at the next start; its codes were never available.
             log.error("upload %d: could not record its failure", upload.id)

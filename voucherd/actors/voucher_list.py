@@ -16,12 +16,13 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, NamedTuple
 
-from voucherd import clock, errors
+from voucherd import clock, errors, events
 from voucherd.actors.base import Actor, Envelope
 from voucherd.claims import CLAIM_COLUMNS, Claim, identity
+from voucherd.events import Event, Render
 from voucherd.lists import UPDATE_LIST, ListInfo, update_row
 from voucherd.metrics import Metrics
-from voucherd.persistence.journal import Insert, Journal, Op, Rows
+from voucherd.persistence.journal import Events, Insert, Journal, Op, Rows
 from voucherd.pool import Code, CodePool, Segment
 from voucherd.statuses import STORED_AFTER, Action, Status, check
 
@@ -42,6 +43,8 @@ class TakeCode(NamedTuple):
     metadata: str | None = None
     source: str = "API"
     campaign_id: int | None = None
+    # Renders the reward's message from its event's properties; campaigns only.
+    render: Render | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,6 +52,9 @@ class TakeCodes:
     """A batch claim: one code for each distinct user, without idempotency keys."""
 
     user_ids: Sequence[str]
+    source: str = "API"
+    campaign_id: int | None = None
+    render: Render | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,6 +114,7 @@ class _Pending:
     claim: Claim
     code: Code
     key: str
+    event: Event
     durable: asyncio.Future[Any] | None = None
 
 
@@ -208,12 +215,12 @@ class ListActor(Actor[Message]):
 
     def claim_ids_of(self, user_id: str) -> list[int]:
         """The committed claims a user holds on this list."""
-        keys = ["", *self._keys_by_user.get(user_id, ())]
-        found = (self._claims.get(identity(user_id, key)) for key in keys)
+        suffixes = ["", *self._keys_by_user.get(user_id, ())]
+        found = (self._claims.get(f"{user_id}\x1f{suffix}") for suffix in suffixes)
         return [claim_id for claim_id in found if claim_id is not None]
 
     def _take_one(self, envelope: Envelope[Message], message: TakeCode, turn: _Turn) -> None:
-        key = identity(message.user_id, message.idempotency_key)
+        key = identity(message.user_id, message.idempotency_key, message.campaign_id)
         claim_id = self._claims.get(key)
         if claim_id is not None:
             envelope.reply(ClaimOutcome(claim_id, None, created=False))
@@ -239,6 +246,15 @@ class ListActor(Actor[Message]):
         code = self.pool.pop()
         if code is None:
             raise errors.ListExhausted(f"list {self.info.id} has no codes left")
+        event, text = events.rewarded(
+            self.info,
+            code.code,
+            message.user_id,
+            now,
+            message.source,
+            message.campaign_id,
+            message.render,
+        )
         claim = Claim(
             self.ids.next_claim(),
             self.info.id,
@@ -250,21 +266,30 @@ class ListActor(Actor[Message]):
             message.source,
             message.campaign_id,
             message.metadata,
+            text,
         )
         self.info.counts.distributed += 1
-        pending = _Pending(claim, code, key)
+        pending = _Pending(claim, code, key, event)
         self._pending[key] = pending
         return pending
 
-    def _take_codes(self, fresh: list[tuple[str, str]], codes: list[Code]) -> list[_Pending]:
+    def _take_codes(
+        self, fresh: list[tuple[str, str]], codes: list[Code], message: TakeCodes
+    ) -> list[_Pending]:
         """New keyless claims for a batch: the codes are taken, the users are (key, user id)."""
         now = clock.now()
         first = self.ids.next_claims(len(codes))
-        list_id = self.info.id
-        taken = [
-            _Pending(Claim(first + n, list_id, user_id, "", code.id, code.code, now), code, key)
-            for n, ((key, user_id), code) in enumerate(zip(fresh, codes, strict=False))
-        ]
+        info, source, campaign_id = self.info, message.source, message.campaign_id
+        taken = []
+        for n, ((key, user_id), code) in enumerate(zip(fresh, codes, strict=False)):
+            event, text = events.rewarded(
+                info, code.code, user_id, now, source, campaign_id, message.render
+            )
+            claim = Claim(
+                first + n, info.id, user_id, "", code.id, code.code, now, source, campaign_id,
+                None, text,
+            )  # fmt: skip
+            taken.append(_Pending(claim, code, key, event))
         self._pending.update(zip((key for key, _ in fresh), taken, strict=False))
         self.info.counts.distributed += len(taken)
         return taken
@@ -272,8 +297,12 @@ class ListActor(Actor[Message]):
     def _commit_turn(self, turn: _Turn) -> None:
         if turn.taken:
             try:
+                # Each claim and its reward event, in one transaction.
                 durable = self.journal.submit(
-                    [Insert("claims", CLAIM_COLUMNS, [p.claim.row() for p in turn.taken])],
+                    [
+                        Insert("claims", CLAIM_COLUMNS, [p.claim.row() for p in turn.taken]),
+                        Events([p.event for p in turn.taken]),
+                    ],
                     records=len(turn.taken),
                 )
             except errors.VoucherdError as exc:
@@ -309,8 +338,10 @@ class ListActor(Actor[Message]):
                 claim = pending.claim
                 del in_flight[pending.key]
                 committed[pending.key] = claim.id
-                if claim.idempotency_key:
-                    self._keys_by_user.setdefault(claim.user_id, []).append(claim.idempotency_key)
+                if claim.idempotency_key or claim.campaign_id is not None:
+                    # The tray finds keyed claims and rewards by what follows the user id.
+                    suffix = pending.key[len(claim.user_id) + 1 :]
+                    self._keys_by_user.setdefault(claim.user_id, []).append(suffix)
         for envelope, pending, created in answers:
             _answer(envelope, pending.claim, created, durable)
 
@@ -353,7 +384,7 @@ class ListActor(Actor[Message]):
                 refusal = exc
             fresh: list[tuple[str, str]] = []
             for user_id in users[start : start + BATCH_SLICE]:
-                key = identity(user_id, "")
+                key = identity(user_id, "", message.campaign_id)
                 claim_id = self._claims.get(key)
                 if claim_id is not None:
                     outcome.repeat_ids.append(claim_id)
@@ -369,7 +400,7 @@ class ListActor(Actor[Message]):
             if len(codes) < len(fresh):
                 exhausted = errors.ListExhausted(f"list {self.info.id} has no codes left")
                 outcome.failed.extend((user_id, exhausted) for _, user_id in fresh[len(codes) :])
-            turn.taken = self._take_codes(fresh, codes)
+            turn.taken = self._take_codes(fresh, codes, message)
             waits.extend(turn.taken)
             self._commit_turn(turn)
             if turn.taken and turn.taken[0].durable is None:
@@ -390,9 +421,12 @@ class ListActor(Actor[Message]):
         now = clock.now()
         info = self.info
         if isinstance(message, Transition):
-            check(info.status(now), message.action, info.id)
+            previous = info.status(now)
+            check(previous, message.action, info.id)
             changed = info.replace(stored_status=STORED_AFTER[message.action], updated_at=now)
-            await self.journal.write(Rows(UPDATE_LIST, [update_row(changed)]))
+            await self.journal.write(
+                Rows(UPDATE_LIST, [update_row(changed)]), *_status_events(previous, changed, now)
+            )
             self.info = changed
             if changed.stored_status is Status.ARCHIVED:
                 self.pool.clear()
@@ -429,7 +463,9 @@ class ListActor(Actor[Message]):
         if status is Status.EXPIRED and changed.expires_at > now:
             # Extending an expired list's date re-activates it, as the status table says.
             changed.stored_status = Status.ACTIVE
-        await self.journal.write(Rows(UPDATE_LIST, [update_row(changed)]))
+        await self.journal.write(
+            Rows(UPDATE_LIST, [update_row(changed)]), *_status_events(status, changed, now)
+        )
         self.info = changed
         return changed
 
@@ -455,6 +491,14 @@ class ListActor(Actor[Message]):
         if removed > count:
             self._withdraw_late(upload_id, removed - count)
         return removed
+
+
+def _status_events(previous: Status, changed: ListInfo, now: float) -> tuple[Events, ...]:
+    status = changed.status(now)
+    if status is previous:
+        return ()
+    data = events.status_changed("list", changed.id, previous.value, status.value)
+    return (Events([Event.of(events.LIST_STATUS_CHANGED, data, now)]),)
 
 
 def _answer(

@@ -29,8 +29,9 @@ from typing import Any, TypeVar
 import aiosqlite
 
 from voucherd import errors, wire
+from voucherd.events import Event
 from voucherd.metrics import Metrics
-from voucherd.persistence.schema import SCHEMA, VERSION
+from voucherd.persistence.schema import install
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +70,15 @@ class Insert:
 
 
 @dataclass(frozen=True, slots=True)
+class Events:
+    """Events to append to the stream, in the same transaction as the rest of their entry.
+    The writer numbers them as it writes them, so numbers run without gaps: a transaction
+    that fails hands its numbers back."""
+
+    events: Sequence[Event]
+
+
+@dataclass(frozen=True, slots=True)
 class Step:
     """A function run on the writer's thread inside the group's transaction, isolated by a
     savepoint: if it raises, only its own caller gets the error."""
@@ -84,7 +94,7 @@ class Chore:
     run: Callable[[sqlite3.Connection], Any]
 
 
-Op = Rows | Insert | Step | Chore
+Op = Rows | Insert | Events | Step | Chore
 
 
 @dataclass(slots=True)
@@ -115,6 +125,9 @@ class Journal:
         self._reader: aiosqlite.Connection | None = None
         self._closing = False
         self._stop_seen = False
+        # The number of the last event committed, and who hears of events once committed.
+        self.last_seq = 0
+        self.on_events: Callable[[list[Event]], None] | None = None
         # How long the last group written alone (an upload chunk, say) took, commit included:
         # uploads size their chunks by it.
         self.last_alone_seconds = 0.0
@@ -131,10 +144,7 @@ class Journal:
         # Uploads of random codes dirty a page of the code index per code; checkpointing every
         # 10,000 pages instead of 1,000 copies each page once rather than after every chunk.
         await self._db.execute("PRAGMA wal_autocheckpoint=10000")
-        await self._db.executescript(SCHEMA)
-        await self._db.execute(
-            "INSERT OR IGNORE INTO meta (key, value) VALUES ('schema_version', ?)", (str(VERSION),)
-        )
+        await self._on_writer_thread(install)
         self._reader = await aiosqlite.connect(f"file:{self.path}?mode=ro", uri=True)
         await self._reader.execute("PRAGMA cache_size=-8192")
 
@@ -171,6 +181,12 @@ class Journal:
         """Run a function on the writer's connection and thread; for recovery, before start()."""
         assert self._writer is None, "the writer owns the connection once started"
         return await self._on_writer_thread(function)
+
+    async def read(self, function: Callable[..., _T], *args: Any) -> _T:
+        """Run a function on the read-only connection's thread: one hop for a whole query."""
+        reader = self.reader
+        result: _T = await reader._execute(function, reader._conn, *args)  # type: ignore[no-untyped-call]
+        return result
 
     @property
     def reader(self) -> aiosqlite.Connection:
@@ -229,8 +245,9 @@ class Journal:
     async def _commit(self, group: list[_Entry]) -> None:
         records = sum(entry.records for entry in group)
         started = time.perf_counter()
+        numbering = _Numbering(self.last_seq)
         try:
-            outcomes = await self._on_writer_thread(_transaction, group)
+            outcomes = await self._on_writer_thread(_transaction, group, numbering)
         except Exception as exc:
             log.error("journal commit of %d records failed: %s", records, exc)
             self.metrics.journal_failures.inc()
@@ -241,6 +258,10 @@ class Journal:
             for entry in group:
                 _settle(entry.future, exception=fault)
         else:
+            if numbering.written:
+                self.last_seq = numbering.last
+                if self.on_events is not None:
+                    self.on_events(numbering.written)
             for entry, (result, failure) in zip(group, outcomes, strict=True):
                 _settle(entry.future, result, failure)
         finally:
@@ -274,22 +295,43 @@ def _next_group(backlog: deque[_Entry], steps_turn: bool) -> list[_Entry]:
     return group
 
 
+class _Numbering:
+    """Event numbers handed out while writing one group, on the writer's thread."""
+
+    def __init__(self, last: int) -> None:
+        self.last = last
+        self.written: list[Event] = []
+
+    def number(self, events: Sequence[Event]) -> None:
+        for event in events:
+            self.last += 1
+            event.seq = self.last
+        self.written.extend(events)
+
+    def mark(self) -> tuple[int, int]:
+        return self.last, len(self.written)
+
+    def undo(self, mark: tuple[int, int]) -> None:
+        self.last, count = mark
+        del self.written[count:]
+
+
 def _transaction(
-    conn: sqlite3.Connection, group: list[_Entry]
+    conn: sqlite3.Connection, group: list[_Entry], numbering: _Numbering
 ) -> list[tuple[Any, BaseException | None]]:
     """Write a group in one transaction; runs on the writer's thread."""
     chores = [op for op in group[0].ops if isinstance(op, Chore)]
     if chores:
         for chore in chores:
             chore.run(conn)
-        return [(None, None)]
+        return [(None, None)] * len(group)
     if all(isinstance(op, Insert) for entry in group for op in entry.ops):
         pending = _Pending()
         for entry in group:
             pending.add(entry.ops)
         if pending.statements == 1:
-            # The busiest case, a group of claims: one statement is its own transaction.
-            pending.flush(conn)
+            # One statement is its own transaction.
+            pending.flush(conn, numbering)
             return [(None, None)] * len(group)
     outcomes: list[tuple[Any, BaseException | None]] = []
     pending = _Pending()
@@ -301,8 +343,9 @@ def _transaction(
                 outcomes.append((None, None))
                 continue
             # An entry with a step is all or nothing: its own savepoint, its rows in order.
-            pending.flush(conn)
+            pending.flush(conn, numbering)
             conn.execute("SAVEPOINT entry")
+            mark = numbering.mark()
             result: Any = None
             failure: BaseException | None = None
             try:
@@ -312,13 +355,14 @@ def _transaction(
                     else:
                         single = _Pending()
                         single.add((op,))
-                        single.flush(conn)
+                        single.flush(conn, numbering)
             except (sqlite3.IntegrityError, errors.VoucherdError) as exc:
                 conn.execute("ROLLBACK TO entry")
+                numbering.undo(mark)
                 failure = exc
             conn.execute("RELEASE entry")
             outcomes.append((result, failure))
-        pending.flush(conn)
+        pending.flush(conn, numbering)
         conn.execute("COMMIT")
     except BaseException:
         if conn.in_transaction:
@@ -327,17 +371,24 @@ def _transaction(
     return outcomes
 
 
+_INSERT_EVENTS = (
+    "INSERT INTO events (seq, type, time, data)"
+    " SELECT value ->> 0, value ->> 1, value ->> 2, value -> 3 FROM json_each(?)"
+)
+
+
 class _Pending:
     """Rows gathered from many callers, merged by statement; inserts are written first, then
-    the other statements (no entry without a step depends on their order)."""
+    the other statements (no entry without a step depends on their order), then the events."""
 
     def __init__(self) -> None:
         self._inserts: dict[str, list[Row]] = {}
         self._rows: dict[str, list[Row]] = {}
+        self._events: list[Event] = []
 
     @property
     def statements(self) -> int:
-        return len(self._inserts) + len(self._rows)
+        return len(self._inserts) + len(self._rows) + (1 if self._events else 0)
 
     def add(self, ops: Sequence[Op]) -> None:
         for op in ops:
@@ -345,14 +396,20 @@ class _Pending:
                 self._inserts.setdefault(op.sql, []).extend(op.rows)
             elif isinstance(op, Rows):
                 self._rows.setdefault(op.sql, []).extend(op.rows)
+            elif isinstance(op, Events):
+                self._events.extend(op.events)
 
-    def flush(self, conn: sqlite3.Connection) -> None:
+    def flush(self, conn: sqlite3.Connection, numbering: _Numbering) -> None:
         for sql, rows in self._inserts.items():
             conn.execute(sql, (wire.dumps(rows),))
         for sql, rows in self._rows.items():
             conn.executemany(sql, rows)
+        if self._events:
+            numbering.number(self._events)
+            conn.execute(_INSERT_EVENTS, (wire.dumps([event.row() for event in self._events]),))
         self._inserts.clear()
         self._rows.clear()
+        self._events = []
 
 
 def shrink_memory(conn: sqlite3.Connection) -> None:

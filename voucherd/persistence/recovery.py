@@ -10,9 +10,11 @@ import bisect
 import logging
 import sqlite3
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 
-from voucherd import clock
+from voucherd import clock, events
+from voucherd.campaigns import SELECT_CAMPAIGNS, CampaignInfo
 from voucherd.duplicates import Scope
 from voucherd.lists import Counts, ListInfo
 from voucherd.pool import CodePool, rebuild
@@ -31,29 +33,57 @@ class RecoveredList:
 
 
 @dataclass(slots=True)
+class RecoveredCampaign:
+    info: CampaignInfo
+    # Reward claim ids by (user, idempotency key), and rewards per user.
+    rewards: dict[str, int] = field(default_factory=dict)
+    per_user: Counter[str] = field(default_factory=Counter)
+
+
+@dataclass(slots=True)
 class Recovered:
     lists: dict[int, RecoveredList]
     max_list_id: int
     max_upload_id: int
     max_code_id: int
     max_claim_id: int
+    campaigns: dict[int, RecoveredCampaign] = field(default_factory=dict)
+    max_campaign_id: int = 0
+    # The event stream: the oldest event kept and the last one written.
+    first_seq: int = 1
+    last_seq: int = 0
 
 
 def fail_interrupted_uploads(db: sqlite3.Connection) -> int:
-    rows = db.execute("SELECT id FROM uploads WHERE status = 'in_progress'").fetchall()
-    ids = [row[0] for row in rows]
-    if not ids:
+    rows = db.execute(
+        "SELECT id, list_id, filename FROM uploads WHERE status = 'in_progress'"
+    ).fetchall()
+    if not rows:
         return 0
+    now = clock.now()
+    (last_seq,) = db.execute("SELECT COALESCE(MAX(seq), 0) FROM events").fetchone()
     db.execute("BEGIN IMMEDIATE")
-    for upload_id in ids:
+    for upload_id, _, _ in rows:
         drop_upload_codes(db, upload_id)
     db.executemany(
         "UPDATE uploads SET status = 'failed', accepted = 0, error_code = 'interrupted',"
         " error_message = 'the server stopped before the upload finished', finished_at = ?"
         " WHERE id = ?",
-        [(clock.now(), upload_id) for upload_id in ids],
+        [(now, upload_id) for upload_id, _, _ in rows],
+    )
+    failed = [
+        events.upload_failed(list_id, upload_id, filename, "interrupted", now)
+        for upload_id, list_id, filename in rows
+    ]
+    db.executemany(
+        "INSERT INTO events (seq, type, time, data) VALUES (?, ?, ?, ?)",
+        [
+            (last_seq + n, event.type, event.time, event.data.decode())
+            for n, event in enumerate(failed, start=1)
+        ],
     )
     db.execute("COMMIT")
+    ids = [upload_id for upload_id, _, _ in rows]
     log.warning("marked %d interrupted upload(s) as failed", len(ids))
     return len(ids)
 
@@ -112,8 +142,10 @@ def recover(db: sqlite3.Connection) -> Recovered:
     # recovery. Ids and keys hold no control characters, so \x1e and commas separate them.
     taken: dict[int, list[int]] = {}
     for list_id, state in lists.items():
+        # A campaign's rewards are keyed with its id (see claims.identity).
         identities, claim_ids = db.execute(
-            "SELECT group_concat(user_id || char(31) || idempotency_key, char(30)),"
+            "SELECT group_concat(user_id || char(31) || idempotency_key"
+            " || IFNULL(char(31) || campaign_id, ''), char(30)),"
             " group_concat(id) FROM claims WHERE list_id = ?",
             (list_id,),
         ).fetchone()
@@ -122,8 +154,8 @@ def recover(db: sqlite3.Connection) -> Recovered:
                 zip(identities.split("\x1e"), map(int, claim_ids.split(",")), strict=True)
             )
         for user_id, key in db.execute(
-            "SELECT user_id, idempotency_key FROM claims"
-            " WHERE list_id = ? AND idempotency_key != ''",
+            "SELECT user_id, idempotency_key || IFNULL(char(31) || campaign_id, '') FROM claims"
+            " WHERE list_id = ? AND (idempotency_key != '' OR campaign_id IS NOT NULL)",
             (list_id,),
         ):
             state.keys_by_user.setdefault(user_id, []).append(key)
@@ -191,4 +223,34 @@ def recover(db: sqlite3.Connection) -> Recovered:
         sum(len(c) for c in taken.values()),
         time.perf_counter() - started,
     )
-    return Recovered(lists, max_list, max_upload, max_code, max_claim)
+    recovered = Recovered(lists, max_list, max_upload, max_code, max_claim)
+    recover_campaigns(db, recovered)
+    first_seq, last_seq = db.execute("SELECT MIN(seq), MAX(seq) FROM events").fetchone()
+    recovered.last_seq = last_seq or 0
+    recovered.first_seq = first_seq or recovered.last_seq + 1
+    return recovered
+
+
+def recover_campaigns(db: sqlite3.Connection, recovered: Recovered) -> None:
+    """Campaigns, with their rewards counted from their claims: the limits hold across
+    restarts because nothing but the claims themselves is counted."""
+    for row in db.execute(SELECT_CAMPAIGNS):
+        info = CampaignInfo.from_row(tuple(row))
+        campaign = recovered.campaigns[info.id] = RecoveredCampaign(info)
+        identities, claim_ids, users = db.execute(
+            "SELECT group_concat(user_id || char(31) || idempotency_key, char(30)),"
+            " group_concat(id), group_concat(user_id, char(30))"
+            " FROM claims WHERE campaign_id = ?",
+            (info.id,),
+        ).fetchone()
+        if identities is not None:
+            campaign.rewards = dict(
+                zip(identities.split("\x1e"), map(int, claim_ids.split(",")), strict=True)
+            )
+            campaign.per_user = Counter(users.split("\x1e"))
+        for list_id in info.lists:
+            if list_id in recovered.lists:
+                recovered.lists[list_id].info.campaigns.append(info.id)
+    (recovered.max_campaign_id,) = db.execute(
+        "SELECT COALESCE(MAX(id), 0) FROM campaigns"
+    ).fetchone()

@@ -9,7 +9,9 @@ distributed when a claim names it, withdrawn when its upload is withdrawn and no
 
 from __future__ import annotations
 
-VERSION = 1
+import sqlite3
+
+VERSION = 2
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (
@@ -77,7 +79,8 @@ CREATE TABLE IF NOT EXISTS claims (
     claimed_at REAL NOT NULL,
     source TEXT NOT NULL,
     campaign_id INTEGER,
-    metadata TEXT
+    metadata TEXT,
+    message TEXT
 );
 -- The database refuses what the actors must never do: one code in two claims. Claims are found
 -- by user through the list actors' memory, not an index: an index keyed by user id takes a
@@ -85,4 +88,49 @@ CREATE TABLE IF NOT EXISTS claims (
 CREATE UNIQUE INDEX IF NOT EXISTS claims_by_code ON claims (code_id);
 -- Recovery reads each list's claims; within a list code ids grow, so this index only appends.
 CREATE INDEX IF NOT EXISTS claims_by_list ON claims (list_id, code_id);
+-- Campaigns rebuild their reward counts from their claims at start-up.
+CREATE INDEX IF NOT EXISTS claims_by_campaign ON claims (campaign_id) WHERE campaign_id IS NOT NULL;
+CREATE TABLE IF NOT EXISTS campaigns (
+    id INTEGER PRIMARY KEY,
+    name TEXT NOT NULL,
+    lists TEXT NOT NULL,
+    max_codes_per_user INTEGER NOT NULL,
+    max_codes_per_campaign INTEGER,
+    starts_at REAL,
+    ends_at REAL,
+    qualification TEXT,
+    message_template TEXT,
+    status TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    updated_at REAL NOT NULL
+);
+-- The event stream. `seq` is given by the journal's writer, one more per event, no gaps;
+-- `data` is the event's JSON object.
+CREATE TABLE IF NOT EXISTS events (
+    seq INTEGER PRIMARY KEY,
+    type TEXT NOT NULL,
+    time REAL NOT NULL,
+    data TEXT NOT NULL
+);
 """
+
+# Changes to databases made by an earlier version, applied in order at start-up.
+MIGRATIONS: dict[int, tuple[str, ...]] = {
+    2: ("ALTER TABLE claims ADD COLUMN message TEXT",),
+}
+
+
+def install(db: sqlite3.Connection) -> None:
+    """Create the tables of a new database, or bring an older one up to this version."""
+    fresh = not db.execute("SELECT 1 FROM sqlite_master WHERE name = 'claims'").fetchone()
+    db.executescript(SCHEMA)
+    row = db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+    version = VERSION if fresh else int(row[0]) if row else 1
+    if version > VERSION:
+        raise RuntimeError(f"the database is from a newer voucherd (schema {version})")
+    for step in range(version + 1, VERSION + 1):
+        for sql in MIGRATIONS[step]:
+            db.execute(sql)
+    db.execute(
+        "INSERT OR REPLACE INTO meta (key, value) VALUES ('schema_version', ?)", (str(VERSION),)
+    )

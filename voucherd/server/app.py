@@ -18,16 +18,21 @@ import gc
 import logging
 import signal
 from collections.abc import AsyncIterator, Iterable
+from functools import partial
 
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
+from voucherd import clock, errors
+from voucherd.actors.campaign import Campaigns
 from voucherd.actors.directory import Directory
+from voucherd.campaigns import CampaignAction
 from voucherd.metrics import GaugeMetricFamily, Metric, Metrics
-from voucherd.persistence.journal import Journal, shrink_memory
+from voucherd.persistence.journal import Journal, Step, shrink_memory
 from voucherd.persistence.recovery import recover
-from voucherd.server import claims, lists, operations, uploads
+from voucherd.server import campaigns, claims, events, lists, operations, uploads
 from voucherd.server.keys import (
+    CAMPAIGNS,
     DIRECTORY,
     IN_FLIGHT,
     JOURNAL,
@@ -35,12 +40,14 @@ from voucherd.server.keys import (
     READINESS,
     SCOPES,
     SETTINGS,
+    STREAM,
     InFlight,
     Readiness,
 )
 from voucherd.server.middleware import front_door
 from voucherd.settings import Scope, Settings
 from voucherd.statuses import Action, Status
+from voucherd.stream import EventStream, purge_events, read_events
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +76,18 @@ ROUTES: list[tuple[str, str, Handler, Scope | None]] = [
     # The error file repeats rejected codes, which are the partner's secrets.
     ("GET", "/v1/lists/{list_id}/uploads/{upload_id}/errors", uploads.upload_errors, ADMIN),
     ("GET", "/v1/users/{user_id}/vouchers", claims.user_vouchers, ISSUE),
+    ("POST", "/v1/campaigns/{campaign_id}/rewards", campaigns.create_reward, ISSUE),
+    ("POST", "/v1/campaigns/{campaign_id}/rewards/batch", campaigns.create_rewards, ISSUE),
+    ("POST", "/v1/campaigns", campaigns.create_campaign, ADMIN),
+    ("GET", "/v1/campaigns", campaigns.find_campaigns, READ),
+    ("GET", "/v1/campaigns/{campaign_id}", campaigns.get_campaign, READ),
+    ("PATCH", "/v1/campaigns/{campaign_id}", campaigns.edit_campaign, ADMIN),
+    *(
+        ("POST", f"/v1/campaigns/{{campaign_id}}/{action}", campaigns.transition(action), ADMIN)
+        for action in CampaignAction
+    ),
+    ("POST", "/v1/templates/render", campaigns.render_template, ADMIN),
+    ("GET", "/v1/events", events.stream_events, READ),
 ]
 
 
@@ -139,16 +158,22 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
     journal = Journal(settings.database, settings.synchronous, settings.journal_queue_size, metrics)
     await journal.open()
     directory = Directory(settings, journal, metrics)
+    stream = EventStream(partial(journal.read, read_events))
+    journal.on_events = stream.publish
     app[JOURNAL] = journal
     app[DIRECTORY] = directory
+    app[CAMPAIGNS] = Campaigns(journal, directory)
+    app[STREAM] = stream
     metrics.watch(lambda: _list_gauges(directory))
     recovery = asyncio.create_task(_recover(app, journal, directory), name="recovery")
+    retention = asyncio.create_task(_keep_retention(app), name="event-retention")
     try:
         yield
     finally:
-        recovery.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await recovery
+        for task in (recovery, retention):
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
         app[READINESS].ready = False
         await directory.stop()
         await journal.close()
@@ -158,7 +183,11 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
 async def _recover(app: web.Application, journal: Journal, directory: Directory) -> None:
     readiness = app[READINESS]
     try:
-        directory.load(await journal.call(recover))
+        recovered = await journal.call(recover)
+        directory.load(recovered)
+        app[CAMPAIGNS].load(recovered.campaigns, recovered.max_campaign_id)
+        journal.last_seq = app[STREAM].last_seq = recovered.last_seq
+        app[STREAM].first_seq = recovered.first_seq
         # Recovery reads every block once; what it allocated on the way is returned here.
         await journal.call(shrink_memory)
         journal.start()
@@ -169,6 +198,20 @@ async def _recover(app: web.Application, journal: Journal, directory: Directory)
     readiness.ready = True
     readiness.recovered.set()
     log.info("ready")
+
+
+async def _keep_retention(app: web.Application) -> None:
+    """Delete events past retention, a few times per retention period and at least hourly."""
+    settings, journal, stream = app[SETTINGS], app[JOURNAL], app[STREAM]
+    await app[READINESS].recovered.wait()
+    period = min(settings.event_retention / 4, 3600.0)
+    while True:
+        try:
+            before = clock.now() - settings.event_retention
+            stream.first_seq = await journal.write(Step(partial(purge_events, before=before)))
+        except errors.VoucherdError as exc:
+            log.warning("could not delete old events: %s", exc.message)
+        await asyncio.sleep(period)
 
 
 def _list_gauges(directory: Directory) -> Iterable[Metric]:

@@ -73,7 +73,7 @@ async def create_claims(request: web.Request) -> web.Response:
     for user in users:
         string(user, "each user id", max_length=MAX_USER_ID)
     outcome: BatchOutcome = await actor.ask(TakeCodes(users))
-    claims = outcome.claims + await _read_claims(request.app[JOURNAL].reader, outcome.repeat_ids)
+    claims = outcome.claims + await read_claims(request.app[JOURNAL].reader, outcome.repeat_ids)
     expires_at = actor.info.expires_at
     metrics = request.app[METRICS]
     metrics.claims_created.inc(len(outcome.claims))
@@ -91,14 +91,14 @@ async def create_claims(request: web.Request) -> web.Response:
 
 
 async def _read_claim(reader: aiosqlite.Connection, claim_id: int) -> Claim:
-    found = await _read_claims(reader, [claim_id])
+    found = await read_claims(reader, [claim_id])
     if not found:
         # The actor knows the claim, so it is committed; the reader must see it.
         raise errors.StorageUnavailable(f"claim {claim_id} could not be read back; retry")
     return found[0]
 
 
-async def _read_claims(reader: aiosqlite.Connection, ids: list[int]) -> list[Claim]:
+async def read_claims(reader: aiosqlite.Connection, ids: list[int]) -> list[Claim]:
     claims: list[Claim] = []
     for start in range(0, len(ids), 500):
         part = ids[start : start + 500]
@@ -113,7 +113,7 @@ async def user_vouchers(request: web.Request) -> web.Response:
     directory = request.app[DIRECTORY]
     ids = sorted(claim_id for actor in directory for claim_id in actor.claim_ids_of(user_id))
     vouchers = []
-    for claim in sorted(await _read_claims(request.app[JOURNAL].reader, ids)):
+    for claim in sorted(await read_claims(request.app[JOURNAL].reader, ids)):
         info = directory.actor(claim.list_id).info
         vouchers.append(
             {

@@ -8,10 +8,12 @@ from dataclasses import dataclass, field
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
+from voucherd.actors.campaign import Campaigns
 from voucherd.actors.directory import Directory
 from voucherd.metrics import Metrics
 from voucherd.persistence.journal import Journal
 from voucherd.settings import ApiKey, Scope, Settings
+from voucherd.stream import EventStream
 
 
 @dataclass(slots=True)
@@ -47,6 +49,8 @@ SETTINGS = web.AppKey("settings", Settings)
 METRICS = web.AppKey("metrics", Metrics)
 JOURNAL = web.AppKey("journal", Journal)
 DIRECTORY = web.AppKey("directory", Directory)
+CAMPAIGNS = web.AppKey("campaigns", Campaigns)
+STREAM = web.AppKey("stream", EventStream)
 READINESS = web.AppKey("readiness", Readiness)
 IN_FLIGHT = web.AppKey("in_flight", InFlight)
 # The scope each route needs, keyed by its handler; None: no key needed.

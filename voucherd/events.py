@@ -1,0 +1,154 @@
+"""Events: what happened, in the order it was made durable. No I/O.
+
+Each event is written in the same journal transaction as the change it reports, and numbered by
+the journal's writer as it writes: `seq` grows by one per event with no gaps, because a
+transaction that fails hands its numbers back.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import msgpack
+import orjson
+
+from voucherd import clock
+from voucherd.lists import ListInfo
+
+VOUCHER_REWARDED = "voucher.rewarded"
+LIST_STATUS_CHANGED = "list.status_changed"
+UPLOAD_COMPLETED = "upload.completed"
+UPLOAD_FAILED = "upload.failed"
+CAMPAIGN_STATUS_CHANGED = "campaign.status_changed"
+LIST_LOW_STOCK = "list.low_stock"
+LIST_EXHAUSTED = "list.exhausted"
+LIST_EXPIRING = "list.expiring"
+
+TYPES = frozenset(
+    {
+        VOUCHER_REWARDED,
+        LIST_STATUS_CHANGED,
+        UPLOAD_COMPLETED,
+        UPLOAD_FAILED,
+        CAMPAIGN_STATUS_CHANGED,
+        LIST_LOW_STOCK,
+        LIST_EXHAUSTED,
+        LIST_EXPIRING,
+    }
+)
+
+# The reference product's name for the reward event; other events are named by their type.
+REWARDED_NAME = "CT Partner Voucher Rewarded"
+
+
+class Event:
+    """One event. `data` is kept as JSON text, encoded once: the journal stores it and every
+    JSON subscriber receives it without encoding it again."""
+
+    __slots__ = ("_json", "_msgpack", "data", "seq", "time", "type")
+
+    def __init__(self, type: str, data: bytes, time: float, seq: int = 0) -> None:
+        self.type = type
+        self.data = data
+        self.time = time
+        self.seq = seq
+        self._json: bytes | None = None
+        self._msgpack: bytes | None = None
+
+    @classmethod
+    def of(cls, type: str, data: dict[str, Any], time: float | None = None) -> Event:
+        return cls(type, orjson.dumps(data), clock.now() if time is None else time)
+
+    @property
+    def name(self) -> str:
+        return REWARDED_NAME if self.type == VOUCHER_REWARDED else self.type
+
+    def row(self) -> tuple[Any, ...]:
+        """The journal's row; the data goes into the JSON array as it is, not re-encoded."""
+        return (self.seq, self.type, self.time, orjson.Fragment(self.data))
+
+    def view(self) -> dict[str, Any]:
+        return {
+            "seq": self.seq,
+            "type": self.type,
+            "name": self.name,
+            "time": clock.format_time(self.time),
+            "data": orjson.Fragment(self.data),
+        }
+
+    def json(self) -> bytes:
+        """The event as one JSON frame; encoded once, however many subscribers get it."""
+        if self._json is None:
+            self._json = orjson.dumps(self.view())
+        return self._json
+
+    def msgpack(self) -> bytes:
+        if self._msgpack is None:
+            view = self.view()
+            view["data"] = orjson.loads(self.data)
+            self._msgpack = msgpack.packb(view)
+        return self._msgpack
+
+
+Render = Callable[[dict[str, Any]], str]
+
+
+def rewarded(
+    info: ListInfo,
+    code: str,
+    user_id: str,
+    now: float,
+    source: str = "API",
+    campaign_id: int | None = None,
+    render: Render | None = None,
+) -> tuple[Event, str | None]:
+    """The reward event for a code handed out, and its message, rendered from the event's own
+    properties (None without a template). `render` must not raise."""
+    data: dict[str, Any] = {
+        "CT Source": "Promo Module",
+        "campaignId": campaign_id,
+        "eventTimestamp": int(now),
+        "listDescription": info.description,
+        "listExpiry": clock.format_time(info.expires_at),
+        "listTag": info.tag,
+        "partner": info.partner,
+        "source": source,
+        "voucherCode": code,
+        "voucherListId": info.id,
+        "userId": user_id,
+        "message": None,
+    }
+    message = data["message"] = None if render is None else render(data)
+    return Event.of(VOUCHER_REWARDED, data, now), message
+
+
+def status_changed(subject: str, subject_id: int, previous: str, status: str) -> dict[str, Any]:
+    """The data of a list's or a campaign's status change."""
+    return {f"{subject}_id": subject_id, "previous_status": previous, "status": status}
+
+
+def upload_finished(
+    list_id: int, upload_id: int, filename: str | None, accepted: int, rejected: int, now: float
+) -> Event:
+    return Event.of(
+        UPLOAD_COMPLETED,
+        {
+            "list_id": list_id,
+            "upload_id": upload_id,
+            "filename": filename,
+            "accepted": accepted,
+            "rejected": rejected,
+        },
+        now,
+    )
+
+
+def upload_failed(
+    list_id: int, upload_id: int, filename: str | None, error_code: str, now: float
+) -> Event:
+    return Event.of(
+        UPLOAD_FAILED,
+        {"list_id": list_id, "upload_id": upload_id, "filename": filename, "error": error_code},
+        now,
+    )

@@ -1,0 +1,149 @@
+"""The event stream: committed events, handed to subscribers through bounded buffers.
+
+The journal's writer publishes each group's events once they are committed; publishing only
+appends to each subscriber's buffer, so a slow subscriber costs claims nothing. A subscriber
+that asks for older events reads them from the database, page by page, then joins the live
+buffer where the pages end:
+
+    catching up (cursor < base): read events (cursor, base] from the journal, a page at a time;
+                                 live events after `base` gather in the buffer meanwhile (if
+                                 too many, they are dropped and `base` moves on: the pages
+                                 will bring them)
+    live (cursor >= base):       send what the buffer holds; more than `limit` waiting means
+                                 the subscriber cannot keep up, and it is told where to resume
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from collections import deque
+from collections.abc import Awaitable, Callable, Collection, Iterable
+
+from voucherd.events import Event
+
+PAGE = 1000
+
+# (after, up to, types, limit) -> events with after < seq <= up to, in order.
+Reader = Callable[[int, int, Collection[str] | None, int], Awaitable[list[Event]]]
+
+
+class Lagging(Exception):
+    """More events wait for a subscriber than its buffer holds."""
+
+
+class Expired(Exception):
+    """The subscriber asked for events that retention has already removed."""
+
+
+class Subscription:
+    def __init__(
+        self, stream: EventStream, since: int, types: frozenset[str] | None, limit: int
+    ) -> None:
+        self.stream = stream
+        self.types = types
+        self.limit = limit
+        # The last event handed out; every matching event after `base` is in the buffer.
+        self.cursor = since
+        self.base = stream.last_seq
+        self.buffer: deque[Event] = deque()
+        self.lagging = False
+        self._wake = asyncio.Event()
+
+    def offer(self, events: list[Event]) -> None:
+        if self.lagging:
+            return
+        types = self.types
+        added = events if types is None else [event for event in events if event.type in types]
+        if not added:
+            return
+        self.buffer.extend(added)
+        if len(self.buffer) > self.limit:
+            if self.cursor >= self.base:
+                self.lagging = True
+            else:
+                # Still catching up: these will come from the journal instead.
+                self.buffer.clear()
+                self.base = events[-1].seq
+        self._wake.set()
+
+    async def next(self) -> list[Event]:
+        """The next events to deliver, in order; waits while there are none."""
+        while True:
+            if self.lagging:
+                raise Lagging
+            if self.cursor < self.base:
+                if self.cursor < self.stream.first_seq - 1:
+                    raise Expired
+                upto = self.base
+                page = await self.stream.read(self.cursor, upto, self.types, PAGE)
+                self.cursor = page[-1].seq if len(page) == PAGE else upto
+                buffer = self.buffer
+                while buffer and buffer[0].seq <= self.cursor:
+                    buffer.popleft()
+                if page:
+                    return page
+                continue
+            if self.buffer:
+                batch = list(self.buffer)
+                self.buffer.clear()
+                self.cursor = batch[-1].seq
+                return batch
+            self._wake.clear()
+            await self._wake.wait()
+
+
+class EventStream:
+    def __init__(self, read: Reader) -> None:
+        self.read = read
+        self.last_seq = 0
+        # The oldest event retention has kept; `since` below first_seq - 1 has lost events.
+        self.first_seq = 1
+        self._subscribers: set[Subscription] = set()
+
+    @property
+    def subscribers(self) -> int:
+        return len(self._subscribers)
+
+    def subscribe(
+        self, since: int | None, types: frozenset[str] | None, limit: int
+    ) -> Subscription:
+        start = self.last_seq if since is None else since
+        subscription = Subscription(self, start, types, limit)
+        self._subscribers.add(subscription)
+        return subscription
+
+    def unsubscribe(self, subscription: Subscription) -> None:
+        self._subscribers.discard(subscription)
+
+    def publish(self, events: list[Event]) -> None:
+        """Called by the journal's writer with each group's events, once committed."""
+        self.last_seq = events[-1].seq
+        for subscription in self._subscribers:
+            subscription.offer(events)
+
+
+def read_events(
+    db: sqlite3.Connection, after: int, upto: int, types: Iterable[str] | None, limit: int
+) -> list[Event]:
+    sql = "SELECT seq, type, time, data FROM events WHERE seq > ? AND seq <= ?"
+    args: list[object] = [after, upto]
+    if types is not None:
+        wanted = sorted(types)
+        sql += f" AND type IN ({', '.join('?' * len(wanted))})"
+        args.extend(wanted)
+    sql += " ORDER BY seq LIMIT ?"
+    args.append(limit)
+    return [
+        Event(type, data.encode(), time, seq) for seq, type, time, data in db.execute(sql, args)
+    ]
+
+
+def purge_events(db: sqlite3.Connection, before: float) -> int:
+    """Delete events older than `before`, always keeping the newest, so numbering goes on
+    from it after a restart; returns the oldest seq kept."""
+    db.execute(
+        "DELETE FROM events WHERE time < ? AND seq < (SELECT MAX(seq) FROM events)", (before,)
+    )
+    (first,) = db.execute("SELECT MIN(seq) FROM events").fetchone()
+    return int(first) if first is not None else 1
