@@ -1,4 +1,5 @@
-"""The `voucherd` command: serve, upload a CSV to a running server, create API keys."""
+"""The `voucherd` command: serve, upload a CSV to a running server, follow the event stream,
+create API keys."""
 
 from __future__ import annotations
 
@@ -45,6 +46,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--key", default=os.environ.get("VOUCHERD_KEY"), help="an admin API key (env VOUCHERD_KEY)"
     )
 
+    follow = commands.add_parser(
+        "events", help="print a running server's events as JSON lines, resuming after drops"
+    )
+    follow.add_argument("--since", type=int, help="start after this seq (default: new events)")
+    follow.add_argument("--types", help="comma-separated event types, e.g. voucher.rewarded")
+    follow.add_argument("--count", type=int, help="stop after this many events")
+    follow.add_argument(
+        "--url", default=os.environ.get("VOUCHERD_URL", "http://127.0.0.1:8080"),
+        help="the server (env VOUCHERD_URL)",
+    )  # fmt: skip
+    follow.add_argument(
+        "--key", default=os.environ.get("VOUCHERD_KEY"), help="a read API key (env VOUCHERD_KEY)"
+    )
+
     keys = commands.add_parser("keys", help="manage API keys")
     key_commands = keys.add_subparsers(dest="keys_command", required=True)
     create = key_commands.add_parser("create", help="print a new key and its config lines")
@@ -63,6 +78,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"voucherd: {exc}", file=sys.stderr)
             return 2
         return asyncio.run(upload_command(args.list_id, args.file, size, args.url, args.key))
+    if args.command == "events":
+        try:
+            return asyncio.run(
+                events_command(args.url, args.key, args.since, args.types, args.count)
+            )
+        except KeyboardInterrupt:
+            return 0
     return keys_command(args.name, args.scope)
 
 
@@ -153,6 +175,45 @@ async def upload_command(list_id: int, path: Path, size: int, url: str, key: str
         return 1
     print(_summary(reply, f"{endpoint}/{reply['id']}/errors"))
     return 0 if reply["status"] == "completed" else 1
+
+
+# Close codes after which following again cannot help.
+_FINAL_CLOSES = {4010: "the events asked for are past retention"}
+
+
+async def events_command(
+    url: str, key: str | None, since: int | None, types: str | None, count: int | None
+) -> int:
+    """Follow the stream: print each event as one JSON line; after a drop (the server
+    restarting, or closing a subscriber that fell behind), resume after the last one printed."""
+    headers = {"Authorization": f"Bearer {key}"} if key else {}
+    endpoint = f"{url.rstrip('/')}/v1/events"
+    printed = 0
+    async with aiohttp.ClientSession(headers=headers) as session:
+        while count is None or printed < count:
+            params = {"types": types} if types else {}
+            if since is not None:
+                params["since"] = str(since)
+            try:
+                async with session.ws_connect(endpoint, params=params) as ws:
+                    async for message in ws:
+                        if message.type is not aiohttp.WSMsgType.TEXT:
+                            continue
+                        print(message.data, flush=True)
+                        since = json.loads(message.data)["seq"]
+                        printed += 1
+                        if count is not None and printed >= count:
+                            return 0
+                    if ws.close_code in _FINAL_CLOSES:
+                        print(f"voucherd: {_FINAL_CLOSES[ws.close_code]}", file=sys.stderr)
+                        return 1
+            except aiohttp.WSServerHandshakeError as exc:
+                print(f"voucherd: {exc.status} {exc.message}", file=sys.stderr)
+                return 1
+            except aiohttp.ClientError as exc:
+                print(f"voucherd: {exc}; reconnecting", file=sys.stderr)
+            await asyncio.sleep(1)
+    return 0
 
 
 def _summary(upload: dict[str, object], errors_url: str) -> str:

@@ -99,12 +99,13 @@ class Settings:
             "upload_chunk_codes",
             "mailbox_size",
             "journal_queue_size",
-            "event_retention",
             "event_buffer",
-            "websocket_heartbeat",
         ):
             if getattr(self, name) < (0 if name == "port" else 1):
                 raise ValueError(f"{name} must be positive")
+        for name in ("shutdown_timeout", "event_retention", "websocket_heartbeat"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name} must be a positive number of seconds")
 
 
 _FIELDS = {f.name: f for f in dataclasses.fields(Settings) if f.name != "keys"}
