@@ -55,7 +55,7 @@ async def test_the_command_prints_events_as_json_lines_and_resumes_across_a_rest
     # An upload and three claims before the server is killed, as many after: eight events.
     follower = await follow(server_process, "--since", "0", "--count", "8")
     assert follower.stdout is not None
-    lines = [await asyncio.wait_for(follower.stdout.readline(), 30) for _ in range(4)]
+    lines = [(await asyncio.wait_for(follower.stdout.readline(), 30)).decode() for _ in range(4)]
     server_process.kill()
     server_process.start()
     await server_process.wait_ready()

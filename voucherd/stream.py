@@ -46,8 +46,13 @@ class Subscription:
         # The last event handed out; every matching event after `base` is in the buffer.
         self.cursor = since
         self.base = stream.last_seq
+        # The last event the subscriber was sent: where it resumes.
+        self.sent = since
         self.buffer: deque[Event] = deque()
         self.lagging = False
+        # Called once when the subscriber falls behind: its sender may be stuck waiting for
+        # the socket to drain, so it has to be stopped from outside.
+        self.on_lagging: Callable[[], None] | None = None
         self._wake = asyncio.Event()
 
     def offer(self, events: list[Event]) -> None:
@@ -61,6 +66,9 @@ class Subscription:
         if len(self.buffer) > self.limit:
             if self.cursor >= self.base:
                 self.lagging = True
+                self.buffer.clear()
+                if self.on_lagging is not None:
+                    self.on_lagging()
             else:
                 # Still catching up: these will come from the journal instead.
                 self.buffer.clear()
@@ -139,11 +147,14 @@ def read_events(
     ]
 
 
-def purge_events(db: sqlite3.Connection, before: float) -> int:
-    """Delete events older than `before`, always keeping the newest, so numbering goes on
-    from it after a restart; returns the oldest seq kept."""
-    db.execute(
-        "DELETE FROM events WHERE time < ? AND seq < (SELECT MAX(seq) FROM events)", (before,)
-    )
+def purge_events(db: sqlite3.Connection, before: float, limit: int = 20_000) -> tuple[int, int]:
+    """Delete up to `limit` of the oldest events written before `before`, always keeping the
+    newest, so numbering goes on from it after a restart. Returns (deleted, oldest seq kept).
+    Bounded, so a week of events is deleted in short transactions claims can pass between."""
+    deleted = db.execute(
+        "DELETE FROM events WHERE seq IN (SELECT seq FROM events ORDER BY seq LIMIT ?)"
+        " AND time < ? AND seq < (SELECT MAX(seq) FROM events)",
+        (limit, before),
+    ).rowcount
     (first,) = db.execute("SELECT MIN(seq) FROM events").fetchone()
-    return int(first) if first is not None else 1
+    return deleted, int(first) if first is not None else 1

@@ -52,6 +52,8 @@ from voucherd.stream import EventStream, purge_events, read_events
 log = logging.getLogger(__name__)
 
 ADMIN, ISSUE, READ = Scope.ADMIN, Scope.ISSUE, Scope.READ
+# Old events are deleted this many at a time, each batch its own short transaction.
+PURGE_BATCH = 20_000
 
 # (method, path, handler, scope); a scope of None means no key is needed. Claims come first:
 # aiohttp tries routes in order, and they are the busiest by far.
@@ -205,10 +207,13 @@ async def _keep_retention(app: web.Application) -> None:
     settings, journal, stream = app[SETTINGS], app[JOURNAL], app[STREAM]
     await app[READINESS].recovered.wait()
     period = min(settings.event_retention / 4, 3600.0)
+    purge = partial(purge_events, limit=PURGE_BATCH)
     while True:
+        before = clock.now() - settings.event_retention
         try:
-            before = clock.now() - settings.event_retention
-            stream.first_seq = await journal.write(Step(partial(purge_events, before=before)))
+            deleted = PURGE_BATCH
+            while deleted == PURGE_BATCH:
+                deleted, stream.first_seq = await journal.write(Step(partial(purge, before=before)))
         except errors.VoucherdError as exc:
             log.warning("could not delete old events: %s", exc.message)
         await asyncio.sleep(period)

@@ -61,38 +61,51 @@ async def stream_events(request: web.Request) -> web.StreamResponse:
     await ws.prepare(request)
     subscription = stream.subscribe(since, types, settings.event_buffer)
     pump = asyncio.create_task(_pump(ws, subscription, binary=fmt == "msgpack"))
+    closing: list[asyncio.Task[None]] = []
+
+    def lagging() -> None:
+        # The pump may be waiting for a socket that never drains: stop it, then close.
+        pump.cancel()
+        message = f"too far behind; resume with since={subscription.sent}"
+        closing.append(asyncio.create_task(_close(ws, CLOSE_LAGGING, message)))
+
+    subscription.on_lagging = lagging
     try:
         # Reading is what answers pings and notices the client closing; the pump sends.
         async for _ in ws:
             pass
     finally:
+        stream.unsubscribe(subscription)
         pump.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await pump
-        stream.unsubscribe(subscription)
+        for task in closing:
+            await task
     return ws
 
 
 async def _pump(ws: web.WebSocketResponse, subscription: Subscription, *, binary: bool) -> None:
-    sent = subscription.cursor
     opcode = WSMsgType.BINARY if binary else WSMsgType.TEXT
     try:
         while not ws.closed:
             for event in await subscription.next():
                 await ws.send_frame(event.msgpack() if binary else event.json(), opcode)
-                sent = event.seq
-    except Lagging:
-        await ws.close(
-            code=CLOSE_LAGGING, message=f"too far behind; resume with since={sent}".encode()
-        )
+                subscription.sent = event.seq
     except Expired:
         first = subscription.stream.first_seq
-        await ws.close(
-            code=CLOSE_EXPIRED,
-            message=f"since={sent} is past retention; the oldest event kept is {first}".encode(),
+        await _close(
+            ws,
+            CLOSE_EXPIRED,
+            f"since={subscription.sent} is past retention; the oldest event kept is {first}",
         )
-    except ConnectionResetError:
+    except (Lagging, ConnectionResetError):
+        # Lagging: the subscription's callback is closing the connection already.
         pass
+
+
+async def _close(ws: web.WebSocketResponse, code: int, reason: str) -> None:
+    with contextlib.suppress(ConnectionResetError):
+        await ws.close(code=code, message=reason.encode())
 
 
 async def _page(

@@ -57,6 +57,37 @@ UPLOAD_CONFLICTS = ["list_expired", "list_archived"]
 WITHDRAW_CONFLICTS = ["conflict", "list_archived"]
 CLAIM_CONFLICTS = ["list_paused", "list_expired", "list_archived", "list_exhausted"]
 
+CAMPAIGN_NAME_MAX = 200
+CAMPAIGN_LISTS_MAX = 50
+CONDITIONS_MAX = 50
+EVENT_NAME_MAX = 200
+TEMPLATE_MAX = 10_000
+EVENT_PROPERTIES_MAX_BYTES = 16 * 1024
+EVENTS_PAGE_MAX = 10_000
+EVENTS_PAGE_DEFAULT = 100
+# `since` and `limit` are read as at most 18 digits.
+SEQ_MAX = 10**18 - 1
+CAMPAIGN_STATUSES = ["scheduled", "running", "paused", "ended"]
+REWARD_REASONS = [
+    "not_qualified",
+    "user_limit_reached",
+    "campaign_limit_reached",
+    "out_of_codes",
+    "campaign_not_running",
+]
+OPERATORS = ["eq", "ne", "gt", "gte", "lt", "lte", "in", "contains", "exists"]
+EVENT_TYPES = [
+    "voucher.rewarded",
+    "list.status_changed",
+    "upload.completed",
+    "upload.failed",
+    "campaign.status_changed",
+    "list.low_stock",
+    "list.exhausted",
+    "list.expiring",
+]
+TEMPLATE_ERRORS = ["invalid_request", "invalid_template"]
+
 
 # --- schema helpers ---------------------------------------------------------------------------
 
@@ -112,6 +143,11 @@ def optional(schema: Json) -> Json:
     return nullable(schema) | {"description": f"{described} `null` is the same as absent.".strip()}
 
 
+def nullable_ref(name: str, description: str) -> Json:
+    """A component schema with `null` allowed too."""
+    return {"anyOf": [ref(name), {"type": "null"}], "description": description}
+
+
 def enum(values: Sequence[str], description: str | None = None) -> Json:
     schema: Json = {"type": "string", "enum": list(values)}
     if description:
@@ -135,6 +171,11 @@ def closed(properties: Json, **extra: Any) -> Json:
 def request(properties: Json, required: Iterable[str] = (), **extra: Any) -> Json:
     """A request body: unknown fields are ignored, so they are allowed."""
     return obj(properties, required, additionalProperties=True, **extra)
+
+
+def strict_request(properties: Json, required: Iterable[str] = (), **extra: Any) -> Json:
+    """A request body whose unknown fields the server refuses with 400."""
+    return obj(properties, required, additionalProperties=False, **extra)
 
 
 def array_of(items: Json, **extra: Any) -> Json:
@@ -210,7 +251,7 @@ SHARED_RESPONSES: Json = {
     ),
     "Forbidden": error_response("The key lacks the scope this operation needs.", ["forbidden"]),
     "NotFound": error_response(
-        "No such list or upload (an id that is not a positive integer names none).",
+        "No such list, upload or campaign (an id that is not a positive integer names none).",
         ["not_found"],
     ),
     "PayloadTooLarge": error_response(
@@ -253,6 +294,7 @@ def json_body(schema_name: str, example: Json) -> Json:
 
 LIST_ID = path_param("list_id", identifier("list"))
 UPLOAD_ID = path_param("upload_id", identifier("upload"))
+CAMPAIGN_ID = path_param("campaign_id", identifier("campaign"))
 USER_ID = path_param("user_id", identity_text(1, USER_ID_MAX, "The end user's id."))
 
 
@@ -337,6 +379,56 @@ PATCHABLE: Json = {
     "expires_at": EXPIRES_AT,
     "low_stock_threshold": LOW_STOCK_THRESHOLD,
 }
+STARTS_AT = timestamp(
+    "Before it the campaign reads `scheduled`; `null` starts it at once", minLength=20, maxLength=40
+)
+ENDS_AT = timestamp(
+    "From it the campaign reads `ended`; later than `starts_at`; `null` for no end",
+    minLength=20,
+    maxLength=40,
+)
+# A campaign's fields, as created and as edited: `null` clears the nullable ones.
+CAMPAIGN_FIELDS: Json = {
+    "name": identity_text(1, CAMPAIGN_NAME_MAX, "The campaign's name."),
+    "lists": array_of(
+        integer(1, format="int64"),
+        minItems=1,
+        maxItems=CAMPAIGN_LISTS_MAX,
+        uniqueItems=True,
+        description="The lists codes come from, in fallback order: a list that is exhausted, "
+        "paused, expired or archived passes the reward on to the next. A newly mapped list "
+        "must be active.",
+    ),
+    "max_codes_per_user": integer(
+        1,
+        JSON_INT_MAX,
+        description="Rewards one user may get, over distinct idempotency keys.",
+        default=1,
+    ),
+    "max_codes_per_campaign": nullable(
+        integer(1, JSON_INT_MAX, description="Rewards the campaign gives in all; `null` for no cap.")
+    ),
+    "starts_at": nullable(STARTS_AT),
+    "ends_at": nullable(ENDS_AT),
+    "qualification": nullable_ref(
+        "Qualification", "Who qualifies; `null` qualifies everyone asked for."
+    ),
+    "message_template": nullable(
+        string(
+            0,
+            TEMPLATE_MAX,
+            description="A Liquid template of the message to the user; it sees `Event` (the "
+            "reward event's `data`), `Profile.user_id` and `Trigger` (`name`, `properties`). "
+            "`null` for no message.",
+        )
+    ),
+}
+CAMPAIGN_STATUS = enum(
+    CAMPAIGN_STATUSES,
+    "`scheduled` before `starts_at`, `ended` by `end` or from `ends_at`.",
+)
+REWARD_REASON = enum(REWARD_REASONS, "Why no code was given.")
+REWARD_USER_ID = identity_text(1, USER_ID_MAX, "The end user's id.")
 
 SCHEMAS: Json = {
     "Error": obj(
@@ -502,6 +594,285 @@ SCHEMAS: Json = {
         }
     ),
     "UserVoucherPage": closed({"vouchers": array_of(ref("UserVoucher"))}),
+    "Condition": obj(
+        {
+            "property": string(1, EVENT_NAME_MAX, description="An event property's name."),
+            "op": enum(OPERATORS),
+            "value": {
+                "description": "What the property is compared with: any JSON value for `eq`, "
+                "`ne` and `contains`, a list for `in`, a number or a string for `gt`, `gte`, "
+                "`lt` and `lte`, and for `exists` `true` (the default) or `false` (absent)."
+            },
+        },
+        required=["property", "op"],
+        anyOf=[
+            {"properties": {"op": {"const": "exists"}, "value": {"type": ["boolean", "null"]}}},
+            {"properties": {"op": {"enum": ["eq", "ne", "contains"]}}, "required": ["value"]},
+            {"properties": {"op": {"const": "in"}, "value": {"type": "array"}}, "required": ["value"]},
+            {
+                "properties": {
+                    "op": {"enum": ["gt", "gte", "lt", "lte"]},
+                    "value": {"type": ["number", "string"]},
+                },
+                "required": ["value"],
+            },
+        ],
+        additionalProperties=True,
+        description="A condition on one property of the triggering event.",
+    ),
+    "Qualification": obj(
+        {
+            "event": string(1, EVENT_NAME_MAX, description="The event's name."),
+            "where": array_of(
+                ref("Condition"),
+                maxItems=CONDITIONS_MAX,
+                default=[],
+                description="Conditions the event's properties must all meet.",
+            ),
+        },
+        required=["event"],
+        additionalProperties=True,
+        description="A reward request qualifies when its `event` has this name and meets every "
+        "condition.",
+    ),
+    "CampaignCreate": strict_request(CAMPAIGN_FIELDS, required=["name", "lists"]),
+    "CampaignPatch": strict_request(CAMPAIGN_FIELDS, minProperties=1),
+    "Campaign": closed(
+        {
+            "id": identifier("campaign"),
+            "name": string(1, CAMPAIGN_NAME_MAX),
+            "lists": array_of(integer(1, format="int64"), description="In fallback order."),
+            "max_codes_per_user": integer(1, JSON_INT_MAX),
+            "max_codes_per_campaign": nullable(integer(1, JSON_INT_MAX)),
+            "starts_at": nullable(timestamp("When the campaign starts")),
+            "ends_at": nullable(timestamp("When the campaign ends")),
+            "qualification": nullable_ref("Qualification", "`null` qualifies everyone."),
+            "message_template": nullable(string(0, TEMPLATE_MAX)),
+            "status": CAMPAIGN_STATUS,
+            "rewards": closed({"issued": integer(0, description="Rewards given so far.")}),
+            "created_at": timestamp("When the campaign was created"),
+            "updated_at": timestamp("When the campaign last changed"),
+        }
+    ),
+    "CampaignPage": closed({"campaigns": array_of(ref("Campaign"))}),
+    "TriggerEvent": request(
+        {
+            "name": identity_text(1, EVENT_NAME_MAX, "The event's name."),
+            "properties": {
+                "type": "object",
+                "additionalProperties": True,
+                "default": {},
+                "description": f"The event's properties; at most {EVENT_PROPERTIES_MAX_BYTES} "
+                "bytes once serialized (as JSON).",
+            },
+        },
+        required=["name"],
+        description="The event that triggered the request; templates see it as `Trigger`.",
+    ),
+    "RewardRequest": request(
+        {
+            "user_id": REWARD_USER_ID,
+            "idempotency_key": optional(
+                identity_text(
+                    0,
+                    IDEMPOTENCY_KEY_MAX,
+                    "Tells apart rewards of one user in one campaign; absent means empty.",
+                )
+            ),
+            "event": nullable_ref(
+                "TriggerEvent",
+                "Checked against the campaign's qualification. `null` is the same as absent.",
+            ),
+        },
+        required=["user_id"],
+    ),
+    "Reward": closed(
+        {
+            "id": integer(1, format="int64", description="The reward's id: its claim's id."),
+            "code": CODE,
+            "list_id": identifier("list"),
+            "campaign_id": identifier("campaign"),
+            "user_id": string(1, USER_ID_MAX),
+            "message": nullable(
+                string(
+                    description="The message template rendered for this reward: `null` without "
+                    "a template, empty when it failed to render."
+                )
+            ),
+            "rewarded_at": timestamp("When the code was handed out"),
+            "expires_at": timestamp("When the code's list expires"),
+        }
+    ),
+    "Rewarded": closed(
+        {"rewarded": {"type": "boolean", "const": True}, "reward": ref("Reward")},
+    ),
+    "NotRewarded": closed(
+        {"rewarded": {"type": "boolean", "const": False}, "reason": REWARD_REASON},
+        description="No code was given; the refusal is not remembered.",
+    ),
+    "RewardOutcome": {"oneOf": [ref("Rewarded"), ref("NotRewarded")]},
+    "BatchRewardRequest": request(
+        {
+            "user_ids": array_of(
+                REWARD_USER_ID,
+                minItems=1,
+                maxItems=BATCH_MAX,
+                description="A user id repeated within the batch gets one result.",
+            )
+        },
+        required=["user_ids"],
+    ),
+    "BatchRewardResponse": closed(
+        {
+            "results": array_of(
+                {
+                    "oneOf": [
+                        closed(
+                            {
+                                "user_id": string(1, USER_ID_MAX),
+                                "rewarded": {"type": "boolean", "const": True},
+                                "reward": ref("Reward"),
+                            },
+                            description="Rewarded, now or before.",
+                        ),
+                        closed(
+                            {
+                                "user_id": string(1, USER_ID_MAX),
+                                "rewarded": {"type": "boolean", "const": False},
+                                "reason": REWARD_REASON,
+                            },
+                            description="Not rewarded.",
+                        ),
+                        closed(
+                            {
+                                "user_id": string(1, USER_ID_MAX),
+                                "rewarded": {"type": "boolean", "const": False},
+                                "error": closed(ERROR_FIELDS),
+                            },
+                            description="Failed, e.g. `conflict` while a reward for the user "
+                            "is in progress, or `overloaded`; retry it.",
+                        ),
+                    ]
+                },
+                description="One per user: rewards first, then refusals, then failures.",
+            )
+        }
+    ),
+    "TemplateRender": request(
+        {
+            "template": string(0, TEMPLATE_MAX, description="The Liquid template."),
+            "event": {
+                "type": "object",
+                "additionalProperties": True,
+                "default": {},
+                "description": "What the template sees as `Event`: a reward event's `data`.",
+            },
+            "profile": optional(
+                {
+                    "type": "object",
+                    "additionalProperties": True,
+                    "description": "What the template sees as `Profile`; absent, "
+                    "`{\"user_id\": Event.userId}`.",
+                }
+            ),
+            "trigger": nullable_ref(
+                "TriggerEvent", "What the template sees as `Trigger`. `null` is the same as absent."
+            ),
+        },
+        required=["template"],
+    ),
+    "RenderedMessage": closed({"message": string(description="The rendered message.")}),
+    "Event": closed(
+        {
+            "seq": integer(1, format="int64", description="Grows by one per event, with no gaps."),
+            "type": enum(EVENT_TYPES),
+            "name": string(
+                1,
+                description="`CT Partner Voucher Rewarded` for `voucher.rewarded`; the type "
+                "otherwise.",
+            ),
+            "time": timestamp("When it happened"),
+            "data": {"type": "object", "description": "What happened; its fields depend on `type`."},
+        },
+        allOf=[
+            {
+                "if": {"properties": {"type": {"const": event_type}}},
+                "then": {"properties": {"data": ref(data)}},
+            }
+            for event_type, data in [
+                ("voucher.rewarded", "RewardEventData"),
+                ("list.status_changed", "ListStatusChangedData"),
+                ("campaign.status_changed", "CampaignStatusChangedData"),
+                ("upload.completed", "UploadCompletedData"),
+                ("upload.failed", "UploadFailedData"),
+            ]
+        ],
+    ),
+    "EventPage": closed(
+        {
+            "events": array_of(ref("Event"), description="Oldest first."),
+            "last_seq": integer(
+                0,
+                format="int64",
+                description="The seq of the last event returned; `since` (0 when absent) when "
+                "none.",
+            ),
+        }
+    ),
+    "RewardEventData": closed(
+        {
+            "CT Source": {"type": "string", "const": "Promo Module"},
+            "campaignId": nullable(integer(1, description="`null` for a direct claim.")),
+            "eventTimestamp": integer(0, description="Unix time, in seconds."),
+            "listDescription": string(0, 2000),
+            "listExpiry": timestamp("When the list expires"),
+            "listTag": string(1, 100),
+            "partner": string(1, 100),
+            "source": enum(["API", "Campaign"], "`API` for a direct claim."),
+            "voucherCode": CODE,
+            "voucherListId": identifier("list"),
+            "userId": string(1, USER_ID_MAX),
+            "message": nullable(
+                string(description="The campaign's rendered message; `null` without one.")
+            ),
+        },
+        description="The data of `voucher.rewarded`: one per code handed out.",
+    ),
+    "ListStatusChangedData": closed(
+        {
+            "list_id": identifier("list"),
+            "previous_status": enum(LIST_STATUSES),
+            "status": enum(LIST_STATUSES),
+        }
+    ),
+    "CampaignStatusChangedData": closed(
+        {
+            "campaign_id": identifier("campaign"),
+            "previous_status": enum(CAMPAIGN_STATUSES),
+            "status": enum(CAMPAIGN_STATUSES),
+        }
+    ),
+    "UploadCompletedData": closed(
+        {
+            "list_id": identifier("list"),
+            "upload_id": identifier("upload"),
+            "filename": nullable(string(0, FILENAME_MAX)),
+            "accepted": integer(0),
+            "rejected": integer(0),
+        }
+    ),
+    "UploadFailedData": closed(
+        {
+            "list_id": identifier("list"),
+            "upload_id": identifier("upload"),
+            "filename": nullable(string(0, FILENAME_MAX)),
+            "error": string(
+                1,
+                pattern=ERROR_CODE_PATTERN,
+                description="Why it failed, e.g. `multiple_columns`, `interrupted`.",
+            ),
+        }
+    ),
 }
 
 
