@@ -406,7 +406,9 @@ CAMPAIGN_FIELDS: Json = {
         default=1,
     ),
     "max_codes_per_campaign": nullable(
-        integer(1, JSON_INT_MAX, description="Rewards the campaign gives in all; `null` for no cap.")
+        integer(
+            1, JSON_INT_MAX, description="Rewards the campaign gives in all; `null` for no cap."
+        )
     ),
     "starts_at": nullable(STARTS_AT),
     "ends_at": nullable(ENDS_AT),
@@ -608,7 +610,10 @@ SCHEMAS: Json = {
         anyOf=[
             {"properties": {"op": {"const": "exists"}, "value": {"type": ["boolean", "null"]}}},
             {"properties": {"op": {"enum": ["eq", "ne", "contains"]}}, "required": ["value"]},
-            {"properties": {"op": {"const": "in"}, "value": {"type": "array"}}, "required": ["value"]},
+            {
+                "properties": {"op": {"const": "in"}, "value": {"type": "array"}},
+                "required": ["value"],
+            },
             {
                 "properties": {
                     "op": {"enum": ["gt", "gte", "lt", "lte"]},
@@ -772,7 +777,7 @@ SCHEMAS: Json = {
                     "type": "object",
                     "additionalProperties": True,
                     "description": "What the template sees as `Profile`; absent, "
-                    "`{\"user_id\": Event.userId}`.",
+                    '`{"user_id": Event.userId}`.',
                 }
             ),
             "trigger": nullable_ref(
@@ -792,7 +797,10 @@ SCHEMAS: Json = {
                 "otherwise.",
             ),
             "time": timestamp("When it happened"),
-            "data": {"type": "object", "description": "What happened; its fields depend on `type`."},
+            "data": {
+                "type": "object",
+                "description": "What happened; its fields depend on `type`.",
+            },
         },
         allOf=[
             {
@@ -1215,6 +1223,266 @@ def claims_paths() -> Json:
     }
 
 
+def campaign_transition(verb: str, rule: str) -> Json:
+    return {
+        "post": operation(
+            f"{verb}Campaign",
+            f"{verb.capitalize()} a campaign",
+            f"{rule} Writes a `campaign.status_changed` event. A transition the status table "
+            "does not allow is 409 `conflict`.",
+            tag="Campaigns",
+            scope="admin",
+            parameters=[CAMPAIGN_ID],
+            writes=True,
+            responses={
+                "200": json_response("The campaign after the transition.", ref("Campaign")),
+                "404": shared_response("NotFound"),
+                "409": conflict("The campaign's status does not allow this.", ["conflict"]),
+            },
+        )
+    }
+
+
+def campaigns_paths() -> Json:
+    bad_campaign = error_response(
+        "The request is malformed (`invalid_request`): bad JSON, an unknown, missing or "
+        "ill-typed field, a value out of range, `ends_at` not after `starts_at`; or the "
+        "`message_template` is not valid Liquid or fails to render a sample reward "
+        "(`invalid_template`).",
+        TEMPLATE_ERRORS,
+    )
+    return {
+        "/v1/campaigns": {
+            "post": operation(
+                "createCampaign",
+                "Create a campaign",
+                "Every list mapped must be active (409 `list_not_active`).",
+                tag="Campaigns",
+                scope="admin",
+                writes=True,
+                body=json_body(
+                    "CampaignCreate",
+                    {
+                        "name": "Holi cashback",
+                        "lists": [1837, 1840],
+                        "max_codes_per_user": 1,
+                        "max_codes_per_campaign": 5000,
+                        "starts_at": None,
+                        "ends_at": None,
+                        "qualification": {
+                            "event": "Charged",
+                            "where": [{"property": "amount", "op": "gte", "value": 100}],
+                        },
+                        "message_template": "Hi {{ Profile.user_id }}, your code is "
+                        "{{ Event.voucherCode }}",
+                    },
+                ),
+                responses={
+                    "201": json_response("The new campaign.", ref("Campaign")),
+                    "400": bad_campaign,
+                    "404": error_response("A mapped list does not exist.", ["not_found"]),
+                    "409": conflict("A mapped list is not active.", ["list_not_active"]),
+                },
+            ),
+            "get": operation(
+                "listCampaigns",
+                "Find campaigns",
+                "Every campaign, narrowed by status when given.",
+                tag="Campaigns",
+                scope="read",
+                parameters=[
+                    query_param(
+                        "status", enum(CAMPAIGN_STATUSES), "Only campaigns in this status."
+                    ),
+                ],
+                responses={
+                    "200": json_response("The campaigns.", ref("CampaignPage")),
+                    "400": error_response("An unknown `status`.", ["invalid_request"]),
+                },
+            ),
+        },
+        "/v1/campaigns/{campaign_id}": {
+            "get": operation(
+                "getCampaign",
+                "Get a campaign",
+                "The campaign with its status and rewards issued.",
+                tag="Campaigns",
+                scope="read",
+                parameters=[CAMPAIGN_ID],
+                responses={
+                    "200": json_response("The campaign.", ref("Campaign")),
+                    "404": shared_response("NotFound"),
+                },
+            ),
+            "patch": operation(
+                "updateCampaign",
+                "Edit a campaign",
+                "Changes any of the fields a campaign is created with; at least one must be "
+                "given, and `null` clears a nullable one. Lists mapped before may stay whatever "
+                "their status; a newly mapped list must be active.",
+                tag="Campaigns",
+                scope="admin",
+                parameters=[CAMPAIGN_ID],
+                writes=True,
+                body=json_body("CampaignPatch", {"max_codes_per_campaign": 10000}),
+                responses={
+                    "200": json_response("The campaign after the edit.", ref("Campaign")),
+                    "400": bad_campaign,
+                    "404": error_response(
+                        "No such campaign, or a newly mapped list does not exist.", ["not_found"]
+                    ),
+                    "409": conflict(
+                        "The campaign has ended (`conflict`), or a newly mapped list is not "
+                        "active.",
+                        ["conflict", "list_not_active"],
+                    ),
+                },
+            ),
+        },
+        "/v1/campaigns/{campaign_id}/pause": campaign_transition(
+            "pause", "Scheduled or running → paused."
+        ),
+        "/v1/campaigns/{campaign_id}/resume": campaign_transition(
+            "resume", "Paused → running (`scheduled` before `starts_at`)."
+        ),
+        "/v1/campaigns/{campaign_id}/end": campaign_transition(
+            "end", "Any status but ended → ended, for good."
+        ),
+        "/v1/campaigns/{campaign_id}/rewards": {
+            "post": operation(
+                "createReward",
+                "Reward a user",
+                "A reward is identified by (campaign, user_id, idempotency_key — empty when "
+                "absent): the first reward is 201, any repeat returns it with 200 whatever the "
+                "campaign's status now. A refusal is 200 with `rewarded: false` and a reason, "
+                "and is not remembered. The code comes from the campaign's lists in fallback "
+                "order; the reply is sent once the reward is durable.",
+                tag="Rewards",
+                scope="issue",
+                parameters=[CAMPAIGN_ID],
+                writes=True,
+                body=json_body(
+                    "RewardRequest",
+                    {
+                        "user_id": "u-42",
+                        "event": {"name": "Charged", "properties": {"amount": 150}},
+                    },
+                ),
+                responses={
+                    "200": json_response(
+                        "A repeat: the reward given before; or no reward, with the reason.",
+                        ref("RewardOutcome"),
+                    ),
+                    "201": json_response("A fresh reward.", ref("Rewarded")),
+                    "404": shared_response("NotFound"),
+                },
+            )
+        },
+        "/v1/campaigns/{campaign_id}/rewards/batch": {
+            "post": operation(
+                "createRewardBatch",
+                "Reward many users",
+                f"At most {BATCH_MAX:,} user ids, each rewarded as by `createReward` with no "
+                "idempotency key and no event: a segment's users qualify by belonging to it, "
+                "so the qualification is not asked.",
+                tag="Rewards",
+                scope="issue",
+                parameters=[CAMPAIGN_ID],
+                writes=True,
+                body=json_body("BatchRewardRequest", {"user_ids": ["u-42", "u-43"]}),
+                responses={
+                    "200": json_response("One result per user.", ref("BatchRewardResponse")),
+                    "404": shared_response("NotFound"),
+                },
+            )
+        },
+        "/v1/templates/render": {
+            "post": operation(
+                "renderTemplate",
+                "Preview a message template",
+                "Renders a template as a reward would. A template that fails here is 400 "
+                "`invalid_template`; at a reward it gives an empty message.",
+                tag="Campaigns",
+                scope="admin",
+                body=json_body(
+                    "TemplateRender",
+                    {
+                        "template": "Hi {{ Profile.user_id }}, your code is "
+                        "{{ Event.voucherCode }}",
+                        "event": {"voucherCode": "PM500FF", "userId": "u-42"},
+                    },
+                ),
+                responses={
+                    "200": json_response("The message.", ref("RenderedMessage")),
+                    "400": error_response(
+                        "The request is malformed (`invalid_request`), or the template is not "
+                        "valid Liquid or fails to render (`invalid_template`).",
+                        TEMPLATE_ERRORS,
+                    ),
+                },
+            )
+        },
+    }
+
+
+def events_paths() -> Json:
+    types = ", ".join(f"`{event_type}`" for event_type in EVENT_TYPES)
+    return {
+        "/v1/events": {
+            "get": operation(
+                "listEvents",
+                "Read the event stream",
+                "Codes handed out, status changes made through the API and finished uploads, "
+                "as events in order of `seq`. With a WebSocket upgrade the events stream as "
+                "frames, one `Event` each: those after `since` (absent: only new ones), then "
+                "live. A subscriber with more events waiting than the server buffers (10,000 by "
+                "default) is closed with code 4008, the reason naming the `since` to resume "
+                "with; a `since` past retention is closed with 4010. Without an upgrade, one "
+                "page of the events after `since`.",
+                tag="Events",
+                scope="read",
+                parameters=[
+                    query_param(
+                        "since",
+                        integer(0, SEQ_MAX, format="int64"),
+                        "Only events after this seq; not after the last event. Absent: from the "
+                        "oldest kept (a page), or only new ones (WebSocket).",
+                    ),
+                    query_param(
+                        "limit",
+                        integer(1, EVENTS_PAGE_MAX, default=EVENTS_PAGE_DEFAULT),
+                        "The most events in a page; not read by the WebSocket.",
+                    ),
+                    query_param(
+                        "types",
+                        array_of(enum(EVENT_TYPES)),
+                        f"Only events of these types, comma-separated: {types}.",
+                    )
+                    | {"style": "form", "explode": False},
+                    query_param(
+                        "format",
+                        enum(["json", "msgpack"]) | {"default": "json"},
+                        "The WebSocket's frames: JSON text frames or MessagePack binary frames.",
+                    ),
+                ],
+                responses={
+                    "101": {"description": "Upgraded: the events stream as WebSocket frames."},
+                    "200": json_response("A page of events.", ref("EventPage")),
+                    "400": error_response(
+                        "A bad `since` (or one after the last event), `limit` or `format`, or "
+                        "an unknown type in `types`.",
+                        ["invalid_request"],
+                    ),
+                    "410": error_response(
+                        "Events after `since` are past retention: the oldest kept is later.",
+                        ["events_expired"],
+                    ),
+                },
+            )
+        }
+    }
+
+
 def openapi_document() -> dict[str, Any]:
     """The whole document, fresh on each call so a caller may change its copy."""
     document: Json = {
@@ -1236,10 +1504,21 @@ def openapi_document() -> dict[str, Any]:
             {"name": "Uploads", "description": "Adding, topping up and withdrawing codes."},
             {"name": "Claims", "description": "Handing codes to users."},
             {"name": "Users", "description": "What a user holds."},
+            {
+                "name": "Campaigns",
+                "description": "Promo campaigns: who qualifies, from which lists, how many codes.",
+            },
+            {"name": "Rewards", "description": "Handing codes to users through a campaign."},
+            {"name": "Events", "description": "What happened, in order: WebSocket or pages."},
             {"name": "Operations", "description": "Health, readiness, metrics, this document."},
         ],
         "security": [{SECURITY_SCHEME: []}],
-        "paths": operations_paths() | lists_paths() | uploads_paths() | claims_paths(),
+        "paths": operations_paths()
+        | lists_paths()
+        | uploads_paths()
+        | claims_paths()
+        | campaigns_paths()
+        | events_paths(),
         "components": {
             "schemas": SCHEMAS,
             "responses": SHARED_RESPONSES,
