@@ -140,11 +140,7 @@ class Qualification:
             return None
         if not isinstance(value, dict):
             raise errors.InvalidRequest("qualification must be an object or null")
-        event = value.get("event")
-        if not isinstance(event, str) or not 1 <= len(event) <= MAX_EVENT_NAME:
-            raise errors.InvalidRequest(
-                f"qualification.event must be an event name of 1 to {MAX_EVENT_NAME} characters"
-            )
+        event = _name(value.get("event"), "qualification.event")
         where = value.get("where", [])
         if not isinstance(where, list) or len(where) > MAX_CONDITIONS:
             raise errors.InvalidRequest(
@@ -153,13 +149,20 @@ class Qualification:
         return cls(event, tuple(_condition(item, n) for n, item in enumerate(where)))
 
 
+def _name(value: Any, what: str) -> str:
+    """An event or property name: 1 to MAX_EVENT_NAME printable characters."""
+    if not isinstance(value, str) or not 1 <= len(value) <= MAX_EVENT_NAME:
+        raise errors.InvalidRequest(f"{what} must be a name of 1 to {MAX_EVENT_NAME} characters")
+    if not value.isprintable():
+        raise errors.InvalidRequest(f"{what} must not contain control characters")
+    return value
+
+
 def _condition(item: Any, n: int) -> Condition:
     where = f"qualification.where[{n}]"
     if not isinstance(item, dict):
         raise errors.InvalidRequest(f"{where} must be an object")
-    name, op = item.get("property"), item.get("op")
-    if not isinstance(name, str) or not 1 <= len(name) <= MAX_EVENT_NAME:
-        raise errors.InvalidRequest(f"{where}.property must be a property name")
+    name, op = _name(item.get("property"), f"{where}.property"), item.get("op")
     if op not in OPERATORS:
         raise errors.InvalidRequest(f"{where}.op must be one of {', '.join(OPERATORS)}")
     value = item.get("value")

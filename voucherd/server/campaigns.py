@@ -44,6 +44,8 @@ def _lists(value: Any) -> tuple[int, ...]:
 def _limit(value: Any, name: str, *, optional: bool) -> int | None:
     if value is None and optional:
         return None
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
     if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 2**53:
         raise errors.InvalidRequest(
             f"{name} must be a whole number ≥ 1{' or null' if optional else ''}"

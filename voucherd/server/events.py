@@ -51,13 +51,13 @@ async def stream_events(request: web.Request) -> web.StreamResponse:
     stream = request.app[STREAM]
     if since is not None and since > stream.last_seq:
         raise errors.InvalidRequest(f"since={since} is after the last event ({stream.last_seq})")
+    fmt = request.query.get("format", "json")
+    if fmt not in ("json", "msgpack"):
+        raise errors.InvalidRequest("format must be json or msgpack")
     settings = request.app[SETTINGS]
     ws = web.WebSocketResponse(heartbeat=settings.websocket_heartbeat)
     if not ws.can_prepare(request).ok:
         return await _page(request, since, types)
-    fmt = request.query.get("format", "json")
-    if fmt not in ("json", "msgpack"):
-        raise errors.InvalidRequest("format must be json or msgpack")
     await ws.prepare(request)
     subscription = stream.subscribe(since, types, settings.event_buffer)
     pump = asyncio.create_task(_pump(ws, subscription, binary=fmt == "msgpack"))
@@ -116,7 +116,8 @@ async def _page(
     if not 1 <= limit <= MAX_PAGE:
         raise errors.InvalidRequest(f"limit must be 1 to {MAX_PAGE}")
     stream = request.app[STREAM]
-    after = 0 if since is None else since
+    # Without `since`, a page starts at the oldest event retention kept.
+    after = stream.first_seq - 1 if since is None else since
     if after < stream.first_seq - 1:
         raise EventsExpired(
             f"events after {after} are past retention; the oldest event kept is {stream.first_seq}"
