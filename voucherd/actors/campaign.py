@@ -9,6 +9,9 @@ recovery counts rewards from the claims themselves, so it holds across restarts.
 
 The code itself comes from the campaign's lists, tried in fallback order: a list that is
 exhausted, paused, expired or archived passes the request on to the next.
+
+Changes to the campaign itself (edits, pause, resume, end) go through its mailbox, one at a
+time, each checked against the state the previous one left and applied once written.
 """
 
 from __future__ import annotations
@@ -16,12 +19,12 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import Counter
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterator, Sequence
 from functools import partial
 from typing import Any, NamedTuple
 
 from voucherd import clock, errors, events
+from voucherd.actors.base import Actor, Envelope
 from voucherd.actors.directory import Directory
 from voucherd.actors.voucher_list import BatchOutcome, ClaimOutcome, TakeCode, TakeCodes
 from voucherd.campaigns import (
@@ -58,31 +61,43 @@ class Refused(NamedTuple):
 
 
 Outcome = Rewarded | Refused
+# A batch's answer for one user: an outcome, or the error that stopped it (overload, say).
+BatchAnswer = tuple[str, Outcome | errors.VoucherdError]
 
 
-@dataclass(slots=True)
-class BatchResult:
-    rewarded: list[Rewarded] = field(default_factory=list)
-    refused: list[tuple[str, Reason]] = field(default_factory=list)
-    failed: list[tuple[str, errors.VoucherdError]] = field(default_factory=list)
+# -- messages for the campaign's mailbox -------------------------------------------------------
 
 
-class Campaign:
+class Change(NamedTuple):
+    changes: dict[str, Any]
+
+
+class Transition(NamedTuple):
+    action: CampaignAction
+
+
+Message = Change | Transition
+
+
+class Campaign(Actor[Message]):
     def __init__(
         self,
         info: CampaignInfo,
-        directory: Directory,
+        campaigns: Campaigns,
         rewards: dict[str, int] | None = None,
         per_user: Counter[str] | None = None,
     ) -> None:
+        super().__init__(f"campaign-{info.id}", mailbox_size=1000)
         self.info = info
-        self.directory = directory
+        self.campaigns = campaigns
+        self.directory = campaigns.directory
         # Committed rewards by identity(user, idempotency key); rewards per user and in all,
-        # reservations included.
+        # reservations included; rewards committed.
         self._rewards: dict[str, int] = rewards or {}
         self._per_user: Counter[str] = per_user or Counter()
         self._taken = sum(self._per_user.values())
         self.issued = self._taken
+        # Rewards being given, single or in a batch: a repeat waits for the same answer.
         self._in_flight: dict[str, asyncio.Future[Outcome]] = {}
 
     # -- one reward ----------------------------------------------------------------------------
@@ -96,15 +111,14 @@ class Campaign:
             return Rewarded(claim_id, None, created=False)
         earlier = self._in_flight.get(me)
         if earlier is not None:
-            outcome = await asyncio.shield(earlier)
-            return outcome._replace(created=False) if isinstance(outcome, Rewarded) else outcome
+            return _repeat(await asyncio.shield(earlier))
         reason = self._admit(user_id, trigger)
         if reason is not None:
             return Refused(reason)
         self._reserve(user_id)
         # The code is taken in a task of its own: a client that goes away must not leave a
         # reservation behind, nor a committed reward uncounted.
-        issue = asyncio.ensure_future(self._issue(me, user_id, key, trigger))
+        issue = asyncio.ensure_future(self._issue(user_id, key, trigger))
         self._in_flight[me] = issue
         issue.add_done_callback(partial(self._settle, me, user_id))
         return await asyncio.shield(issue)
@@ -136,9 +150,7 @@ class Campaign:
             del self._per_user[user_id]
         self._taken -= 1
 
-    async def _issue(
-        self, me: str, user_id: str, key: str, trigger: dict[str, Any] | None
-    ) -> Outcome:
+    async def _issue(self, user_id: str, key: str, trigger: dict[str, Any] | None) -> Outcome:
         render = self._renderer(trigger)
         for list_id in self.info.lists:
             actor = self.directory.actor(list_id)
@@ -153,11 +165,16 @@ class Campaign:
     def _settle(self, me: str, user_id: str, issue: asyncio.Future[Outcome]) -> None:
         del self._in_flight[me]
         outcome = None if issue.cancelled() or issue.exception() else issue.result()
+        self._count(me, user_id, outcome)
+
+    def _count(self, me: str, user_id: str, outcome: Outcome | None) -> None:
+        """A reservation ends: a new reward keeps it; anything else gives it back."""
         if isinstance(outcome, Rewarded):
             self._rewards[me] = outcome.claim_id
-            self.issued += 1
-        else:
-            self._release(user_id)
+            if outcome.created:
+                self.issued += 1
+                return
+        self._release(user_id)
 
     def _renderer(self, trigger: dict[str, Any] | None) -> Render | None:
         template = self.info.template
@@ -167,68 +184,134 @@ class Campaign:
 
     # -- a segment at once ---------------------------------------------------------------------
 
-    async def reward_many(self, user_ids: Sequence[str]) -> BatchResult:
-        """Reward each user of a segment once (no idempotency keys): a segment's users have
-        qualified by belonging to it, so the live-behaviour rule is not asked."""
-        result = BatchResult()
+    async def reward_many(self, user_ids: Sequence[str]) -> list[BatchAnswer]:
+        """Reward each user of a segment once (no idempotency keys), answering in the order
+        given: a segment's users have qualified by belonging to it, so the live-behaviour rule
+        is not asked. Admission is one synchronous step for the whole batch."""
+        users = list(dict.fromkeys(user_ids))
         if self.info.status() is not CampaignStatus.RUNNING:
-            result.refused = [(u, Reason.CAMPAIGN_NOT_RUNNING) for u in dict.fromkeys(user_ids)]
-            return result
-        admitted: list[str] = []
-        for user_id in dict.fromkeys(user_ids):
+            return [(user, Refused(Reason.CAMPAIGN_NOT_RUNNING)) for user in users]
+        answers: dict[str, Outcome | errors.VoucherdError] = {}
+        waits: dict[str, asyncio.Future[Outcome]] = {}
+        admitted: dict[str, asyncio.Future[Outcome]] = {}
+        loop = asyncio.get_running_loop()
+        for user_id in users:
             me = identity(user_id, "")
             claim_id = self._rewards.get(me)
             if claim_id is not None:
-                result.rewarded.append(Rewarded(claim_id, None, created=False))
+                answers[user_id] = Rewarded(claim_id, None, created=False)
             elif me in self._in_flight:
-                result.failed.append(
-                    (user_id, errors.Conflict("a reward for this user is in progress; retry"))
-                )
+                waits[user_id] = self._in_flight[me]
             elif (reason := self._over_limit(user_id)) is not None:
-                result.refused.append((user_id, reason))
+                answers[user_id] = Refused(reason)
             else:
                 self._reserve(user_id)
-                admitted.append(user_id)
+                admitted[user_id] = self._in_flight[me] = loop.create_future()
         if admitted:
-            issue = asyncio.ensure_future(self._issue_many(admitted, result))
-            issue.add_done_callback(partial(self._settle_many, admitted, result))
-            await asyncio.shield(issue)
-        return result
+            issue = asyncio.ensure_future(self._issue_many(list(admitted)))
+            issue.add_done_callback(partial(self._settle_many, admitted))
+            await asyncio.wait([issue])
+        for user_id, future in (*admitted.items(), *waits.items()):
+            await asyncio.wait([future])
+            if future.exception() is not None:
+                error = future.exception()
+                answers[user_id] = (
+                    error
+                    if isinstance(error, errors.VoucherdError)
+                    else errors.StorageUnavailable("the reward was not written")
+                )
+            else:
+                outcome = future.result()
+                answers[user_id] = _repeat(outcome) if user_id in waits else outcome
+        return [(user, answers[user]) for user in users]
 
-    async def _issue_many(self, users: list[str], result: BatchResult) -> None:
+    async def _issue_many(self, users: list[str]) -> dict[str, Outcome | errors.VoucherdError]:
         render = self._renderer(None)
+        outcomes: dict[str, Outcome | errors.VoucherdError] = {}
         for list_id in self.info.lists:
             if not users:
-                return
+                break
             take = TakeCodes(users, "Campaign", self.info.id, render)
-            outcome: BatchOutcome = await self.directory.actor(list_id).ask(take)
-            result.rewarded.extend(Rewarded(claim.id, claim, True) for claim in outcome.claims)
-            # Repeats: the list knew the reward (it was made before this process counted it).
-            result.rewarded.extend(Rewarded(i, None, False) for i in outcome.repeat_ids)
-            users = [user for user, error in outcome.failed if isinstance(error, _PASS_ON)]
-            result.failed.extend(
-                (user, error) for user, error in outcome.failed if not isinstance(error, _PASS_ON)
+            try:
+                batch: BatchOutcome = await self.directory.actor(list_id).ask(take)
+            except errors.VoucherdError as exc:
+                outcomes.update((user, exc) for user in users)
+                return outcomes
+            outcomes.update(
+                (claim.user_id, Rewarded(claim.id, claim, True)) for claim in batch.claims
             )
-        result.refused.extend((user, Reason.OUT_OF_CODES) for user in users)
+            users = []
+            for user, error in batch.failed:
+                if isinstance(error, _PASS_ON):
+                    users.append(user)
+                else:
+                    outcomes[user] = error
+        outcomes.update((user, Refused(Reason.OUT_OF_CODES)) for user in users)
+        return outcomes
 
     def _settle_many(
-        self, users: list[str], result: BatchResult, issue: asyncio.Future[None]
+        self,
+        admitted: dict[str, asyncio.Future[Outcome]],
+        issue: asyncio.Future[dict[str, Outcome | errors.VoucherdError]],
     ) -> None:
-        given: set[str] = set()
-        for rewarded in result.rewarded:
-            if rewarded.claim is not None:
-                given.add(rewarded.claim.user_id)
-                self._rewards[identity(rewarded.claim.user_id, "")] = rewarded.claim_id
-                self.issued += 1
-        for user_id in users:
-            if user_id not in given:
-                self._release(user_id)
-        if issue.cancelled() or issue.exception() is not None:
+        failed = issue.cancelled() or issue.exception() is not None
+        outcomes = {} if failed else issue.result()
+        if failed:
             log.error("campaign %d: a batch of rewards stopped early", self.info.id)
+        for user_id, future in admitted.items():
+            me = identity(user_id, "")
+            del self._in_flight[me]
+            outcome = outcomes.get(user_id)
+            if isinstance(outcome, Rewarded | Refused):
+                self._count(me, user_id, outcome)
+                future.set_result(outcome)
+            else:
+                self._count(me, user_id, None)
+                future.set_exception(
+                    outcome or errors.StorageUnavailable("the reward was not written")
+                )
+
+    # -- changes to the campaign ---------------------------------------------------------------
+
+    async def receive(self, batch: list[Envelope[Message]]) -> None:
+        for envelope in batch:
+            try:
+                envelope.reply(await self._change(envelope.message))
+            except errors.VoucherdError as exc:
+                envelope.fail(exc)
+
+    async def _change(self, message: Message) -> CampaignInfo:
+        info, now = self.info, clock.now()
+        if isinstance(message, Transition):
+            previous = info.check(message.action, now)
+            changes: dict[str, Any] = {"stored_status": STORED_AFTER[message.action]}
+            after = info.replace(**changes).status(now)
+            data = events.status_changed("campaign", info.id, previous.value, after.value)
+            written: tuple[Events, ...] = (
+                Events([Event.of(events.CAMPAIGN_STATUS_CHANGED, data, now)]),
+            )
+        else:
+            if info.status(now) is CampaignStatus.ENDED:
+                raise errors.Conflict(f"campaign {info.id} has ended: it can no longer be edited")
+            changes = dict(message.changes)
+            if "lists" in changes:
+                self.campaigns.check_lists(changes["lists"], already=info.lists)
+            written = ()
+        changes["updated_at"] = now
+        await self.campaigns.journal.write(_update(info.id, changes), *written)
+        self.info = info.replace(**changes)
+        if "lists" in changes:
+            self.campaigns.map(info.id, info.lists, self.info.lists)
+        return self.info
+
+
+def _repeat(outcome: Outcome) -> Outcome:
+    """What a repeat of a request answered meanwhile gets: the same reward, as a repeat."""
+    return outcome._replace(created=False) if isinstance(outcome, Rewarded) else outcome
 
 
 class Campaigns:
-    """Every campaign, their creation and changes; lists learn which campaigns map them."""
+    """Every campaign, and their creation; lists learn which campaigns map them."""
 
     def __init__(self, journal: Journal, directory: Directory) -> None:
         self.journal = journal
@@ -239,11 +322,16 @@ class Campaigns:
     def load(self, recovered: dict[int, RecoveredCampaign], last_id: int) -> None:
         self._last_id = last_id
         for state in recovered.values():
-            self._campaigns[state.info.id] = Campaign(
-                state.info, self.directory, state.rewards, state.per_user
-            )
+            self._add(Campaign(state.info, self, state.rewards, state.per_user))
 
-    def __iter__(self) -> Any:
+    def _add(self, campaign: Campaign) -> None:
+        self._campaigns[campaign.info.id] = campaign
+        campaign.start()
+
+    async def stop(self) -> None:
+        await asyncio.gather(*(campaign.stop() for campaign in self._campaigns.values()))
+
+    def __iter__(self) -> Iterator[Campaign]:
         return iter(self._campaigns.values())
 
     def get(self, campaign_id: int) -> Campaign:
@@ -267,49 +355,21 @@ class Campaigns:
         self.check_lists(info.lists)
         self._last_id += 1
         info.id = self._last_id
-        campaign = Campaign(info, self.directory)
         written = self.journal.submit([Rows(INSERT_CAMPAIGN, [info.row()])])
+        campaign = Campaign(info, self)
 
         def register(done: asyncio.Future[Any]) -> None:
             # Registered once written, even if the request was cancelled meanwhile.
             if not done.cancelled() and done.exception() is None:
-                self._campaigns[info.id] = campaign
-                self._map(info.id, (), info.lists)
+                self._add(campaign)
+                self.map(info.id, (), info.lists)
 
         written.add_done_callback(register)
         await asyncio.shield(written)
         return campaign
 
-    async def edit(self, campaign: Campaign, changes: dict[str, Any]) -> CampaignInfo:
-        info = campaign.info
-        if info.status() is CampaignStatus.ENDED:
-            raise errors.Conflict(f"campaign {info.id} has ended: it can no longer be edited")
-        if "lists" in changes:
-            self.check_lists(changes["lists"], already=info.lists)
-        changes["updated_at"] = clock.now()
-        await self.journal.write(_update(info.id, changes))
-        # Applied field by field to the campaign as it is now, in commit order: two edits of
-        # different fields made at once both stay.
-        before = campaign.info.lists
-        campaign.info = campaign.info.replace(**changes)
-        if "lists" in changes:
-            self._map(info.id, before, campaign.info.lists)
-        return campaign.info
-
-    async def transition(self, campaign: Campaign, action: CampaignAction) -> CampaignInfo:
-        now = clock.now()
-        previous = campaign.info.check(action, now)
-        changes = {"stored_status": STORED_AFTER[action], "updated_at": now}
-        after = campaign.info.replace(**changes).status(now)
-        data = events.status_changed("campaign", campaign.info.id, previous.value, after.value)
-        await self.journal.write(
-            _update(campaign.info.id, changes),
-            Events([Event.of(events.CAMPAIGN_STATUS_CHANGED, data, now)]),
-        )
-        campaign.info = campaign.info.replace(**changes)
-        return campaign.info
-
-    def _map(self, campaign_id: int, before: Sequence[int], after: Sequence[int]) -> None:
+    def map(self, campaign_id: int, before: Sequence[int], after: Sequence[int]) -> None:
+        """Keep each list's `campaigns` field in step with the campaign's lists."""
         for list_id in set(before) - set(after):
             mapped = self.directory.actor(list_id).info.campaigns
             if campaign_id in mapped:

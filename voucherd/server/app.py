@@ -177,6 +177,7 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         app[READINESS].ready = False
+        await app[CAMPAIGNS].stop()
         await directory.stop()
         await journal.close()
         log.info("voucherd stopped: journal flushed and closed")

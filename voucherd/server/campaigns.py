@@ -8,7 +8,7 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 
 from voucherd import clock, errors, wire
-from voucherd.actors.campaign import BatchResult, Campaign, Rewarded
+from voucherd.actors.campaign import Campaign, Change, Refused, Rewarded, Transition
 from voucherd.campaigns import (
     MAX_LISTS,
     MAX_NAME,
@@ -159,14 +159,14 @@ async def edit_campaign(request: web.Request) -> web.Response:
         changes.get("starts_at", campaign.info.starts_at),
         changes.get("ends_at", campaign.info.ends_at),
     )
-    info = await request.app[CAMPAIGNS].edit(campaign, changes)
+    info: CampaignInfo = await campaign.ask(Change(changes))
     return wire.response(info.view(campaign.issued))
 
 
 def transition(action: CampaignAction) -> Handler:
     async def handle(request: web.Request) -> web.Response:
         campaign = _campaign(request)
-        info = await request.app[CAMPAIGNS].transition(campaign, action)
+        info: CampaignInfo = await campaign.ask(Transition(action))
         return wire.response(info.view(campaign.issued))
 
     handle.__name__ = f"{action}_campaign"
@@ -219,29 +219,25 @@ async def create_rewards(request: web.Request) -> web.Response:
         raise errors.InvalidRequest(f"user_ids must be a list of 1 to {limit} user ids")
     for user in users:
         string(user, "each user id", max_length=MAX_USER_ID)
-    result: BatchResult = await campaign.reward_many(users)
-    claims = await _claims_of(request, result.rewarded)
-    results: list[dict[str, Any]] = [
-        {"user_id": claim.user_id, "rewarded": True, "reward": _reward_view(request, claim)}
-        for claim in claims
-    ]
-    results.extend(
-        {"user_id": user, "rewarded": False, "reason": reason.value}
-        for user, reason in result.refused
-    )
-    results.extend(
-        {"user_id": user, "rewarded": False, "error": error.body()["error"]}
-        for user, error in result.failed
-    )
+    answers = await campaign.reward_many(users)
+    claims = iter(await _claims_of(request, [a for _, a in answers if isinstance(a, Rewarded)]))
+    results: list[dict[str, Any]] = []
+    for user, answer in answers:
+        if isinstance(answer, Rewarded):
+            reward = _reward_view(request, next(claims))
+            results.append({"user_id": user, "rewarded": True, "reward": reward})
+        elif isinstance(answer, Refused):
+            results.append({"user_id": user, "rewarded": False, "reason": answer.reason.value})
+        else:
+            results.append({"user_id": user, "rewarded": False, "error": answer.body()["error"]})
     return wire.response({"results": results})
 
 
 async def _claims_of(request: web.Request, rewarded: list[Rewarded]) -> list[Claim]:
-    claims = [outcome.claim for outcome in rewarded if outcome.claim is not None]
+    """The claims of these rewards, in the same order; earlier ones are read back."""
     earlier = [outcome.claim_id for outcome in rewarded if outcome.claim is None]
-    if earlier:
-        claims.extend(await read_claims(request.app[JOURNAL].reader, earlier))
-    return claims
+    found = {claim.id: claim for claim in await read_claims(request.app[JOURNAL].reader, earlier)}
+    return [outcome.claim or found[outcome.claim_id] for outcome in rewarded]
 
 
 def _reward_view(request: web.Request, claim: Claim) -> dict[str, Any]:
