@@ -8,11 +8,10 @@ import signal
 import subprocess
 import sys
 import tempfile
-import traceback
 from collections.abc import Callable
 from pathlib import Path
 
-from bench import baselines, report, rows, scenarios, wrk
+from bench import baselines, campaigns, report, rows, scenarios, wrk
 from bench.servers import CLIENT_CORE, Fleet
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -37,15 +36,6 @@ def voucherd_runs(module: str) -> str:
     cmd = [sys.executable, "-m", module, "serve", "--help"]
     done = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=60)
     return "" if done.returncode == 0 else f"exit {done.returncode}: {done.stderr.strip()[-800:]}"
-
-
-def attempt(what: str, notes: list[str], step: Callable[[], None]) -> None:
-    """Run one scenario group; a failure becomes a note and the bench goes on."""
-    try:
-        step()
-    except Exception as exc:
-        notes.append(f"{what} FAILED: {exc}")
-        traceback.print_exc()
 
 
 def _interrupt(signum: int, frame: object) -> None:
@@ -75,6 +65,8 @@ def main(argv: list[str]) -> int:
     base = baselines.BaselineFigures()
     claims = scenarios.ClaimFigures()
     state = scenarios.StateFigures()
+    rewards = campaigns.RewardFigures()
+    events = campaigns.EventFigures()
     fleet = Fleet()
 
     def run_floor() -> None:
@@ -89,6 +81,17 @@ def main(argv: list[str]) -> int:
 
     def run_state() -> None:
         scenarios.voucherd_state(fleet, profile, work_dir, notes, state)
+
+    def rate_bound() -> float:
+        """The fastest single claims seen so far: f and g size their lists from it."""
+        best = claims.claims or floor.claims
+        return best.best.rps if best else 20_000.0
+
+    def run_rewards() -> None:
+        campaigns.rewards_side(fleet, profile, work_dir, rate_bound(), notes, rewards)
+
+    def run_events() -> None:
+        campaigns.events_side(fleet, profile, work_dir, rate_bound(), notes, events)
 
     steps: list[tuple[str, Callable[[], None]]] = [
         ("floor: single claims, batch, upload", run_floor),
@@ -106,23 +109,24 @@ def main(argv: list[str]) -> int:
         steps.append(("voucherd: single claims", run_claims))
         steps.append(("floor: single claims again, for drift", run_floor_again))
         steps.append(("voucherd: upload, memory, batch claims, restarts", run_state))
+        steps.append(("voucherd: campaign rewards beside direct claims", run_rewards))
+        steps.append(
+            ("voucherd: events to WebSocket subscribers, claim-to-event latency", run_events)
+        )
     try:
         for title, run in steps:
             print(f"bench: {title} ...", flush=True)
-            attempt(title, notes, run)
+            scenarios.attempt(title, notes, run)
     except KeyboardInterrupt as exc:
         notes.append(f"interrupted ({exc or 'SIGINT'}): the figures are partial")
     finally:
         fleet.stop_all()
 
     table = rows.build(profile, floor, base, claims, state)
+    table += campaigns.reward_rows(profile, rewards) + campaigns.event_rows(profile, events)
     load_after = report.busy_neighbours()
     if load_before[1] or load_after[1]:
-        notes.insert(
-            0,
-            "WARNING: other processes were using CPU on this machine during the run (see "
-            "'Other load'); the figures are skewed by them, run again on a quiet machine",
-        )
+        notes.insert(0, report.BUSY_WARNING)
     facts = report.machine_facts(argv, load_before[0], load_after[0])
     facts.append(
         (

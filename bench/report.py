@@ -15,6 +15,10 @@ from pathlib import Path
 
 from bench.servers import CLIENT_CORE, SERVER_CORE
 
+BUSY_WARNING = (
+    "WARNING: other processes were using CPU on this machine during the run (see "
+    "'Other load'); the figures are skewed by them, run again on a quiet machine"
+)
 HEADERS = ("Scenario", "Metric", "voucherd", "Baseline", "Baseline value", "Ratio", "Target", "Met")
 
 
@@ -110,11 +114,15 @@ def busy_neighbours(seconds: float = 1.0, threshold: float = 0.15) -> tuple[str,
     return f"load average {load}; busy processes: {', '.join(busy) or 'none'}", bool(busy)
 
 
-def machine_facts(argv: list[str], before: str, after: str) -> list[tuple[str, str]]:
+def machine_facts(
+    argv: list[str], before: str, after: str, command: str = "python -m bench"
+) -> list[tuple[str, str]]:
     py = sys.version.split()[0]
-    libs = ", ".join(f"{p} {_version(p)}" for p in ("aiohttp", "uvloop", "aiosqlite", "orjson"))
+    libs = ", ".join(
+        f"{p} {_version(p)}" for p in ("aiohttp", "uvloop", "aiosqlite", "orjson", "hdrhistogram")
+    )
     return [
-        ("Command", "python -m bench " + shlex.join(argv)),
+        ("Command", " ".join([command, shlex.join(argv)]).strip()),
         ("Date", time.strftime("%Y-%m-%d %H:%M:%S %Z")),
         ("Machine", f"nproc {os.cpu_count()}, {_cpu_model()}, {platform.release()}"),
         ("Python", f"{py} ({platform.python_implementation()}); {libs}"),
@@ -123,7 +131,8 @@ def machine_facts(argv: list[str], before: str, after: str) -> list[tuple[str, s
         (
             "Pinning",
             f"servers (voucherd, floor, memory probes) on core {SERVER_CORE} via taskset -c "
-            f"{SERVER_CORE}; wrk and the bench's Python client on core {CLIENT_CORE}",
+            f"{SERVER_CORE}; wrk and the bench's Python client (batch, uploads, WebSocket "
+            f"subscribers, latency probe) on core {CLIENT_CORE}",
         ),
         ("Other load, before", before),
         ("Other load, after", after),

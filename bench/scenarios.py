@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+import traceback
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +27,15 @@ def run_async(coro: Coroutine[Any, Any, T]) -> T:
         return runner.run(coro)
 
 
+def attempt(what: str, notes: list[str], step: Callable[[], None]) -> None:
+    """Run one scenario group; a failure becomes a note and the bench goes on."""
+    try:
+        step()
+    except Exception as exc:
+        notes.append(f"{what} FAILED: {exc}")
+        traceback.print_exc()
+
+
 @dataclass(frozen=True, slots=True)
 class Profile:
     wrk_seconds: int
@@ -38,6 +48,9 @@ class Profile:
     random_upload_codes: int
     settle_seconds: float  # longest wait for RSS to settle after the upload
     module: str = "voucherd"  # run as `python -m MODULE serve ...`
+    rounds: int = 1  # f and g: each side's wrk runs, alternated, so drift hits both sides
+    subscribers: int = 10  # g: WebSocket subscribers on /v1/events
+    probe_rate: int = 250  # g: claims/s of the open-loop latency probe, for wrk_seconds
 
     @classmethod
     def quick(cls, module: str = "voucherd") -> Profile:
@@ -46,7 +59,17 @@ class Profile:
     @classmethod
     def full(cls, module: str = "voucherd") -> Profile:
         return cls(
-            30, (16, 64, 256), 2_000_000, 1_000_000, 10_000, 2, 10_000_000, 1_000_000, 60.0, module
+            30,
+            (16, 64, 256),
+            2_000_000,
+            1_000_000,
+            10_000,
+            2,
+            10_000_000,
+            1_000_000,
+            60.0,
+            module,
+            rounds=2,
         )
 
 
