@@ -22,13 +22,16 @@ async def call(server: ServerProcess, method: str, path: str, **kwargs: Any) -> 
 
 
 async def claim_codes(server: ServerProcess, count: int, tag: str = "holi") -> list[str]:
-    created = await call(server, "POST", "/v1/lists", json=list_body(tag=tag))
+    # One code to spare and no threshold: the list neither runs low nor out, so the only
+    # events are the upload's and the claims'.
+    body = list_body(tag=tag, low_stock_threshold=0)
+    created = await call(server, "POST", "/v1/lists", json=body)
     list_id = created["id"]
     await call(
         server,
         "POST",
         f"/v1/lists/{list_id}/uploads",
-        data=codes_csv(make_codes(count, prefix=tag)),
+        data=codes_csv(make_codes(count + 1, prefix=tag)),
         headers={"Content-Type": "text/csv"},
     )
     codes = []

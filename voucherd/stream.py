@@ -28,10 +28,6 @@ PAGE = 1000
 Reader = Callable[[int, int, Collection[str] | None, int], Awaitable[list[Event]]]
 
 
-class Lagging(Exception):
-    """More events wait for a subscriber than its buffer holds."""
-
-
 class Expired(Exception):
     """The subscriber asked for events that retention has already removed."""
 
@@ -50,9 +46,9 @@ class Subscription:
         self.sent = since
         self.buffer: deque[Event] = deque()
         self.lagging = False
-        # Called once when the subscriber falls behind: its sender may be stuck waiting for
-        # the socket to drain, so it has to be stopped from outside.
-        self.on_lagging: Callable[[], None] | None = None
+        # Set when the stream gives up on the subscriber (it fell behind, or the server is
+        # stopping): its sender may be stuck waiting for a socket that does not drain.
+        self.ended = asyncio.Event()
         self._wake = asyncio.Event()
 
     def offer(self, events: list[Event]) -> None:
@@ -67,8 +63,7 @@ class Subscription:
             if self.cursor >= self.base:
                 self.lagging = True
                 self.buffer.clear()
-                if self.on_lagging is not None:
-                    self.on_lagging()
+                self.ended.set()
             else:
                 # Still catching up: these will come from the journal instead.
                 self.buffer.clear()
@@ -78,13 +73,14 @@ class Subscription:
     async def next(self) -> list[Event]:
         """The next events to deliver, in order; waits while there are none."""
         while True:
-            if self.lagging:
-                raise Lagging
             if self.cursor < self.base:
                 if self.cursor < self.stream.first_seq - 1:
                     raise Expired
                 upto = self.base
                 page = await self.stream.read(self.cursor, upto, self.types, PAGE)
+                if self.cursor < self.stream.first_seq - 1:
+                    # Retention moved past the cursor while the page was read.
+                    raise Expired
                 self.cursor = page[-1].seq if len(page) == PAGE else upto
                 buffer = self.buffer
                 while buffer and buffer[0].seq <= self.cursor:
@@ -107,6 +103,7 @@ class EventStream:
         self.last_seq = 0
         # The oldest event retention has kept; `since` below first_seq - 1 has lost events.
         self.first_seq = 1
+        self.stopping = False
         self._subscribers: set[Subscription] = set()
 
     @property
@@ -123,6 +120,12 @@ class EventStream:
 
     def unsubscribe(self, subscription: Subscription) -> None:
         self._subscribers.discard(subscription)
+
+    def stop(self) -> None:
+        """Shutting down: every subscriber is told where to resume."""
+        self.stopping = True
+        for subscription in self._subscribers:
+            subscription.ended.set()
 
     def publish(self, events: list[Event]) -> None:
         """Called by the journal's writer with each group's events, once committed."""
@@ -147,14 +150,29 @@ def read_events(
     ]
 
 
-def purge_events(db: sqlite3.Connection, before: float, limit: int = 20_000) -> tuple[int, int]:
-    """Delete up to `limit` of the oldest events written before `before`, always keeping the
-    newest, so numbering goes on from it after a restart. Returns (deleted, oldest seq kept).
-    Bounded, so a week of events is deleted in short transactions claims can pass between."""
-    deleted = db.execute(
-        "DELETE FROM events WHERE seq IN (SELECT seq FROM events ORDER BY seq LIMIT ?)"
-        " AND time < ? AND seq < (SELECT MAX(seq) FROM events)",
-        (limit, before),
-    ).rowcount
-    (first,) = db.execute("SELECT MIN(seq) FROM events").fetchone()
-    return deleted, int(first) if first is not None else 1
+def retention_cutoff(db: sqlite3.Connection, before: float, limit: int) -> int | None:
+    """The last seq to delete: events are numbered in the order they were written, so times
+    grow with seq and a binary search over seq finds where `before` falls. At most `limit`
+    events, and never the newest, so numbering goes on from it after a restart."""
+    first, last = db.execute("SELECT MIN(seq), MAX(seq) FROM events").fetchone()
+    if first is None or first == last:
+        return None
+    low, high = first, min(last - 1, first + limit - 1)
+    if _time_of(db, low) >= before:
+        return None
+    while low < high:
+        middle = (low + high + 1) // 2
+        if _time_of(db, middle) < before:
+            low = middle
+        else:
+            high = middle - 1
+    return int(low)
+
+
+def _time_of(db: sqlite3.Connection, seq: int) -> float:
+    (time,) = db.execute("SELECT time FROM events WHERE seq = ?", (seq,)).fetchone()
+    return float(time)
+
+
+def delete_events(db: sqlite3.Connection, upto: int) -> None:
+    db.execute("DELETE FROM events WHERE seq <= ?", (upto,))

@@ -122,9 +122,11 @@ class _Pending:
 class _Turn:
     taken: list[_Pending] = field(default_factory=list)
     waits: list[tuple[Envelope[Any], _Pending, bool]] = field(default_factory=list)
-    # The clock and the list's status, read once for every claim of the turn.
+    # The clock and the list's status, read once for every claim of the turn, and the codes
+    # available before its first claim.
     now: float = 0.0
     status: Status | None = None
+    available: int = 0
 
 
 class Ids:
@@ -232,6 +234,7 @@ class ListActor(Actor[Message]):
         if turn.status is None:
             turn.now = clock.now()
             turn.status = self.info.status(turn.now)
+            turn.available = self.info.counts.available
         try:
             check(turn.status, Action.CLAIM, self.info.id)
             pending = self._take(key, message, turn.now)
@@ -298,10 +301,13 @@ class ListActor(Actor[Message]):
         if turn.taken:
             try:
                 # Each claim and its reward event, in one transaction.
+                written = [p.event for p in turn.taken]
+                available = self.info.counts.available
+                written.extend(self._stock_events(turn.available, available, turn.now))
                 durable = self.journal.submit(
                     [
                         Insert("claims", CLAIM_COLUMNS, [p.claim.row() for p in turn.taken]),
-                        Events([p.event for p in turn.taken]),
+                        Events(written),
                     ],
                     records=len(turn.taken),
                 )
@@ -323,6 +329,27 @@ class ListActor(Actor[Message]):
             # Repeats of claims still in flight from an earlier turn.
             assert pending.durable is not None
             pending.durable.add_done_callback(partial(_answer, envelope, pending.claim, created))
+
+    def _stock_events(self, before: int, after: int, now: float) -> list[Event]:
+        """`list.low_stock` when the available codes fall to the threshold, `list.exhausted`
+        when they run out: once each, re-armed only when a top-up lifts the list back above."""
+        info = self.info
+        threshold = info.low_stock_threshold
+        found = []
+        for kind, crossed in (
+            (events.LIST_LOW_STOCK, before > threshold >= after),
+            (events.LIST_EXHAUSTED, before > 0 == after),
+        ):
+            if crossed:
+                data = {
+                    "list_id": info.id,
+                    "partner": info.partner,
+                    "tag": info.tag,
+                    "available": after,
+                    "low_stock_threshold": threshold,
+                }
+                found.append(Event.of(kind, data, now))
+        return found
 
     def _settle(
         self,
@@ -396,6 +423,7 @@ class ListActor(Actor[Message]):
                     outcome.failed.append((user_id, refusal))
                 else:
                     fresh.append((key, user_id))
+            turn.now, turn.available = clock.now(), self.info.counts.available
             codes = self.pool.take(len(fresh))
             if len(codes) < len(fresh):
                 exhausted = errors.ListExhausted(f"list {self.info.id} has no codes left")
@@ -477,12 +505,15 @@ class ListActor(Actor[Message]):
         if self.info.stored_status is Status.ARCHIVED:
             raise errors.ListArchived(f"list {self.info.id} is archived")
         count = self.pool.held(upload_id)
+        available = self.info.counts.available
+        alerts = self._stock_events(available, available - count, now)
         # Nothing is deleted: a withdrawn upload's codes that no claim names are withdrawn.
         await self.journal.write(
             Rows(
                 "UPDATE uploads SET status = 'withdrawn', withdrawn = ? WHERE id = ?",
                 [(count, upload_id)],
-            )
+            ),
+            Events(alerts),
         )
         # Claims wait for this turn, but a failed claim may have given a code back meanwhile.
         removed = self.pool.withdraw(upload_id)

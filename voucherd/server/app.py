@@ -47,7 +47,7 @@ from voucherd.server.keys import (
 from voucherd.server.middleware import front_door
 from voucherd.settings import Scope, Settings
 from voucherd.statuses import Action, Status
-from voucherd.stream import EventStream, purge_events, read_events
+from voucherd.stream import EventStream, delete_events, read_events, retention_cutoff
 
 log = logging.getLogger(__name__)
 
@@ -139,6 +139,7 @@ async def serve(settings: Settings) -> int:
     await site.stop()
     app[READINESS].draining = True
     app[READINESS].ready = False
+    app[STREAM].stop()
     in_flight = app[IN_FLIGHT]
     log.info("stopping: no new connections; %d requests in flight", in_flight.count)
     try:
@@ -177,6 +178,7 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         app[READINESS].ready = False
+        stream.stop()
         await app[CAMPAIGNS].stop()
         await directory.stop()
         await journal.close()
@@ -204,17 +206,18 @@ async def _recover(app: web.Application, journal: Journal, directory: Directory)
 
 
 async def _keep_retention(app: web.Application) -> None:
-    """Delete events past retention, a few times per retention period and at least hourly."""
+    """Delete events past retention, a few times per retention period and at least hourly, in
+    batches of short transactions. The stream learns the new oldest event before the delete,
+    so a reader that checked it before cannot mistake the hole for the end of the stream."""
     settings, journal, stream = app[SETTINGS], app[JOURNAL], app[STREAM]
     await app[READINESS].recovered.wait()
     period = min(settings.event_retention / 4, 3600.0)
-    purge = partial(purge_events, limit=PURGE_BATCH)
     while True:
         before = clock.now() - settings.event_retention
         try:
-            deleted = PURGE_BATCH
-            while deleted == PURGE_BATCH:
-                deleted, stream.first_seq = await journal.write(Step(partial(purge, before=before)))
+            while (upto := await journal.read(retention_cutoff, before, PURGE_BATCH)) is not None:
+                stream.first_seq = upto + 1
+                await journal.write(Step(partial(delete_events, upto=upto)))
         except errors.VoucherdError as exc:
             log.warning("could not delete old events: %s", exc.message)
         await asyncio.sleep(period)

@@ -10,7 +10,7 @@ from aiohttp import WSMsgType, web
 
 from voucherd import errors, events, wire
 from voucherd.server.keys import SETTINGS, STREAM
-from voucherd.stream import Expired, Lagging, Subscription
+from voucherd.stream import Expired, Subscription
 
 log = logging.getLogger(__name__)
 
@@ -18,9 +18,10 @@ MAX_PAGE = 10_000
 DEFAULT_PAGE = 100
 
 # Close codes, documented in the API: the subscriber fell too far behind; its `since` is past
-# retention.
+# retention; the server is shutting down (each reason names the seq to resume from).
 CLOSE_LAGGING = 4008
 CLOSE_EXPIRED = 4010
+CLOSE_GOING_AWAY = 1001
 
 
 def _seq(request: web.Request, name: str) -> int | None:
@@ -60,52 +61,63 @@ async def stream_events(request: web.Request) -> web.StreamResponse:
         return await _page(request, since, types)
     await ws.prepare(request)
     subscription = stream.subscribe(since, types, settings.event_buffer)
-    pump = asyncio.create_task(_pump(ws, subscription, binary=fmt == "msgpack"))
-    closing: list[asyncio.Task[None]] = []
-
-    def lagging() -> None:
-        # The pump may be waiting for a socket that never drains: stop it, then close.
-        pump.cancel()
-        message = f"too far behind; resume with since={subscription.sent}"
-        closing.append(asyncio.create_task(_close(ws, CLOSE_LAGGING, message)))
-
-    subscription.on_lagging = lagging
     try:
-        # Reading is what answers pings and notices the client closing; the pump sends.
-        async for _ in ws:
-            pass
+        close = await _serve(ws, subscription, binary=fmt == "msgpack")
     finally:
         stream.unsubscribe(subscription)
-        pump.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await pump
-        for task in closing:
-            await task
+    if close is not None:
+        # Closed from here, with nothing else reading, so the close handshake completes and
+        # the subscriber sees the code even if it reads it late.
+        with contextlib.suppress(ConnectionResetError):
+            await ws.close(code=close[0], message=close[1].encode())
     return ws
+
+
+async def _serve(
+    ws: web.WebSocketResponse, subscription: Subscription, *, binary: bool
+) -> tuple[int, str] | None:
+    """Send events and read the client's frames until either side ends; the close to send."""
+    pump = asyncio.create_task(_pump(ws, subscription, binary=binary))
+    # Reading is what answers pings and notices the client closing.
+    reader = asyncio.create_task(_read(ws))
+    ended = asyncio.create_task(subscription.ended.wait())
+    tasks = (pump, reader, ended)
+    try:
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        # The pump may be waiting for a socket that never drains: it is stopped, not awaited.
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+    resume = f"resume with since={subscription.sent}"
+    if reader.done() and not reader.cancelled():
+        return None
+    if subscription.lagging:
+        return CLOSE_LAGGING, f"too far behind; {resume}"
+    if subscription.stream.stopping:
+        return CLOSE_GOING_AWAY, f"voucherd is shutting down; {resume}"
+    if not pump.cancelled() and isinstance(pump.exception(), Expired):
+        first = subscription.stream.first_seq
+        return (
+            CLOSE_EXPIRED,
+            f"since={subscription.sent} is past retention; the oldest event kept is {first}",
+        )
+    return None
 
 
 async def _pump(ws: web.WebSocketResponse, subscription: Subscription, *, binary: bool) -> None:
     opcode = WSMsgType.BINARY if binary else WSMsgType.TEXT
-    try:
+    with contextlib.suppress(ConnectionResetError):
         while not ws.closed:
             for event in await subscription.next():
-                await ws.send_frame(event.msgpack() if binary else event.json(), opcode)
+                # Counted before the send: a frame handed to the socket will arrive.
                 subscription.sent = event.seq
-    except Expired:
-        first = subscription.stream.first_seq
-        await _close(
-            ws,
-            CLOSE_EXPIRED,
-            f"since={subscription.sent} is past retention; the oldest event kept is {first}",
-        )
-    except (Lagging, ConnectionResetError):
-        # Lagging: the subscription's callback is closing the connection already.
+                await ws.send_frame(event.msgpack() if binary else event.json(), opcode)
+
+
+async def _read(ws: web.WebSocketResponse) -> None:
+    async for _ in ws:
         pass
-
-
-async def _close(ws: web.WebSocketResponse, code: int, reason: str) -> None:
-    with contextlib.suppress(ConnectionResetError):
-        await ws.close(code=code, message=reason.encode())
 
 
 async def _page(
@@ -123,6 +135,8 @@ async def _page(
             f"events after {after} are past retention; the oldest event kept is {stream.first_seq}"
         )
     found = await stream.read(after, stream.last_seq, types, limit)
+    if after < stream.first_seq - 1:
+        raise EventsExpired(f"events after {after} were deleted by retention while being read")
     return wire.response(
         {
             "events": [event.view() for event in found],
