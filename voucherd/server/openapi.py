@@ -813,6 +813,8 @@ SCHEMAS: Json = {
                 ("campaign.status_changed", "CampaignStatusChangedData"),
                 ("upload.completed", "UploadCompletedData"),
                 ("upload.failed", "UploadFailedData"),
+                ("list.low_stock", "StockData"),
+                ("list.exhausted", "StockData"),
             ]
         ],
     ),
@@ -822,8 +824,8 @@ SCHEMAS: Json = {
             "last_seq": integer(
                 0,
                 format="int64",
-                description="The seq of the last event returned; `since` (0 when absent) when "
-                "none.",
+                description="The seq of the last event returned; when none, `since` (when "
+                "absent, the seq before the oldest event kept).",
             ),
         }
     ),
@@ -868,6 +870,18 @@ SCHEMAS: Json = {
             "accepted": integer(0),
             "rejected": integer(0),
         }
+    ),
+    "StockData": closed(
+        {
+            "list_id": identifier("list"),
+            "partner": string(1, 100),
+            "tag": string(1, 100),
+            "available": integer(0),
+            "low_stock_threshold": integer(0),
+        },
+        description="The data of `list.low_stock` (the available codes fell to the threshold) "
+        "and `list.exhausted` (none left): each once, again only after a top-up lifts the list "
+        "back above.",
     ),
     "UploadFailedData": closed(
         {
@@ -1432,13 +1446,14 @@ def events_paths() -> Json:
             "get": operation(
                 "listEvents",
                 "Read the event stream",
-                "Codes handed out, status changes made through the API and finished uploads, "
-                "as events in order of `seq`. With a WebSocket upgrade the events stream as "
+                "Codes handed out, status changes made through the API, finished uploads and "
+                "stock alerts, as events in order of `seq`. With a WebSocket upgrade the events stream as "
                 "frames, one `Event` each: those after `since` (absent: only new ones), then "
                 "live. A subscriber with more events waiting than the server buffers (10,000 by "
                 "default) is closed with code 4008, the reason naming the `since` to resume "
-                "with; a `since` past retention is closed with 4010. Without an upgrade, one "
-                "page of the events after `since`.",
+                "with; a `since` past retention is closed with 4010; on shutdown, subscribers "
+                "are closed with 1001, the reason naming the `since` to resume with. Without an "
+                "upgrade, one page of the events after `since` (absent: from the oldest kept).",
                 tag="Events",
                 scope="read",
                 parameters=[
