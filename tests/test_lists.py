@@ -38,6 +38,10 @@ LIST_FIELDS = {
     "updated_at",
     "codes",
     "campaigns",
+    "expiry_warning",
+    "utilization",
+    "claim_rate",
+    "estimated_exhaustion_at",
 }
 Restart = Callable[[], Awaitable[Client]]
 
@@ -105,6 +109,10 @@ async def test_a_created_list_has_every_field_of_the_contract(client: Client) ->
     assert created["updated_at"] == created["created_at"]
     assert created["codes"] == {"uploaded": 0, "available": 0, "distributed": 0, "withdrawn": 0}
     assert created["campaigns"] == []
+    assert created["expiry_warning"] == "P3D"
+    assert created["utilization"] == 0.0
+    assert created["claim_rate"] == 0.0
+    assert created["estimated_exhaustion_at"] is None
     assert await get_list(client, created["id"]) == created
 
 
@@ -528,6 +536,9 @@ async def test_statuses_edits_and_counts_survive_a_restart(restartable: Restart)
     before = await lists(client)
     client = await restartable()
     after = await lists(client)
+    # The time to exhaustion is read from the clock; the claim rate is rebuilt from the claims.
+    for listing in (*before, *after):
+        del listing["estimated_exhaustion_at"]
     assert after == before
 
     shown = {listing["id"]: listing for listing in after}

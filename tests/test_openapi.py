@@ -35,6 +35,11 @@ LIST = {
     "updated_at": "2026-01-01T00:00:00Z",
     "codes": {"uploaded": 1000000, "available": 400000, "distributed": 600000, "withdrawn": 0},
     "campaigns": [],
+    # Added to the contract's example: fields voucherd adds.
+    "expiry_warning": "P3D",
+    "utilization": 0.6,
+    "claim_rate": 120.5,
+    "estimated_exhaustion_at": "2026-12-01T00:00:00Z",
 }
 LIST_CREATE = {
     "partner": "Puma",

@@ -15,6 +15,8 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
+from voucherd.lists import duration_seconds
+
 
 class Scope(StrEnum):
     ADMIN = "admin"
@@ -58,6 +60,12 @@ class Settings:
     # A subscriber with more events than this waiting to be sent is closed (code 4008).
     event_buffer: int = 10_000
     websocket_heartbeat: float = 30.0
+    # Defaults for new lists: warn when this few codes are left, and this long before expiry
+    # (an ISO 8601 duration; empty for no warning).
+    default_low_stock_threshold: int = 1000
+    default_expiry_warning: str = "P3D"
+    # How often lists are checked for expiry warnings due, in seconds.
+    alert_check_interval: float = 10.0
     log_level: str = "INFO"
     keys: tuple[ApiKey, ...] = field(default=(), repr=False)
 
@@ -103,7 +111,16 @@ class Settings:
         ):
             if getattr(self, name) < (0 if name == "port" else 1):
                 raise ValueError(f"{name} must be positive")
-        for name in ("shutdown_timeout", "event_retention", "websocket_heartbeat"):
+        if self.default_low_stock_threshold < 0:
+            raise ValueError("default_low_stock_threshold must be 0 or more")
+        if self.default_expiry_warning:
+            duration_seconds(self.default_expiry_warning)
+        for name in (
+            "shutdown_timeout",
+            "event_retention",
+            "websocket_heartbeat",
+            "alert_check_interval",
+        ):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be a positive number of seconds")
 

@@ -110,6 +110,10 @@ class EventStream:
     def subscribers(self) -> int:
         return len(self._subscribers)
 
+    @property
+    def buffered(self) -> int:
+        return sum(len(subscription.buffer) for subscription in self._subscribers)
+
     def subscribe(
         self, since: int | None, types: frozenset[str] | None, limit: int
     ) -> Subscription:

@@ -68,6 +68,13 @@ class Edit:
     description: str | None = None
     expires_at: float | None = None
     low_stock_threshold: int | None = None
+    # An ISO 8601 duration; "" removes the warning.
+    expiry_warning: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class WarnExpiry:
+    """Write `list.expiring` if the list's expiry warning is due and not yet written."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,7 +90,7 @@ class Withdraw:
     upload_id: int
 
 
-Message = TakeCode | TakeCodes | Transition | Edit | CompleteUpload | Withdraw
+Message = TakeCode | TakeCodes | Transition | Edit | WarnExpiry | CompleteUpload | Withdraw
 
 
 # -- replies -----------------------------------------------------------------------------------
@@ -361,6 +368,7 @@ class ListActor(Actor[Message]):
             self._give_back(taken)
         else:
             in_flight, committed = self._pending, self._claims
+            self.info.rate.record(taken[0].claim.claimed_at, len(taken))
             for pending in taken:
                 claim = pending.claim
                 del in_flight[pending.key]
@@ -461,6 +469,8 @@ class ListActor(Actor[Message]):
             return changed
         if isinstance(message, Edit):
             return await self._edit(message, now)
+        if isinstance(message, WarnExpiry):
+            return await self._warn_expiry(now)
         if isinstance(message, CompleteUpload):
             if info.stored_status is Status.ARCHIVED:
                 raise errors.ListArchived(f"list {info.id} was archived during the upload")
@@ -484,9 +494,12 @@ class ListActor(Actor[Message]):
                 ("description", edit.description),
                 ("expires_at", edit.expires_at),
                 ("low_stock_threshold", edit.low_stock_threshold),
+                ("expiry_warning", edit.expiry_warning),
             )
             if value is not None
         }
+        if changes.get("expiry_warning") == "":
+            changes["expiry_warning"] = None
         changed = info.replace(updated_at=now, **changes)
         if status is Status.EXPIRED and changed.expires_at > now:
             # Extending an expired list's date re-activates it, as the status table says.
@@ -496,6 +509,32 @@ class ListActor(Actor[Message]):
         )
         self.info = changed
         return changed
+
+    async def _warn_expiry(self, now: float) -> bool:
+        info = self.info
+        due = info.warning_at()
+        if (
+            due is None
+            or not due <= now < info.expires_at
+            or info.warned_expiry == info.expires_at
+            or info.status(now) not in (Status.ACTIVE, Status.PAUSED)
+        ):
+            return False
+        changed = info.replace(warned_expiry=info.expires_at)
+        data = {
+            "list_id": info.id,
+            "partner": info.partner,
+            "tag": info.tag,
+            "expires_at": clock.format_time(info.expires_at),
+            "expiry_warning": info.expiry_warning,
+            "available": info.counts.available,
+        }
+        await self.journal.write(
+            Rows(UPDATE_LIST, [update_row(changed)]),
+            Events([Event.of(events.LIST_EXPIRING, data, now)]),
+        )
+        self.info = changed
+        return True
 
     async def _withdraw(self, upload_id: int, now: float) -> int:
         status = self.uploads.get(upload_id)

@@ -39,8 +39,34 @@ class Metrics:
             "Time from a claim's arrival to its durable reply.",
             LATENCY_BUCKETS,
         )
-        self.registry.register(self.claims)
-        self.registry.register(self.claim_seconds)
+        self.rewards = LoopCounter(
+            "voucherd_rewards",
+            "Reward requests by result: rewarded, repeated, the reason for no reward, or the "
+            "error code.",
+            "result",
+        )
+        self.reward_seconds = LoopHistogram(
+            "voucherd_reward_duration_seconds",
+            "Time from a reward request's arrival to its reply.",
+            LATENCY_BUCKETS,
+        )
+        self.events = LoopCounter(
+            "voucherd_events", "Events written to the stream, by type.", "type"
+        )
+        self.loop_lag = LoopHistogram(
+            "voucherd_event_loop_lag_seconds",
+            "How late the event loop ran a timer: time it could not spend on requests.",
+            LATENCY_BUCKETS,
+        )
+        for collector in (
+            self.claims,
+            self.claim_seconds,
+            self.rewards,
+            self.reward_seconds,
+            self.events,
+            self.loop_lag,
+        ):
+            self.registry.register(collector)
         self.uploads = Counter(
             "voucherd_uploads_total",
             "Finished uploads by status.",

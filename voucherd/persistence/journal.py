@@ -260,6 +260,9 @@ class Journal:
         else:
             if numbering.written:
                 self.last_seq = numbering.last
+                counted = self.metrics.events
+                for event in numbering.written:
+                    counted.labels(event.type).inc()
                 if self.on_events is not None:
                     self.on_events(numbering.written)
             for entry, (result, failure) in zip(group, outcomes, strict=True):

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from voucherd import clock, events
 from voucherd.campaigns import SELECT_CAMPAIGNS, CampaignInfo
 from voucherd.duplicates import Scope
-from voucherd.lists import Counts, ListInfo
+from voucherd.lists import SELECT_LISTS, ClaimRate, ListInfo
 from voucherd.pool import CodePool, rebuild
 from voucherd.statuses import Status
 
@@ -107,10 +107,7 @@ def recover(db: sqlite3.Connection) -> Recovered:
     started = time.perf_counter()
     fail_interrupted_uploads(db)
     lists: dict[int, RecoveredList] = {}
-    for row in db.execute(
-        "SELECT id, partner, tag, name, description, expires_at, status, duplicate_scope,"
-        " low_stock_threshold, created_at, updated_at FROM lists"
-    ):
+    for row in db.execute(SELECT_LISTS):
         info = ListInfo(
             id=row[0],
             partner=row[1],
@@ -123,7 +120,8 @@ def recover(db: sqlite3.Connection) -> Recovered:
             low_stock_threshold=row[8],
             created_at=row[9],
             updated_at=row[10],
-            counts=Counts(),
+            expiry_warning=row[11],
+            warned_expiry=row[12],
         )
         lists[info.id] = RecoveredList(info)
 
@@ -223,12 +221,37 @@ def recover(db: sqlite3.Connection) -> Recovered:
         sum(len(c) for c in taken.values()),
         time.perf_counter() - started,
     )
+    recount_claim_rates(db, lists, max_claim)
     recovered = Recovered(lists, max_list, max_upload, max_code, max_claim)
     recover_campaigns(db, recovered)
     first_seq, last_seq = db.execute("SELECT MIN(seq), MAX(seq) FROM events").fetchone()
     recovered.last_seq = last_seq or 0
     recovered.first_seq = first_seq or recovered.last_seq + 1
     return recovered
+
+
+def recount_claim_rates(db: sqlite3.Connection, lists: dict[int, RecoveredList], last: int) -> None:
+    """Each list's claims per minute over the last window, from the claims themselves. Claim
+    ids grow with time, so a binary search over ids finds the window's first claim without an
+    index on time, and only the window's claims are read."""
+    since = clock.now() - (ClaimRate.WINDOW + 1) * 60
+    low, high = 1, last + 1
+    while low < high:
+        middle = (low + high) // 2
+        row = db.execute(
+            "SELECT claimed_at FROM claims WHERE id >= ? LIMIT 1", (middle,)
+        ).fetchone()
+        if row is None or row[0] >= since:
+            high = middle
+        else:
+            low = middle + 1
+    for list_id, minute, count in db.execute(
+        "SELECT list_id, CAST(claimed_at / 60 AS INTEGER), COUNT(*) FROM claims"
+        " WHERE id >= ? AND claimed_at >= ? GROUP BY 1, 2 ORDER BY 2",
+        (low, since),
+    ):
+        if list_id in lists:
+            lists[list_id].info.rate.record(minute * 60, count)
 
 
 def recover_campaigns(db: sqlite3.Connection, recovered: Recovered) -> None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import sqlite3
 
-VERSION = 2
+VERSION = 3
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (
@@ -29,7 +29,9 @@ CREATE TABLE IF NOT EXISTS lists (
     duplicate_scope TEXT NOT NULL,
     low_stock_threshold INTEGER NOT NULL,
     created_at REAL NOT NULL,
-    updated_at REAL NOT NULL
+    updated_at REAL NOT NULL,
+    expiry_warning TEXT,
+    warned_expiry REAL
 );
 -- A (partner, tag) pair names one list among the non-archived ones.
 CREATE UNIQUE INDEX IF NOT EXISTS lists_by_tag ON lists (partner, tag) WHERE status != 'archived';
@@ -117,6 +119,10 @@ CREATE TABLE IF NOT EXISTS events (
 # Changes to databases made by an earlier version, applied in order at start-up.
 MIGRATIONS: dict[int, tuple[str, ...]] = {
     2: ("ALTER TABLE claims ADD COLUMN message TEXT",),
+    3: (
+        "ALTER TABLE lists ADD COLUMN expiry_warning TEXT",
+        "ALTER TABLE lists ADD COLUMN warned_expiry REAL",
+    ),
 }
 
 

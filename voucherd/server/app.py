@@ -17,20 +17,19 @@ import contextlib
 import gc
 import logging
 import signal
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator
 from functools import partial
 
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from voucherd import clock, errors
 from voucherd.actors.campaign import Campaigns
 from voucherd.actors.directory import Directory
 from voucherd.campaigns import CampaignAction
-from voucherd.metrics import GaugeMetricFamily, Metric, Metrics
-from voucherd.persistence.journal import Journal, Step, shrink_memory
+from voucherd.metrics import Metrics
+from voucherd.persistence.journal import Journal, shrink_memory
 from voucherd.persistence.recovery import recover
-from voucherd.server import campaigns, claims, events, lists, operations, uploads
+from voucherd.server import campaigns, claims, events, lists, operations, uploads, watch
 from voucherd.server.keys import (
     CAMPAIGNS,
     DIRECTORY,
@@ -46,14 +45,12 @@ from voucherd.server.keys import (
 )
 from voucherd.server.middleware import front_door
 from voucherd.settings import Scope, Settings
-from voucherd.statuses import Action, Status
-from voucherd.stream import EventStream, delete_events, read_events, retention_cutoff
+from voucherd.statuses import Action
+from voucherd.stream import EventStream, read_events
 
 log = logging.getLogger(__name__)
 
 ADMIN, ISSUE, READ = Scope.ADMIN, Scope.ISSUE, Scope.READ
-# Old events are deleted this many at a time, each batch its own short transaction.
-PURGE_BATCH = 20_000
 
 # (method, path, handler, scope); a scope of None means no key is needed. Claims come first:
 # aiohttp tries routes in order, and they are the busiest by far.
@@ -67,6 +64,7 @@ ROUTES: list[tuple[str, str, Handler, Scope | None]] = [
     ("POST", "/v1/lists", lists.create_list, ADMIN),
     ("GET", "/v1/lists", lists.find_lists, READ),
     ("GET", "/v1/lists/{list_id}", lists.get_list, READ),
+    ("GET", "/v1/stats", lists.stats, READ),
     ("PATCH", "/v1/lists/{list_id}", lists.edit_list, ADMIN),
     ("POST", "/v1/lists/{list_id}/pause", lists.transition(Action.PAUSE), ADMIN),
     ("POST", "/v1/lists/{list_id}/activate", lists.transition(Action.ACTIVATE), ADMIN),
@@ -167,13 +165,17 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
     app[DIRECTORY] = directory
     app[CAMPAIGNS] = Campaigns(journal, directory)
     app[STREAM] = stream
-    metrics.watch(lambda: _list_gauges(directory))
-    recovery = asyncio.create_task(_recover(app, journal, directory), name="recovery")
-    retention = asyncio.create_task(_keep_retention(app), name="event-retention")
+    metrics.watch(lambda: watch.gauges(app))
+    tasks = [
+        asyncio.create_task(_recover(app, journal, directory), name="recovery"),
+        asyncio.create_task(watch.keep_retention(app), name="event-retention"),
+        asyncio.create_task(watch.warn_expiring_lists(app), name="expiry-warnings"),
+        asyncio.create_task(watch.measure_loop_lag(app), name="loop-lag"),
+    ]
     try:
         yield
     finally:
-        for task in (recovery, retention):
+        for task in tasks:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
@@ -203,40 +205,3 @@ async def _recover(app: web.Application, journal: Journal, directory: Directory)
     readiness.ready = True
     readiness.recovered.set()
     log.info("ready")
-
-
-async def _keep_retention(app: web.Application) -> None:
-    """Delete events past retention, a few times per retention period and at least hourly, in
-    batches of short transactions. The stream learns the new oldest event before the delete,
-    so a reader that checked it before cannot mistake the hole for the end of the stream."""
-    settings, journal, stream = app[SETTINGS], app[JOURNAL], app[STREAM]
-    await app[READINESS].recovered.wait()
-    period = min(settings.event_retention / 4, 3600.0)
-    while True:
-        before = clock.now() - settings.event_retention
-        try:
-            while (upto := await journal.read(retention_cutoff, before, PURGE_BATCH)) is not None:
-                stream.first_seq = upto + 1
-                await journal.write(Step(partial(delete_events, upto=upto)))
-        except errors.VoucherdError as exc:
-            log.warning("could not delete old events: %s", exc.message)
-        await asyncio.sleep(period)
-
-
-def _list_gauges(directory: Directory) -> Iterable[Metric]:
-    codes = GaugeMetricFamily(
-        "voucherd_list_codes",
-        "Codes of a list by state.",
-        labels=["list_id", "partner", "tag", "state"],
-    )
-    for actor in directory:
-        info = actor.info
-        if info.stored_status is Status.ARCHIVED:
-            continue
-        labels = [str(info.id), info.partner, info.tag]
-        counts = info.counts
-        codes.add_metric([*labels, "uploaded"], counts.uploaded)
-        codes.add_metric([*labels, "available"], counts.available)
-        codes.add_metric([*labels, "distributed"], counts.distributed)
-        codes.add_metric([*labels, "withdrawn"], counts.withdrawn)
-    yield codes

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from aiohttp import web
@@ -20,7 +21,7 @@ from voucherd.campaigns import (
 from voucherd.claims import MAX_IDEMPOTENCY_KEY, MAX_USER_ID, Claim
 from voucherd.server.claims import read_claims
 from voucherd.server.inputs import json_body, path_id, required_text, string, timestamp
-from voucherd.server.keys import CAMPAIGNS, DIRECTORY, JOURNAL, SETTINGS
+from voucherd.server.keys import CAMPAIGNS, DIRECTORY, JOURNAL, METRICS, SETTINGS
 from voucherd.templates import Template
 
 MAX_EVENT_BYTES = 16 * 1024
@@ -191,6 +192,7 @@ def _trigger(value: Any) -> dict[str, Any] | None:
 
 
 async def create_reward(request: web.Request) -> web.Response:
+    started = time.perf_counter()
     campaign = _campaign(request)
     body = await json_body(request)
     user_id = string(body.get("user_id"), "user_id", max_length=MAX_USER_ID)
@@ -200,9 +202,17 @@ async def create_reward(request: web.Request) -> web.Response:
         if key is None
         else string(key, "idempotency_key", max_length=MAX_IDEMPOTENCY_KEY, min_length=0)
     )
-    outcome = await campaign.reward(user_id, key, _trigger(body.get("event")))
+    metrics = request.app[METRICS]
+    try:
+        outcome = await campaign.reward(user_id, key, _trigger(body.get("event")))
+    except errors.VoucherdError as exc:
+        metrics.rewards.labels(exc.code).inc()
+        raise
+    metrics.reward_seconds.observe(time.perf_counter() - started)
     if not isinstance(outcome, Rewarded):
+        metrics.rewards.labels(outcome.reason.value).inc()
         return wire.response({"rewarded": False, "reason": outcome.reason.value})
+    metrics.rewards.labels("rewarded" if outcome.created else "repeated").inc()
     (claim,) = await _claims_of(request, [outcome])
     return wire.response(
         {"rewarded": True, "reward": _reward_view(request, claim)},
@@ -222,14 +232,18 @@ async def create_rewards(request: web.Request) -> web.Response:
     answers = await campaign.reward_many(users)
     claims = iter(await _claims_of(request, [a for _, a in answers if isinstance(a, Rewarded)]))
     results: list[dict[str, Any]] = []
+    counted = request.app[METRICS].rewards
     for user, answer in answers:
         if isinstance(answer, Rewarded):
             reward = _reward_view(request, next(claims))
             results.append({"user_id": user, "rewarded": True, "reward": reward})
+            counted.labels("rewarded" if answer.created else "repeated").inc()
         elif isinstance(answer, Refused):
             results.append({"user_id": user, "rewarded": False, "reason": answer.reason.value})
+            counted.labels(answer.reason.value).inc()
         else:
             results.append({"user_id": user, "rewarded": False, "error": answer.body()["error"]})
+            counted.labels(answer.code).inc()
     return wire.response({"results": results})
 
 

@@ -2,18 +2,41 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
 from voucherd import clock, errors, wire
 from voucherd.actors.voucher_list import Edit, Transition
 from voucherd.duplicates import Scope
-from voucherd.lists import MAX_DESCRIPTION, MAX_NAME, MAX_PARTNER, MAX_TAG, ListInfo
+from voucherd.lists import (
+    MAX_DESCRIPTION,
+    MAX_NAME,
+    MAX_PARTNER,
+    MAX_TAG,
+    ListInfo,
+    duration_seconds,
+)
 from voucherd.server.inputs import count, json_body, path_id, required_text, text, timestamp
-from voucherd.server.keys import DIRECTORY
+from voucherd.server.keys import DIRECTORY, SETTINGS
 from voucherd.statuses import Action, Status
 
-DEFAULT_LOW_STOCK = 1000
+
+def _expiry_warning(body: dict[str, Any]) -> str | None:
+    """The list's expiry warning as given, upper-cased; "" when the body clears it."""
+    if "expiry_warning" not in body:
+        return None
+    value = body["expiry_warning"]
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise errors.InvalidRequest("expiry_warning must be an ISO 8601 duration such as P3D")
+    try:
+        duration_seconds(value)
+    except ValueError as exc:
+        raise errors.InvalidRequest(f"expiry_warning: {exc}") from None
+    return value.upper()
 
 
 def _tag(raw: str) -> str:
@@ -30,6 +53,10 @@ async def create_list(request: web.Request) -> web.Response:
     expires_at = timestamp(body, "expires_at")
     assert expires_at is not None
     threshold = count(body, "low_stock_threshold")
+    settings = request.app[SETTINGS]
+    warning = _expiry_warning(body)
+    if warning is None:
+        warning = settings.default_expiry_warning.upper()
     now = clock.now()
     info = ListInfo(
         id=0,
@@ -43,9 +70,12 @@ async def create_list(request: web.Request) -> web.Response:
         expires_at=expires_at,
         stored_status=Status.ACTIVE,
         duplicate_scope=Scope(scope),
-        low_stock_threshold=DEFAULT_LOW_STOCK if threshold is None else threshold,
+        low_stock_threshold=settings.default_low_stock_threshold
+        if threshold is None
+        else threshold,
         created_at=now,
         updated_at=now,
+        expiry_warning=warning or None,
     )
     created = await request.app[DIRECTORY].create(info)
     return wire.response(created.view(), status=201)
@@ -81,10 +111,12 @@ async def edit_list(request: web.Request) -> web.Response:
         ),
         expires_at=timestamp(body, "expires_at", required=False),
         low_stock_threshold=count(body, "low_stock_threshold"),
+        expiry_warning=_expiry_warning(body),
     )
     if edit == Edit():
         raise errors.InvalidRequest(
-            "send at least one of name, description, expires_at, low_stock_threshold"
+            "send at least one of name, description, expires_at, low_stock_threshold,"
+            " expiry_warning"
         )
     info: ListInfo = await actor.ask(edit)
     return wire.response(info.view())
@@ -98,3 +130,47 @@ def transition(action: Action) -> Handler:
 
     handle.__name__ = f"{action}_list"
     return handle
+
+
+async def stats(request: web.Request) -> web.Response:
+    """Totals across lists, and per partner: lists by status, codes by state, claim rate."""
+    now = clock.now()
+    total = _Tally()
+    partners: dict[str, _Tally] = {}
+    for actor in request.app[DIRECTORY]:
+        info = actor.info
+        for tally in (total, partners.setdefault(info.partner, _Tally())):
+            tally.add(info, now)
+    return wire.response(
+        {
+            **total.view(),
+            "partners": [
+                {"partner": partner, **tally.view()} for partner, tally in sorted(partners.items())
+            ],
+        }
+    )
+
+
+class _Tally:
+    def __init__(self) -> None:
+        self.lists = dict.fromkeys((status.value for status in Status), 0)
+        self.codes = dict.fromkeys(("uploaded", "available", "distributed", "withdrawn"), 0)
+        self.claim_rate = 0.0
+
+    def add(self, info: ListInfo, now: float) -> None:
+        self.lists[info.status(now).value] += 1
+        counts = info.counts
+        self.codes["uploaded"] += counts.uploaded
+        self.codes["available"] += counts.available
+        self.codes["distributed"] += counts.distributed
+        self.codes["withdrawn"] += counts.withdrawn
+        self.claim_rate += info.rate.per_minute(now)
+
+    def view(self) -> dict[str, Any]:
+        uploaded = self.codes["uploaded"]
+        return {
+            "lists": {"total": sum(self.lists.values()), **self.lists},
+            "codes": dict(self.codes),
+            "utilization": round(self.codes["distributed"] / uploaded, 6) if uploaded else 0.0,
+            "claim_rate": round(self.claim_rate, 3),
+        }

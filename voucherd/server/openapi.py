@@ -123,6 +123,11 @@ def integer(minimum: int = 0, maximum: int = INT64_MAX, **extra: Any) -> Json:
     return {"type": "integer", "minimum": minimum, "maximum": maximum} | extra
 
 
+def number(minimum: float, maximum: float | None, description: str) -> Json:
+    schema: Json = {"type": "number", "minimum": minimum, "description": description}
+    return schema if maximum is None else schema | {"maximum": maximum}
+
+
 def identifier(what: str) -> Json:
     return integer(1, format="int64", description=f"The {what}'s id.")
 
@@ -134,6 +139,8 @@ def timestamp(description: str, **extra: Any) -> Json:
 
 def nullable(schema: Json) -> Json:
     """The schema with `null` allowed too (3.1 style: a type list, not `nullable`)."""
+    if isinstance(schema["type"], list):
+        return schema
     return schema | {"type": [schema["type"], "null"]}
 
 
@@ -357,6 +364,16 @@ LOW_STOCK_THRESHOLD = integer(
     JSON_INT_MAX,
     description="`list.low_stock` fires when the available codes fall to this count.",
 )
+EXPIRY_WARNING = nullable(
+    string(
+        2,
+        40,
+        pattern=r"^[Pp](\d+[Ww])?(\d+[Dd])?([Tt](\d+[Hh])?(\d+[Mm])?(\d+[Ss])?)?$",
+        description="How long before `expires_at` to write `list.expiring`: an ISO 8601 "
+        "duration of weeks, days and time, such as `P3D` or `PT12H`. `null` for no warning; "
+        "absent on create: the server's default (`P3D` unless configured).",
+    )
+)
 METADATA: Json = {
     "type": "object",
     "additionalProperties": True,
@@ -378,6 +395,7 @@ PATCHABLE: Json = {
     "description": LIST_DESCRIPTION,
     "expires_at": EXPIRES_AT,
     "low_stock_threshold": LOW_STOCK_THRESHOLD,
+    "expiry_warning": EXPIRY_WARNING,
 }
 STARTS_AT = timestamp(
     "Before it the campaign reads `scheduled`; `null` starts it at once", minLength=20, maxLength=40
@@ -432,6 +450,18 @@ CAMPAIGN_STATUS = enum(
 REWARD_REASON = enum(REWARD_REASONS, "Why no code was given.")
 REWARD_USER_ID = identity_text(1, USER_ID_MAX, "The end user's id.")
 
+STATS_FIELDS: Json = {
+    "lists": closed(
+        {"total": integer(0)} | {status: integer(0) for status in LIST_STATUSES},
+        description="Lists by status.",
+    ),
+    "codes": closed(
+        {state: integer(0) for state in ("uploaded", "available", "distributed", "withdrawn")}
+    ),
+    "utilization": number(0, 1, "Codes distributed ÷ codes uploaded."),
+    "claim_rate": number(0, None, "Codes handed out per minute over the last 15 minutes."),
+}
+
 SCHEMAS: Json = {
     "Error": obj(
         {
@@ -450,6 +480,7 @@ SCHEMAS: Json = {
             "description": optional(LIST_DESCRIPTION),
             "expires_at": EXPIRES_AT,
             "low_stock_threshold": optional(LOW_STOCK_THRESHOLD | {"default": DEFAULT_LOW_STOCK}),
+            "expiry_warning": EXPIRY_WARNING,
             "duplicate_scope": enum(
                 ["partner", "list"],
                 "Which codes an upload is checked against: every non-archived list of the "
@@ -491,9 +522,28 @@ SCHEMAS: Json = {
             "campaigns": array_of(
                 integer(1), description="Ids of the campaigns mapped to this list."
             ),
+            "expiry_warning": EXPIRY_WARNING,
+            "utilization": number(0, 1, "Codes distributed ÷ codes uploaded (0 before any)."),
+            "claim_rate": number(0, None, "Codes handed out per minute over the last 15 minutes."),
+            "estimated_exhaustion_at": nullable(
+                timestamp(
+                    "When the list runs out at that rate; `null` while nothing is claimed or "
+                    "nothing is left"
+                )
+            ),
         }
     ),
     "ListPage": closed({"lists": array_of(ref("List"))}),
+    "Stats": closed(
+        STATS_FIELDS
+        | {
+            "partners": array_of(
+                closed({"partner": string(1, 100)} | STATS_FIELDS),
+                description="The same totals per partner, by partner name.",
+            )
+        },
+        description="Totals across every list, archived ones included.",
+    ),
     "Upload": closed(
         {
             "id": identifier("upload"),
@@ -815,6 +865,7 @@ SCHEMAS: Json = {
                 ("upload.failed", "UploadFailedData"),
                 ("list.low_stock", "StockData"),
                 ("list.exhausted", "StockData"),
+                ("list.expiring", "ListExpiringData"),
             ]
         ],
     ),
@@ -870,6 +921,18 @@ SCHEMAS: Json = {
             "accepted": integer(0),
             "rejected": integer(0),
         }
+    ),
+    "ListExpiringData": closed(
+        {
+            "list_id": identifier("list"),
+            "partner": string(1, 100),
+            "tag": string(1, 100),
+            "expires_at": timestamp("When the list expires"),
+            "expiry_warning": string(2, 40),
+            "available": integer(0),
+        },
+        description="The data of `list.expiring`: once per expiry date, when the list's "
+        "`expiry_warning` comes due.",
     ),
     "StockData": closed(
         {
@@ -1012,6 +1075,17 @@ def lists_paths() -> Json:
                 },
             ),
         },
+        "/v1/stats": {
+            "get": operation(
+                "getStats",
+                "Totals across lists",
+                "Lists by status, codes by state, utilization and claim rate, in all and per "
+                "partner.",
+                tag="Lists",
+                scope="read",
+                responses={"200": json_response("The totals.", ref("Stats"))},
+            )
+        },
         "/v1/lists/{list_id}": {
             "get": operation(
                 "getList",
@@ -1028,9 +1102,9 @@ def lists_paths() -> Json:
             "patch": operation(
                 "updateList",
                 "Edit a list",
-                "Changes any of name, description, expiry and low-stock threshold; at least one "
-                "must be given. Moving an expired list's `expires_at` into the future makes it "
-                "active.",
+                "Changes any of name, description, expiry, low-stock threshold and expiry "
+                "warning; at least one must be given. Moving an expired list's `expires_at` "
+                "into the future makes it active.",
                 tag="Lists",
                 scope="admin",
                 parameters=[LIST_ID],
@@ -1447,13 +1521,14 @@ def events_paths() -> Json:
                 "listEvents",
                 "Read the event stream",
                 "Codes handed out, status changes made through the API, finished uploads and "
-                "stock alerts, as events in order of `seq`. With a WebSocket upgrade the events stream as "
-                "frames, one `Event` each: those after `since` (absent: only new ones), then "
-                "live. A subscriber with more events waiting than the server buffers (10,000 by "
-                "default) is closed with code 4008, the reason naming the `since` to resume "
-                "with; a `since` past retention is closed with 4010; on shutdown, subscribers "
-                "are closed with 1001, the reason naming the `since` to resume with. Without an "
-                "upgrade, one page of the events after `since` (absent: from the oldest kept).",
+                "stock alerts, as events in order of `seq`. With a WebSocket upgrade the events "
+                "stream as frames, one `Event` each: those after `since` (absent: only new "
+                "ones), then live. A subscriber with more events waiting than the server "
+                "buffers (10,000 by default) is closed with code 4008, the reason naming the "
+                "`since` to resume with; a `since` past retention is closed with 4010; on "
+                "shutdown, subscribers are closed with 1001, the reason naming the `since` to "
+                "resume with. Without an upgrade, one page of the events after `since` (absent: "
+                "from the oldest kept).",
                 tag="Events",
                 scope="read",
                 parameters=[

@@ -1,0 +1,166 @@
+"""What runs beside the requests: gauges read at scrape time, the event loop's lag, expiry
+warnings coming due, and retention of old events."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Iterable
+from functools import partial
+
+from aiohttp import web
+
+from voucherd import clock, errors
+from voucherd.actors.voucher_list import WarnExpiry
+from voucherd.campaigns import CampaignStatus
+from voucherd.lists import duration_seconds
+from voucherd.metrics import GaugeMetricFamily, Metric
+from voucherd.persistence.journal import Step
+from voucherd.server.keys import CAMPAIGNS, DIRECTORY, JOURNAL, METRICS, READINESS, SETTINGS, STREAM
+from voucherd.statuses import Status
+from voucherd.stream import delete_events, retention_cutoff
+
+log = logging.getLogger(__name__)
+
+LIST_LABELS = ["list_id", "partner", "tag"]
+# How often the loop's lag is sampled, in seconds.
+LAG_PERIOD = 0.25
+# Old events are deleted this many at a time, each batch its own short transaction.
+PURGE_BATCH = 20_000
+
+
+def gauges(app: web.Application) -> Iterable[Metric]:
+    """Per-list and saturation gauges, read from live state at each scrape. A list's series go
+    away when it is archived."""
+    directory, campaigns, now = app[DIRECTORY], app[CAMPAIGNS], clock.now()
+    running: dict[int, int] = {}
+    for campaign in campaigns:
+        if campaign.info.status(now) is CampaignStatus.RUNNING:
+            for list_id in campaign.info.lists:
+                running[list_id] = running.get(list_id, 0) + 1
+
+    def family(name: str, help: str, extra: tuple[str, ...] = ()) -> GaugeMetricFamily:
+        return GaugeMetricFamily(name, help, labels=[*LIST_LABELS, *extra])
+
+    codes = family("voucherd_list_codes", "Codes of a list by state.", ("state",))
+    low = family(
+        "voucherd_list_low_stock", "1 while a list's available codes are at or below its threshold."
+    )
+    threshold = family(
+        "voucherd_list_low_stock_threshold", "A list's low-stock threshold, in codes."
+    )
+    expiry = family(
+        "voucherd_list_expiry_seconds", "Seconds until a list expires; negative once expired."
+    )
+    warning = family(
+        "voucherd_list_expiry_warning_seconds",
+        "How long before its expiry a list warns, in seconds; 0 without a warning.",
+    )
+    mapped = family("voucherd_list_running_campaigns", "Running campaigns that map a list.")
+    rate = family(
+        "voucherd_list_claims_per_minute",
+        "Codes a list handed out per minute over the last 15 minutes.",
+    )
+    exhaustion = family(
+        "voucherd_list_exhaustion_seconds",
+        "Seconds until a list runs out at its recent claim rate; absent while nothing is claimed.",
+    )
+    for actor in directory:
+        info = actor.info
+        if info.stored_status is Status.ARCHIVED:
+            continue
+        labels = [str(info.id), info.partner, info.tag]
+        counts = info.counts
+        for state, value in (
+            ("uploaded", counts.uploaded),
+            ("available", counts.available),
+            ("distributed", counts.distributed),
+            ("withdrawn", counts.withdrawn),
+        ):
+            codes.add_metric([*labels, state], value)
+        low.add_metric(labels, 1.0 if counts.available <= info.low_stock_threshold else 0.0)
+        threshold.add_metric(labels, info.low_stock_threshold)
+        expiry.add_metric(labels, info.expires_at - now)
+        warn = duration_seconds(info.expiry_warning) if info.expiry_warning else 0.0
+        warning.add_metric(labels, warn)
+        mapped.add_metric(labels, running.get(info.id, 0))
+        rate.add_metric(labels, info.rate.per_minute(now))
+        runs_out = info.exhaustion_at(now)
+        if runs_out is not None:
+            exhaustion.add_metric(labels, runs_out - now)
+    yield from (codes, low, threshold, expiry, warning, mapped, rate, exhaustion)
+
+    depth = GaugeMetricFamily(
+        "voucherd_mailbox_depth", "Messages waiting in actors' mailboxes, by kind.", labels=["kind"]
+    )
+    depth.add_metric(["list"], sum(actor.mailbox_depth for actor in directory))
+    depth.add_metric(["campaign"], sum(campaign.mailbox_depth for campaign in campaigns))
+    stream = app[STREAM]
+    yield depth
+    yield GaugeMetricFamily(
+        "voucherd_journal_queue_records",
+        "Records waiting for the journal's writer.",
+        value=app[JOURNAL].queued_records,
+    )
+    yield GaugeMetricFamily(
+        "voucherd_websocket_subscribers",
+        "Open event stream subscriptions.",
+        value=stream.subscribers,
+    )
+    yield GaugeMetricFamily(
+        "voucherd_events_buffered",
+        "Events waiting in subscribers' buffers to be sent.",
+        value=stream.buffered,
+    )
+    yield GaugeMetricFamily("voucherd_event_seq", "The last event's seq.", value=stream.last_seq)
+
+
+async def measure_loop_lag(app: web.Application) -> None:
+    """Sample how late the loop wakes a timer: under CPU saturation or a blocking call, this
+    is the delay every request waits on top of its own work."""
+    lag = app[METRICS].loop_lag
+    while True:
+        started = time.monotonic()
+        await asyncio.sleep(LAG_PERIOD)
+        lag.observe(max(time.monotonic() - started - LAG_PERIOD, 0.0))
+
+
+async def warn_expiring_lists(app: web.Application) -> None:
+    """Ask each list with an expiry warning due to write its `list.expiring` event; the list's
+    actor decides, so a warning is written once per expiry date."""
+    settings, directory = app[SETTINGS], app[DIRECTORY]
+    await app[READINESS].recovered.wait()
+    while True:
+        now = clock.now()
+        for actor in list(directory):
+            info = actor.info
+            due = info.warning_at()
+            if (
+                due is not None
+                and due <= now < info.expires_at
+                and info.warned_expiry != info.expires_at
+            ):
+                try:
+                    await actor.ask(WarnExpiry())
+                except errors.VoucherdError as exc:
+                    log.warning("list %d: expiry warning not written: %s", info.id, exc.message)
+        await asyncio.sleep(settings.alert_check_interval)
+
+
+async def keep_retention(app: web.Application) -> None:
+    """Delete events past retention, a few times per retention period and at least hourly, in
+    batches of short transactions. The stream learns the new oldest event before the delete,
+    so a reader that checked it before cannot mistake the hole for the end of the stream."""
+    settings, journal, stream = app[SETTINGS], app[JOURNAL], app[STREAM]
+    await app[READINESS].recovered.wait()
+    period = min(settings.event_retention / 4, 3600.0)
+    while True:
+        before = clock.now() - settings.event_retention
+        try:
+            while (upto := await journal.read(retention_cutoff, before, PURGE_BATCH)) is not None:
+                stream.first_seq = upto + 1
+                await journal.write(Step(partial(delete_events, upto=upto)))
+        except errors.VoucherdError as exc:
+            log.warning("could not delete old events: %s", exc.message)
+        await asyncio.sleep(period)
