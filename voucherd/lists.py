@@ -34,7 +34,8 @@ class Counts:
 # An ISO 8601 duration of weeks, days, hours, minutes and seconds: "P3D", "PT12H", "P1DT6H".
 _DURATION = re.compile(
     r"P(?:(?P<weeks>\d+)W)?(?:(?P<days>\d+)D)?"
-    r"(?:T(?:(?P<hours>\d+)H)?(?:(?P<minutes>\d+)M)?(?:(?P<seconds>\d+)S)?)?"
+    r"(?:T(?:(?P<hours>\d+)H)?(?:(?P<minutes>\d+)M)?(?:(?P<seconds>\d+)S)?)?",
+    re.ASCII,
 )
 _UNIT_SECONDS = {"weeks": 604800, "days": 86400, "hours": 3600, "minutes": 60, "seconds": 1}
 
@@ -70,10 +71,10 @@ class ClaimRate:
                 minutes.popleft()
 
     def per_minute(self, now: float) -> float:
-        # The current minute counts in full, so the window is the last 15 whole minutes and
-        # the current part minute.
+        # Counted by whole minutes: the current part minute and the 15 before it, so a claim
+        # counts for at least 15 minutes.
         oldest = int(now // 60) - self.WINDOW
-        return sum(count for minute, count in self._minutes if minute > oldest) / self.WINDOW
+        return sum(count for minute, count in self._minutes if minute >= oldest) / self.WINDOW
 
 
 @dataclass(slots=True)

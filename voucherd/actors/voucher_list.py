@@ -284,10 +284,9 @@ class ListActor(Actor[Message]):
         return pending
 
     def _take_codes(
-        self, fresh: list[tuple[str, str]], codes: list[Code], message: TakeCodes
+        self, fresh: list[tuple[str, str]], codes: list[Code], message: TakeCodes, now: float
     ) -> list[_Pending]:
         """New keyless claims for a batch: the codes are taken, the users are (key, user id)."""
-        now = clock.now()
         first = self.ids.next_claims(len(codes))
         info, source, campaign_id = self.info, message.source, message.campaign_id
         taken = []
@@ -436,7 +435,7 @@ class ListActor(Actor[Message]):
             if len(codes) < len(fresh):
                 exhausted = errors.ListExhausted(f"list {self.info.id} has no codes left")
                 outcome.failed.extend((user_id, exhausted) for _, user_id in fresh[len(codes) :])
-            turn.taken = self._take_codes(fresh, codes, message)
+            turn.taken = self._take_codes(fresh, codes, message, turn.now)
             waits.extend(turn.taken)
             self._commit_turn(turn)
             if turn.taken and turn.taken[0].durable is None:

@@ -125,8 +125,10 @@ class Journal:
         self._reader: aiosqlite.Connection | None = None
         self._closing = False
         self._stop_seen = False
-        # The number of the last event committed, and who hears of events once committed.
+        # The number and time of the last event committed, and who hears of events once
+        # committed.
         self.last_seq = 0
+        self.last_event_time = 0.0
         self.on_events: Callable[[list[Event]], None] | None = None
         # How long the last group written alone (an upload chunk, say) took, commit included:
         # uploads size their chunks by it.
@@ -245,7 +247,7 @@ class Journal:
     async def _commit(self, group: list[_Entry]) -> None:
         records = sum(entry.records for entry in group)
         started = time.perf_counter()
-        numbering = _Numbering(self.last_seq)
+        numbering = _Numbering(self.last_seq, self.last_event_time)
         try:
             outcomes = await self._on_writer_thread(_transaction, group, numbering)
         except Exception as exc:
@@ -259,7 +261,7 @@ class Journal:
                 _settle(entry.future, exception=fault)
         else:
             if numbering.written:
-                self.last_seq = numbering.last
+                self.last_seq, self.last_event_time = numbering.last, numbering.last_time
                 counted = self.metrics.events
                 for event in numbering.written:
                     counted.labels(event.type).inc()
@@ -301,21 +303,27 @@ def _next_group(backlog: deque[_Entry], steps_turn: bool) -> list[_Entry]:
 class _Numbering:
     """Event numbers handed out while writing one group, on the writer's thread."""
 
-    def __init__(self, last: int) -> None:
+    def __init__(self, last: int, last_time: float) -> None:
         self.last = last
+        self.last_time = last_time
         self.written: list[Event] = []
 
     def number(self, events: Sequence[Event]) -> None:
         for event in events:
             self.last += 1
             event.seq = self.last
+            # Times never go back along the stream, even if the clock does: retention finds
+            # its cut by a binary search over seq.
+            if event.time < self.last_time:
+                event.time = self.last_time
+            self.last_time = event.time
         self.written.extend(events)
 
-    def mark(self) -> tuple[int, int]:
-        return self.last, len(self.written)
+    def mark(self) -> tuple[int, int, float]:
+        return self.last, len(self.written), self.last_time
 
-    def undo(self, mark: tuple[int, int]) -> None:
-        self.last, count = mark
+    def undo(self, mark: tuple[int, int, float]) -> None:
+        self.last, count, self.last_time = mark
         del self.written[count:]
 
 

@@ -52,6 +52,7 @@ class Recovered:
     # The event stream: the oldest event kept and the last one written.
     first_seq: int = 1
     last_seq: int = 0
+    last_event_time: float = 0.0
 
 
 def fail_interrupted_uploads(db: sqlite3.Connection) -> int:
@@ -60,8 +61,12 @@ def fail_interrupted_uploads(db: sqlite3.Connection) -> int:
     ).fetchall()
     if not rows:
         return 0
-    now = clock.now()
-    (last_seq,) = db.execute("SELECT COALESCE(MAX(seq), 0) FROM events").fetchone()
+    last_seq, last_time = db.execute(
+        "SELECT COALESCE(MAX(seq), 0), (SELECT time FROM events ORDER BY seq DESC LIMIT 1)"
+        " FROM events"
+    ).fetchone()
+    # Event times never go back along the stream (see the journal's numbering).
+    now = max(clock.now(), last_time or 0.0)
     db.execute("BEGIN IMMEDIATE")
     for upload_id, _, _ in rows:
         drop_upload_codes(db, upload_id)
@@ -226,6 +231,10 @@ def recover(db: sqlite3.Connection) -> Recovered:
     recover_campaigns(db, recovered)
     first_seq, last_seq = db.execute("SELECT MIN(seq), MAX(seq) FROM events").fetchone()
     recovered.last_seq = last_seq or 0
+    if last_seq is not None:
+        (recovered.last_event_time,) = db.execute(
+            "SELECT time FROM events WHERE seq = ?", (last_seq,)
+        ).fetchone()
     recovered.first_seq = first_seq or recovered.last_seq + 1
     return recovered
 

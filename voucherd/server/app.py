@@ -194,6 +194,7 @@ async def _recover(app: web.Application, journal: Journal, directory: Directory)
         directory.load(recovered)
         app[CAMPAIGNS].load(recovered.campaigns, recovered.max_campaign_id)
         journal.last_seq = app[STREAM].last_seq = recovered.last_seq
+        journal.last_event_time = recovered.last_event_time
         app[STREAM].first_seq = recovered.first_seq
         # Recovery reads every block once; what it allocated on the way is returned here.
         await journal.call(shrink_memory)

@@ -22,6 +22,8 @@ DEFAULT_PAGE = 100
 CLOSE_LAGGING = 4008
 CLOSE_EXPIRED = 4010
 CLOSE_GOING_AWAY = 1001
+# Seconds a subscriber gets to take its close frame.
+CLOSE_TIMEOUT = 10.0
 
 
 def _seq(request: web.Request, name: str) -> int | None:
@@ -67,9 +69,14 @@ async def stream_events(request: web.Request) -> web.StreamResponse:
         stream.unsubscribe(subscription)
     if close is not None:
         # Closed from here, with nothing else reading, so the close handshake completes and
-        # the subscriber sees the code even if it reads it late.
-        with contextlib.suppress(ConnectionResetError):
-            await ws.close(code=close[0], message=close[1].encode())
+        # the subscriber sees the code even if it reads it late. A subscriber that never reads
+        # again would hold the close forever: its connection is dropped instead.
+        try:
+            async with asyncio.timeout(CLOSE_TIMEOUT):
+                await ws.close(code=close[0], message=close[1].encode())
+        except (TimeoutError, ConnectionResetError):
+            if request.transport is not None:
+                request.transport.abort()
     return ws
 
 
