@@ -22,6 +22,27 @@ FUTURE = "2030-01-01T00:00:00Z"
 Client = TestClient[Any, Any]
 
 
+# A test server's client, or a session talking to a server process.
+Caller = Client | aiohttp.ClientSession
+
+
+async def call(
+    client: Caller, method: str, path: str, body: Any = None, **params: str
+) -> tuple[int, Any]:
+    """A JSON request: (status, decoded reply)."""
+    response = await client.request(method, path, json=body, params=params)
+    return response.status, await response.json()
+
+
+def error_code(reply: Any) -> str:
+    """The code of an error reply, checked to have the contract's shape."""
+    assert set(reply) == {"error"}, reply
+    assert isinstance(reply["error"]["message"], str), reply
+    assert reply["error"]["message"], reply
+    code: str = reply["error"]["code"]
+    return code
+
+
 def list_body(**overrides: Any) -> dict[str, Any]:
     body: dict[str, Any] = {
         "partner": "Puma",

@@ -18,8 +18,10 @@ from prometheus_client.samples import Sample
 from support import (
     Client,
     assert_balanced,
+    call,
     codes_csv,
     create_list,
+    error_code,
     get_list,
     list_with_codes,
     make_codes,
@@ -47,21 +49,6 @@ def settings(tmp_path: Path) -> Settings:
 
 
 # -- helpers -----------------------------------------------------------------------------------
-
-
-async def call(
-    client: Client, method: str, path: str, body: Any = None, **params: str
-) -> tuple[int, Any]:
-    response = await client.request(method, path, json=body, params=params)
-    return response.status, await response.json()
-
-
-def error_code(reply: Any) -> str:
-    assert set(reply) == {"error"}, reply
-    assert isinstance(reply["error"]["message"], str), reply
-    assert reply["error"]["message"], reply
-    code: str = reply["error"]["code"]
-    return code
 
 
 def rfc3339(epoch: float) -> str:

@@ -17,10 +17,13 @@ import aiohttp
 import pytest
 from support import (
     FUTURE,
+    Caller,
     Client,
     ServerProcess,
     assert_balanced,
+    call,
     codes_csv,
+    error_code,
     get_list,
     list_body,
     list_with_codes,
@@ -71,26 +74,10 @@ EVENT_PROPERTIES = {
 }
 CHARGED = {"event": "Charged", "where": [{"property": "amount", "op": "gte", "value": 100}]}
 
-Caller = Client | aiohttp.ClientSession
 Restart = Callable[[], Awaitable[Client]]
 
 
 # -- helpers -----------------------------------------------------------------------------------
-
-
-async def call(
-    client: Caller, method: str, path: str, body: Any = None, **params: str
-) -> tuple[int, Any]:
-    response = await client.request(method, path, json=body, params=params)
-    return response.status, await response.json()
-
-
-def error_code(reply: Any) -> str:
-    assert set(reply) == {"error"}, reply
-    assert isinstance(reply["error"]["message"], str), reply
-    assert reply["error"]["message"], reply
-    code: str = reply["error"]["code"]
-    return code
 
 
 def rfc3339(epoch: float) -> str:

@@ -252,6 +252,15 @@ async def test_an_upload_cut_off_by_kill_9_leaves_no_codes_behind(
         listing = await get(session, f"/v1/lists/{list_id}")
         assert listing["codes"] == before
         assert_balanced(listing)
+        # Recovery wrote the failure to the event stream, once, after what came before it.
+        events = (await get(session, "/v1/events?since=0&limit=10000"))["events"]
+        assert [e["seq"] for e in events] == list(range(1, len(events) + 1))
+        failed = [e for e in events if e["type"] == "upload.failed"]
+        assert [e["data"] for e in failed] == [
+            {"list_id": list_id, "upload_id": cut_off["id"], "filename": "big.csv",
+             "error": "interrupted"}
+        ]  # fmt: skip
+        assert failed[0] == events[-1]
 
         # Its rows were dropped, so the same codes upload again without a duplicate.
         async with session.post(
@@ -268,3 +277,11 @@ async def test_an_upload_cut_off_by_kill_9_leaves_no_codes_behind(
         assert listing["codes"]["uploaded"] == before["uploaded"] + len(big)
         assert listing["codes"]["available"] == before["available"] + len(big)
         assert_balanced(listing)
+
+    # A second restart finds nothing to fail again: no second upload.failed event.
+    server_process.kill()
+    server_process.start()
+    await server_process.wait_ready()
+    async with aiohttp.ClientSession(base_url=server_process.url) as session:
+        again_events = (await get(session, "/v1/events?since=0&limit=10000"))["events"]
+        assert [e for e in again_events if e["type"] == "upload.failed"] == failed

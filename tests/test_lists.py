@@ -12,8 +12,10 @@ import pytest
 from support import (
     Client,
     assert_balanced,
+    call,
     codes_csv,
     create_list,
+    error_code,
     get_list,
     list_body,
     list_with_codes,
@@ -44,21 +46,6 @@ LIST_FIELDS = {
     "estimated_exhaustion_at",
 }
 Restart = Callable[[], Awaitable[Client]]
-
-
-async def call(
-    client: Client, method: str, path: str, body: Any = None, **params: str
-) -> tuple[int, Any]:
-    response = await client.request(method, path, json=body, params=params)
-    return response.status, await response.json()
-
-
-def error_code(reply: Any) -> str:
-    assert set(reply) == {"error"}, reply
-    assert isinstance(reply["error"]["message"], str), reply
-    assert reply["error"]["message"], reply
-    code: str = reply["error"]["code"]
-    return code
 
 
 async def list_in(client: Client, status: str, **overrides: Any) -> dict[str, Any]:

@@ -18,8 +18,8 @@ from voucherd.campaigns import (
     CampaignStatus,
     Qualification,
 )
-from voucherd.claims import MAX_IDEMPOTENCY_KEY, MAX_USER_ID, Claim
-from voucherd.server.claims import read_claims
+from voucherd.claims import MAX_USER_ID, Claim
+from voucherd.server.claims import read_claims, user_and_key
 from voucherd.server.inputs import json_body, path_id, required_text, string, timestamp
 from voucherd.server.keys import CAMPAIGNS, DIRECTORY, JOURNAL, METRICS, SETTINGS
 from voucherd.templates import Template
@@ -195,13 +195,7 @@ async def create_reward(request: web.Request) -> web.Response:
     started = time.perf_counter()
     campaign = _campaign(request)
     body = await json_body(request)
-    user_id = string(body.get("user_id"), "user_id", max_length=MAX_USER_ID)
-    key = body.get("idempotency_key")
-    key = (
-        ""
-        if key is None
-        else string(key, "idempotency_key", max_length=MAX_IDEMPOTENCY_KEY, min_length=0)
-    )
+    user_id, key = user_and_key(body)
     metrics = request.app[METRICS]
     try:
         outcome = await campaign.reward(user_id, key, _trigger(body.get("event")))

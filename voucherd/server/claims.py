@@ -27,13 +27,7 @@ async def create_claim(request: web.Request) -> web.Response:
     list_id = path_id(request, "list_id", "list")
     actor = request.app[DIRECTORY].actor(list_id)
     body = await json_body(request)
-    user_id = string(body.get("user_id"), "user_id", max_length=MAX_USER_ID)
-    key = body.get("idempotency_key")
-    key = (
-        ""
-        if key is None
-        else string(key, "idempotency_key", max_length=MAX_IDEMPOTENCY_KEY, min_length=0)
-    )
+    user_id, key = user_and_key(body)
     metadata = _metadata(body.get("metadata"))
     try:
         outcome: ClaimOutcome = await actor.ask(TakeCode(user_id, key, metadata))
@@ -46,6 +40,15 @@ async def create_claim(request: web.Request) -> web.Response:
     return wire.response(
         {"claim": claim.view(actor.info.expires_at)}, status=201 if outcome.created else 200
     )
+
+
+def user_and_key(body: dict[str, Any]) -> tuple[str, str]:
+    """Who a claim or a reward is for, and its idempotency key ("" when absent)."""
+    user_id = string(body.get("user_id"), "user_id", max_length=MAX_USER_ID)
+    key = body.get("idempotency_key")
+    if key is None:
+        return user_id, ""
+    return user_id, string(key, "idempotency_key", max_length=MAX_IDEMPOTENCY_KEY, min_length=0)
 
 
 def _metadata(value: Any) -> str | None:
