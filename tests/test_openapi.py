@@ -232,14 +232,15 @@ def test_the_schemas_refuse_what_the_contract_refuses(
     assert not schema_validator(document, name).is_valid(instance)
 
 
-def test_the_tag_pattern_refuses_exactly_what_the_server_calls_whitespace(
+def test_the_tag_pattern_refuses_exactly_whitespace_and_control_characters(
     document: dict[str, Any],
 ) -> None:
     pattern = re.compile(
         document["components"]["schemas"]["ListCreate"]["properties"]["tag"]["pattern"]
     )
     refused = [c for c in range(sys.maxunicode + 1) if not pattern.match(f"a{chr(c)}b")]
-    assert refused == [c for c in range(sys.maxunicode + 1) if chr(c).isspace() or c == 0]
+    control = {*range(0x20), *range(0x7F, 0xA0)}
+    assert refused == [c for c in range(sys.maxunicode + 1) if chr(c).isspace() or c in control]
 
 
 async def test_the_app_serves_the_document(

@@ -18,7 +18,7 @@ from pathlib import Path
 import aiohttp
 import uvloop
 
-from voucherd import __version__
+from voucherd import __version__, logs
 from voucherd.settings import Settings, hash_key
 
 log = logging.getLogger("voucherd")
@@ -96,10 +96,9 @@ def serve_command(args: argparse.Namespace) -> int:
     except (OSError, ValueError) as exc:
         print(f"voucherd: {exc}", file=sys.stderr)
         return 2
-    logging.basicConfig(
-        level=settings.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    logs.configure(settings.log_level)
+    # The keys are left out of the settings' repr.
+    log.debug("settings: %r", settings)
     if settings.open_mode and not _is_loopback(settings.host):
         print(
             f"voucherd: refusing to listen on {settings.host} with no API keys configured;"

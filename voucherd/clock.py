@@ -30,7 +30,11 @@ def parse_time(text: str) -> float:
     """Parse an RFC 3339 timestamp with an explicit offset; raise ValueError otherwise."""
     if not isinstance(text, str) or not 20 <= len(text) <= 40 or "T" not in text.upper():
         raise ValueError("expected an RFC 3339 timestamp such as 2026-12-31T23:59:59Z")
-    parsed = datetime.fromisoformat(text.upper().replace("Z", "+00:00"))
+    try:
+        parsed = datetime.fromisoformat(text.upper().replace("Z", "+00:00"))
+    except ValueError:
+        # datetime's own message repeats the text, which may be anything a client sent.
+        raise ValueError("expected an RFC 3339 timestamp such as 2026-12-31T23:59:59Z") from None
     if parsed.tzinfo is None:
         raise ValueError("the timestamp needs a time zone, e.g. a trailing Z")
     epoch = parsed.timestamp()

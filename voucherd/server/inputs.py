@@ -31,7 +31,8 @@ async def json_body(request: web.Request) -> dict[str, Any]:
 def path_id(request: web.Request, name: str, what: str) -> int:
     raw = request.match_info[name]
     if not raw.isascii() or not raw.isdigit() or len(raw) > 18:
-        raise errors.NotFound(f"{what} {raw!r} does not exist")
+        # Not echoed: a path segment may be anything, a partner's code included.
+        raise errors.NotFound(f"no {what} has that id: {what} ids are whole numbers")
     return int(raw)
 
 

@@ -37,7 +37,7 @@ NO_NUL = "^[^\\x00]*$"
 WHITESPACE = (
     "\\x09-\\x0d\\x1c-\\x20\\x85\\xa0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000"
 )
-TAG = f"^[^\\x00{WHITESPACE}]+$"
+TAG = f"^[^\\x00-\\x1f\\x7f-\\x9f{WHITESPACE}]+$"
 NO_CONTROL = "^[^\\x00-\\x1f\\x7f-\\x9f]*$"
 CODE_PATTERN = "^[\\x21\\x23-\\x2b\\x2d-\\x7e]+$"
 ERROR_CODE_PATTERN = "^[a-z][a-z0-9_]*$"
@@ -105,8 +105,9 @@ def string(min_length: int = 0, max_length: int | None = None, **extra: Any) -> 
     return schema | extra
 
 
-def text(min_length: int, max_length: int, description: str, pattern: str = NO_NUL) -> Json:
-    """A free-text request field: the server counts characters and refuses NUL."""
+def text(min_length: int, max_length: int, description: str, pattern: str = NO_CONTROL) -> Json:
+    """A free-text request field: the server counts characters and refuses control
+    characters."""
     return string(min_length, max_length, pattern=pattern, description=description)
 
 
@@ -368,7 +369,8 @@ EXPIRY_WARNING = nullable(
     string(
         2,
         40,
-        pattern=r"^[Pp](\d+[Ww])?(\d+[Dd])?([Tt](\d+[Hh])?(\d+[Mm])?(\d+[Ss])?)?$",
+        pattern="^[Pp](?=[0-9Tt])([0-9]+[Ww])?([0-9]+[Dd])?([Tt](?=[0-9])([0-9]+[Hh])?([0-9]+[Mm])?"
+        "([0-9]+[Ss])?)?$",
         description="How long before `expires_at` to write `list.expiring`: an ISO 8601 "
         "duration of weeks, days and time, such as `P3D` or `PT12H`. `null` for no warning; "
         "absent on create: the server's default (`P3D` unless configured).",
@@ -648,7 +650,7 @@ SCHEMAS: Json = {
     "UserVoucherPage": closed({"vouchers": array_of(ref("UserVoucher"))}),
     "Condition": obj(
         {
-            "property": string(1, EVENT_NAME_MAX, description="An event property's name."),
+            "property": identity_text(1, EVENT_NAME_MAX, "An event property's name."),
             "op": enum(OPERATORS),
             "value": {
                 "description": "What the property is compared with: any JSON value for `eq`, "
@@ -677,7 +679,7 @@ SCHEMAS: Json = {
     ),
     "Qualification": obj(
         {
-            "event": string(1, EVENT_NAME_MAX, description="The event's name."),
+            "event": identity_text(1, EVENT_NAME_MAX, "The event's name."),
             "where": array_of(
                 ref("Condition"),
                 maxItems=CONDITIONS_MAX,

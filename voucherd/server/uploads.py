@@ -48,7 +48,10 @@ async def _multipart_file(request: web.Request) -> tuple[AsyncIterator[bytes], s
     try:
         return await _find_file(request)
     except (ValueError, HttpProcessingError) as exc:
-        raise errors.InvalidRequest(f"the multipart body is malformed: {exc}") from None
+        # The parser's message may quote the body; only its kind is told.
+        raise errors.InvalidRequest(
+            f"the multipart body is malformed ({type(exc).__name__})"
+        ) from None
 
 
 async def _find_file(request: web.Request) -> tuple[AsyncIterator[bytes], str | None]:
