@@ -24,7 +24,7 @@ from voucherd import clock, errors, events, wire
 from voucherd.actors.voucher_list import CompleteUpload, ListActor
 from voucherd.codes import CsvParser, ParsedChunk, Reason, UploadAborted, describe_invalid
 from voucherd.duplicates import Holder, Target, first_clash
-from voucherd.persistence.journal import Events, Rows, Step
+from voucherd.persistence.journal import Events, Journal, Op, Rows, Step
 from voucherd.persistence.recovery import drop_upload_codes
 from voucherd.pool import Segment
 from voucherd.settings import Settings
@@ -414,16 +414,41 @@ class Uploader:
             drop_upload_codes(db, upload.id)
             db.execute(_FINISH, upload.finish_row())
 
+        failed = events.upload_failed(
+            upload.list_id, upload.id, upload.filename, code, upload.finished_at
+        )
+        ops: list[Op] = [Step(drop), Events([failed])]
         try:
             # Shielded: a cancelled request must still leave its upload recorded as failed.
-            failed = events.upload_failed(
-                upload.list_id, upload.id, upload.filename, code, upload.finished_at
-            )
-            await asyncio.shield(self.journal.submit([Step(drop), Events([failed])]))
-        except errors.VoucherdError:
-            # Recovery fails the upload at the next start; its codes were never available.
-            log.error("upload %d: could not record its failure", upload.id)
+            await asyncio.shield(self.journal.submit(ops))
+        except errors.VoucherdError as exc:
+            # The journal cannot write now (a full disk, say): its codes were never available,
+            # and the failure is recorded as soon as it can be, without waiting for a restart.
+            log.error("upload %d: could not record its failure yet: %s", upload.id, exc.message)
+            retry = asyncio.create_task(_record_later(self.journal, upload.id, ops))
+            _RETRIES.add(retry)
+            retry.add_done_callback(_RETRIES.discard)
         log.info("upload %d to list %d failed: %s", upload.id, upload.list_id, code)
+
+
+# Failures waiting to be recorded; held here so the tasks are not collected.
+_RETRIES: set[asyncio.Task[None]] = set()
+RETRY_SECONDS = 2.0
+
+
+async def _record_later(journal: Journal, upload_id: int, ops: list[Op]) -> None:
+    """Retry recording a failed upload until it is written, or until the journal closes (then
+    recovery fails it at the next start)."""
+    while True:
+        await asyncio.sleep(RETRY_SECONDS)
+        try:
+            await journal.write(*ops)
+        except errors.NotReady:
+            return
+        except errors.VoucherdError:
+            continue
+        log.info("upload %d: its failure is recorded", upload_id)
+        return
 
 
 def _reason(exc: BaseException) -> str:

@@ -139,16 +139,24 @@ class Journal:
     async def open(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._db = await aiosqlite.connect(self.path, isolation_level=None)
-        await self._db.execute("PRAGMA journal_mode=WAL")
-        await self._db.execute(f"PRAGMA synchronous={self.synchronous}")
-        await self._db.execute("PRAGMA cache_size=-32768")
-        await self._db.execute("PRAGMA temp_store=MEMORY")
-        # Uploads of random codes dirty a page of the code index per code; checkpointing every
-        # 10,000 pages instead of 1,000 copies each page once rather than after every chunk.
-        await self._db.execute("PRAGMA wal_autocheckpoint=10000")
-        await self._on_writer_thread(install)
-        self._reader = await aiosqlite.connect(f"file:{self.path}?mode=ro", uri=True)
-        await self._reader.execute("PRAGMA cache_size=-8192")
+        try:
+            await self._db.execute("PRAGMA journal_mode=WAL")
+            await self._db.execute(f"PRAGMA synchronous={self.synchronous}")
+            await self._db.execute("PRAGMA cache_size=-32768")
+            await self._db.execute("PRAGMA temp_store=MEMORY")
+            # Uploads of random codes dirty a page of the code index per code; checkpointing
+            # every 10,000 pages instead of 1,000 copies each page once rather than after
+            # every chunk.
+            await self._db.execute("PRAGMA wal_autocheckpoint=10000")
+            await self._on_writer_thread(install)
+            self._reader = await aiosqlite.connect(f"file:{self.path}?mode=ro", uri=True)
+            await self._reader.execute("PRAGMA cache_size=-8192")
+        except BaseException:
+            # A journal that cannot open (its disk is full, say) closes what it opened: each
+            # aiosqlite connection runs a thread that is not a daemon, and one left running
+            # keeps the process from ever exiting.
+            await self._close_connections()
+            raise
 
     def start(self) -> None:
         self._writer = asyncio.create_task(self._write_forever(), name="journal-writer")
@@ -163,11 +171,13 @@ class Journal:
         if self._db is not None:
             with contextlib.suppress(sqlite3.Error):
                 await self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-            await self._db.close()
-            self._db = None
-        if self._reader is not None:
-            await self._reader.close()
-            self._reader = None
+        await self._close_connections()
+
+    async def _close_connections(self) -> None:
+        for connection in (self._db, self._reader):
+            if connection is not None:
+                await connection.close()
+        self._db = self._reader = None
 
     @property
     def db(self) -> aiosqlite.Connection:

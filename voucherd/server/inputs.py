@@ -14,10 +14,13 @@ async def json_body(request: web.Request) -> dict[str, Any]:
     # Lenient on purpose: `curl -d` labels JSON as a form; only clearly other types are refused.
     if request.content_type.startswith(("multipart/", "text/csv", "image/", "audio/", "video/")):
         raise errors.UnsupportedMediaType("send the body as application/json")
+    limit = request.app[SETTINGS].max_json_bytes
+    if request.content_length is not None and request.content_length > limit:
+        # Refused before a byte of it is read.
+        raise errors.PayloadTooLarge(f"the body is larger than {limit} bytes")
     try:
         raw = await request.read()
     except web.HTTPRequestEntityTooLarge:
-        limit = request.app[SETTINGS].max_json_bytes
         raise errors.PayloadTooLarge(f"the body is larger than {limit} bytes") from None
     try:
         body = wire.loads(raw)

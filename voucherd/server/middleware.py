@@ -53,6 +53,12 @@ async def front_door(request: web.Request, handler: Handler) -> web.StreamRespon
         message = exc.text if exc.text and not exc.text.startswith(f"{exc.status}:") else exc.reason
         body = {"error": {"code": code, "message": message}}
         return wire.response(body, status=exc.status, headers=_allow(exc))
+    except ConnectionResetError:
+        # The client went away mid-request: routine, and a traceback each would let anyone
+        # fill the log. The reply goes nowhere.
+        log.debug("client left during %s %s", request.method, request.rel_url.path)
+        body = {"error": {"code": "invalid_request", "message": "the request was cut off"}}
+        return wire.response(body, status=400)
     except Exception:
         log.exception("unexpected error in %s %s", request.method, request.rel_url.path)
         body = {"error": {"code": "internal_error", "message": "unexpected server error"}}
