@@ -290,6 +290,19 @@ async def pipelined_claims(port: int, list_id: int, users: list[str]) -> list[Re
         await writer.wait_closed()
 
 
+async def test_an_upload_waits_for_room_in_a_small_journal_queue_instead_of_failing(
+    start_client: ClientFactory, tmp_path: Path
+) -> None:
+    # Chunks of 200 to 800 codes against a queue of 100 records: each chunk is more than the
+    # queue holds, so the next one must wait for the last to be written, not be refused.
+    settings = Settings(data_dir=tmp_path / "data", journal_queue_size=100, upload_chunk_codes=200)
+    client = await start_client(settings)
+    list_id = await list_with_codes(client, make_codes(20_000, prefix="Q"))
+    listing = await get_list(client, list_id)
+    assert listing["codes"]["available"] == 20_000
+    assert_balanced(listing)
+
+
 async def test_memory_stays_bounded_under_a_flood_far_beyond_capacity(
     server_process: ServerProcess,
 ) -> None:

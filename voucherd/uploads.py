@@ -259,7 +259,10 @@ class Uploader:
         # Hold the room now, so a concurrent upload to the same list cannot take it too.
         self.actor.incoming += min(size, chunk.room)
         self._reserved += min(size, chunk.room)
-        writing = self.journal.submit([Step(partial(self._store_chunk, chunk))], chunk.rows)
+        # A chunk waits for room in the journal's queue rather than failing the upload
+        # because claims are busy.
+        store = [Step(partial(self._store_chunk, chunk))]
+        writing = await self.journal.submit_waiting(store, chunk.rows)
         await self._written()
         self._writing = (writing, min(size, chunk.room))
 

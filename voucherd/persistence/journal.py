@@ -120,6 +120,8 @@ class Journal:
         self.metrics = metrics
         self._queue: asyncio.Queue[_Entry | object] = asyncio.Queue()
         self._queued_records = 0
+        # Set each time a group is written, for writers waiting for room in the queue.
+        self._room = asyncio.Event()
         self._writer: asyncio.Task[None] | None = None
         self._db: aiosqlite.Connection | None = None
         self._reader: aiosqlite.Connection | None = None
@@ -229,6 +231,19 @@ class Journal:
     async def write(self, *ops: Op, records: int = 1) -> Any:
         return await self.submit(ops, records)
 
+    async def submit_waiting(self, ops: Sequence[Op], records: int = 1) -> asyncio.Future[Any]:
+        """Queue as `submit` does, but wait for room instead of refusing: for writes that must
+        not fail because claims are busy, such as an upload's chunks. Bounded all the same:
+        each waiter holds one chunk."""
+        while True:
+            try:
+                return self.submit(ops, records)
+            except errors.NotReady:
+                raise
+            except errors.Overloaded:
+                self._room.clear()
+                await self._room.wait()
+
     async def _write_forever(self) -> None:
         backlog: deque[_Entry] = deque()
         steps_turn = False
@@ -284,6 +299,7 @@ class Journal:
             if group[0].alone:
                 self.last_alone_seconds = elapsed
             self._queued_records -= records
+            self._room.set()
             self.metrics.journal_commit_seconds.observe(elapsed)
             self.metrics.journal_records_per_commit.observe(records)
 
