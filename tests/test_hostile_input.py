@@ -8,14 +8,14 @@ client would refuse to send it. Each attack is bounded by a documented limit:
 | deeply nested JSON              | orjson's 1024 levels (400 `invalid_request`)           |
 | long request or header line     | aiohttp's 8190 bytes per line or field (400)           |
 | many headers                    | aiohttp's 128 headers (400)                            |
-| slow-drip body                  | none: it holds only its own connection (see below)     |
+| slow-drip body                  | `body_timeout`: 408 once it sends nothing for that long |
+|                                 | (a JSON body must arrive whole within it)              |
 | a WebSocket that never reads    | `event_buffer` (close 4008; tests/test_events.py,      |
 |                                 | test_a_subscriber_that_never_reads_is_closed_with_...) |
 
-A body dripped a byte at a time is read as it comes: neither aiohttp nor voucherd puts a
-deadline on a request body, so such a request lasts as long as its client keeps it going, and
-costs one connection and one waiting handler meanwhile. The tests show it blocks nothing else
-and that the request completes, or ends cleanly when the client goes away.
+A body dripped a byte at a time is read as it comes, costing one connection and one waiting
+handler meanwhile: the tests show it blocks nothing else, and that the request completes, ends
+cleanly when the client goes away, or is refused with 408 once it stalls for `body_timeout`.
 """
 
 from __future__ import annotations
@@ -38,9 +38,13 @@ MAX_LINE = 8190
 MAX_HEADERS = 128
 
 
+BODY_TIMEOUT = 4.0
+
+
 @pytest.fixture
 async def server(server_process: ServerProcess) -> ServerProcess:
     server_process.env["VOUCHERD_MAX_JSON_BYTES"] = str(JSON_LIMIT)
+    server_process.env["VOUCHERD_BODY_TIMEOUT"] = str(BODY_TIMEOUT)
     server_process.start()
     await server_process.wait_ready()
     return server_process
@@ -472,4 +476,54 @@ async def test_a_slow_upload_whose_client_goes_away_fails_and_adds_no_code(
         reply = await response.json()
         assert response.status == 201, reply
     assert (reply["status"], reply["accepted"]) == ("completed", 20_000)
+    await assert_serving(server, list_id)
+
+
+async def test_a_json_body_that_stalls_is_refused_with_408(server: ServerProcess) -> None:
+    list_id = await new_list(server, codes=10)
+    body = b'{"user_id": "stalled"}'
+    reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+    try:
+        # Half the body, then nothing: the reply comes once body_timeout has passed.
+        writer.write(json_post(f"/v1/lists/{list_id}/claims", body)[: -len(body) // 2])
+        await writer.drain()
+        reply = await asyncio.wait_for(read_reply(reader), BODY_TIMEOUT * 10)
+    finally:
+        writer.close()
+        with suppress(ConnectionError):
+            await writer.wait_closed()
+    assert reply.status == 408
+    assert json.loads(reply.body)["error"]["code"] == "request_timeout"
+    listing = await get_json(server, f"/v1/lists/{list_id}")
+    assert listing["codes"]["distributed"] == 0
+    await assert_serving(server, list_id)
+
+
+async def test_an_upload_that_stalls_is_refused_with_408_and_adds_no_code(
+    server: ServerProcess,
+) -> None:
+    list_id = await new_list(server, codes=100)
+    body = codes_csv([f"STALL{n:06d}" for n in range(20_000)]).encode()
+    reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+    try:
+        writer.write(
+            request_head(
+                "POST", f"/v1/lists/{list_id}/uploads?filename=stalled.csv",
+                {"Content-Type": "text/csv", "Content-Length": str(len(body))},
+            ) + body[: len(body) // 2]
+        )  # fmt: skip
+        await writer.drain()
+        reply = await asyncio.wait_for(read_reply(reader), BODY_TIMEOUT * 10)
+    finally:
+        writer.close()
+        with suppress(ConnectionError):
+            await writer.wait_closed()
+    assert reply.status == 408
+    error = json.loads(reply.body)["error"]
+    assert error["code"] == "request_timeout"
+    stalled = error["details"]["upload"]
+    assert (stalled["status"], stalled["accepted"]) == ("failed", 0)
+    assert stalled["error"]["code"] == "request_timeout"
+    listing = await get_json(server, f"/v1/lists/{list_id}")
+    assert listing["codes"]["uploaded"] == 100
     await assert_serving(server, list_id)

@@ -71,6 +71,11 @@ class ListNotActive(Conflict):
     code = "list_not_active"
 
 
+class RequestTimeout(VoucherdError):
+    code = "request_timeout"
+    status = 408
+
+
 class PayloadTooLarge(VoucherdError):
     code = "payload_too_large"
     status = 413

@@ -55,6 +55,9 @@ class Settings:
     mailbox_size: int = 10_000
     journal_queue_size: int = 200_000
     shutdown_timeout: float = 30.0
+    # A request body that sends nothing for this long is refused with 408 (a JSON body must
+    # arrive whole within it), so a client dripping bytes cannot hold a handler forever.
+    body_timeout: float = 60.0
     # Events are kept this long (seconds; 7 days), so subscribers can resume after downtime.
     event_retention: float = 7 * 24 * 3600.0
     # A subscriber with more events than this waiting to be sent is closed (code 4008).
@@ -117,6 +120,7 @@ class Settings:
             duration_seconds(self.default_expiry_warning)
         for name in (
             "shutdown_timeout",
+            "body_timeout",
             "event_retention",
             "websocket_heartbeat",
             "alert_check_interval",

@@ -216,6 +216,9 @@ class Uploader:
         except errors.PayloadTooLarge as exc:
             await self._fail("payload_too_large", exc.message)
             raise errors.PayloadTooLarge(exc.message, {"upload": upload.view()}) from None
+        except errors.RequestTimeout as exc:
+            await self._fail("request_timeout", exc.message)
+            raise errors.RequestTimeout(exc.message, {"upload": upload.view()}) from None
         except BaseException as exc:
             # Client gone, disk trouble: none of the codes stay.
             await self._fail("interrupted", _reason(exc))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import AsyncIterable, AsyncIterator
 from typing import Any
 
 from aiohttp import web
@@ -18,10 +20,14 @@ async def json_body(request: web.Request) -> dict[str, Any]:
     if request.content_length is not None and request.content_length > limit:
         # Refused before a byte of it is read.
         raise errors.PayloadTooLarge(f"the body is larger than {limit} bytes")
+    timeout = request.app[SETTINGS].body_timeout
     try:
-        raw = await request.read()
+        async with asyncio.timeout(timeout):
+            raw = await request.read()
     except web.HTTPRequestEntityTooLarge:
         raise errors.PayloadTooLarge(f"the body is larger than {limit} bytes") from None
+    except TimeoutError:
+        raise errors.RequestTimeout(f"the body did not arrive within {timeout:g} s") from None
     try:
         body = wire.loads(raw)
     except wire.JSONDecodeError:
@@ -106,3 +112,18 @@ def timestamp(body: dict[str, Any], name: str, *, required: bool = True) -> floa
         return clock.parse_time(value)
     except (ValueError, TypeError, OverflowError) as exc:
         raise errors.InvalidRequest(f"{name}: {exc}") from None
+
+
+async def unstalled(body: AsyncIterable[bytes], seconds: float) -> AsyncIterator[bytes]:
+    """The body's chunks, refused with 408 once it sends nothing for `seconds`: a streamed
+    upload may take as long as it needs, but not stall."""
+    chunks = aiter(body)
+    while True:
+        try:
+            async with asyncio.timeout(seconds):
+                data = await anext(chunks)
+        except StopAsyncIteration:
+            return
+        except TimeoutError:
+            raise errors.RequestTimeout(f"the body sent nothing for {seconds:g} s") from None
+        yield data

@@ -11,7 +11,7 @@ from aiohttp.http_exceptions import HttpProcessingError
 
 from voucherd import errors, wire
 from voucherd.actors.voucher_list import Withdraw
-from voucherd.server.inputs import path_id
+from voucherd.server.inputs import path_id, unstalled
 from voucherd.server.keys import DIRECTORY, JOURNAL, SETTINGS, caller
 from voucherd.uploads import UPLOAD_COLUMNS, Upload, Uploader
 
@@ -40,6 +40,7 @@ async def create_upload(request: web.Request) -> web.Response:
     if filename is not None and (len(filename) > MAX_FILENAME or "\x00" in filename):
         raise errors.InvalidRequest(f"filename must be at most {MAX_FILENAME} characters")
     key = caller(request)
+    body = unstalled(body, settings.body_timeout)
     upload = await Uploader(settings, actor).run(body, filename, key.name if key else None)
     return wire.response(upload.view(), status=201)
 
