@@ -11,7 +11,7 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-from bench import baselines, campaigns, report, rows, scenarios, wrk
+from bench import baselines, campaigns, report, rows, scenarios, soak, wrk
 from bench.servers import CLIENT_CORE, Fleet
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -67,6 +67,7 @@ def main(argv: list[str]) -> int:
     state = scenarios.StateFigures()
     rewards = campaigns.RewardFigures()
     events = campaigns.EventFigures()
+    soaked = soak.SoakFigures()
     fleet = Fleet()
 
     def run_floor() -> None:
@@ -93,6 +94,9 @@ def main(argv: list[str]) -> int:
     def run_events() -> None:
         campaigns.events_side(fleet, profile, work_dir, rate_bound(), notes, events)
 
+    def run_soak() -> None:
+        soak.soak_side(fleet, args.module, work_dir, None, notes, soaked, rate_bound())
+
     steps: list[tuple[str, Callable[[], None]]] = [
         ("floor: single claims, batch, upload", run_floor),
         (
@@ -113,6 +117,14 @@ def main(argv: list[str]) -> int:
         steps.append(
             ("voucherd: events to WebSocket subscribers, claim-to-event latency", run_events)
         )
+        if not args.quick:  # ten minutes: full runs only
+            steps.append(
+                (
+                    f"voucherd: soak, {soak.MINUTES:g} minutes at {100 * soak.SHARE:.0f}% of "
+                    "capacity, open loop",
+                    run_soak,
+                )
+            )
     try:
         for title, run in steps:
             print(f"bench: {title} ...", flush=True)
@@ -124,6 +136,8 @@ def main(argv: list[str]) -> int:
 
     table = rows.build(profile, floor, base, claims, state)
     table += campaigns.reward_rows(profile, rewards) + campaigns.event_rows(profile, events)
+    if not args.quick:
+        table += soak.soak_rows(soaked)
     load_after = report.busy_neighbours()
     if load_before[1] or load_after[1]:
         notes.insert(0, report.BUSY_WARNING)

@@ -132,7 +132,7 @@ def machine_facts(
             "Pinning",
             f"servers (voucherd, floor, memory probes) on core {SERVER_CORE} via taskset -c "
             f"{SERVER_CORE}; wrk and the bench's Python client (batch, uploads, WebSocket "
-            f"subscribers, latency probe) on core {CLIENT_CORE}",
+            f"subscribers, latency probe, soak client) on core {CLIENT_CORE}",
         ),
         ("Other load, before", before),
         ("Other load, after", after),
