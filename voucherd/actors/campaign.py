@@ -189,8 +189,8 @@ class Campaign(Actor[Message]):
         given: a segment's users have qualified by belonging to it, so the live-behaviour rule
         is not asked. Admission is one synchronous step for the whole batch."""
         users = list(dict.fromkeys(user_ids))
-        if self.info.status() is not CampaignStatus.RUNNING:
-            return [(user, Refused(Reason.CAMPAIGN_NOT_RUNNING)) for user in users]
+        # Repeats get their first answer whatever the campaign's status now.
+        running = self.info.status() is CampaignStatus.RUNNING
         answers: dict[str, Outcome | errors.VoucherdError] = {}
         waits: dict[str, asyncio.Future[Outcome]] = {}
         admitted: dict[str, asyncio.Future[Outcome]] = {}
@@ -202,6 +202,8 @@ class Campaign(Actor[Message]):
                 answers[user_id] = Rewarded(claim_id, None, created=False)
             elif me in self._in_flight:
                 waits[user_id] = self._in_flight[me]
+            elif not running:
+                answers[user_id] = Refused(Reason.CAMPAIGN_NOT_RUNNING)
             elif (reason := self._over_limit(user_id)) is not None:
                 answers[user_id] = Refused(reason)
             else:
