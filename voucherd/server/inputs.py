@@ -20,14 +20,10 @@ async def json_body(request: web.Request) -> dict[str, Any]:
     if request.content_length is not None and request.content_length > limit:
         # Refused before a byte of it is read.
         raise errors.PayloadTooLarge(f"the body is larger than {limit} bytes")
-    timeout = request.app[SETTINGS].body_timeout
     try:
-        async with asyncio.timeout(timeout):
-            raw = await request.read()
+        raw = await _read(request)
     except web.HTTPRequestEntityTooLarge:
         raise errors.PayloadTooLarge(f"the body is larger than {limit} bytes") from None
-    except TimeoutError:
-        raise errors.RequestTimeout(f"the body did not arrive within {timeout:g} s") from None
     try:
         body = wire.loads(raw)
     except wire.JSONDecodeError:
@@ -35,6 +31,19 @@ async def json_body(request: web.Request) -> dict[str, Any]:
     if not isinstance(body, dict):
         raise errors.InvalidRequest("the body must be a JSON object")
     return body
+
+
+async def _read(request: web.Request) -> bytes:
+    if request.content.is_eof():
+        # The whole body came with the headers, as a claim's nearly always does: a timer
+        # armed and cancelled per request would cost a tenth of a claim's time for nothing.
+        return await request.read()
+    timeout = request.app[SETTINGS].body_timeout
+    try:
+        async with asyncio.timeout(timeout):
+            return await request.read()
+    except TimeoutError:
+        raise errors.RequestTimeout(f"the body did not arrive within {timeout:g} s") from None
 
 
 def path_id(request: web.Request, name: str, what: str) -> int:
