@@ -1508,6 +1508,23 @@ async def test_a_batch_on_a_campaign_that_is_not_running_rewards_nobody(client: 
     assert (await get_list(client, list_id))["codes"]["distributed"] == 0
 
 
+async def test_a_batch_on_a_paused_campaign_still_returns_earlier_rewards(client: Client) -> None:
+    list_id = await list_with_codes(client, make_codes(5))
+    campaign_id = (await create_campaign(client, [list_id]))["id"]
+    [first] = await reward_batch(client, campaign_id, ["a"])
+    assert first["rewarded"] is True
+    assert (await transition(client, campaign_id, "pause"))[0] == 200
+
+    results = await reward_batch(client, campaign_id, ["a", "b"])
+
+    # A repeat is answered as the single reward route answers it: the reward given before.
+    assert results == [
+        first,
+        {"user_id": "b", "rewarded": False, "reason": "campaign_not_running"},
+    ]
+    assert (await get_list(client, list_id))["codes"]["distributed"] == 1
+
+
 @pytest.mark.parametrize(
     "user_ids",
     [None, [], "a,b", ["a", 7], ["a", ""], [f"u{n}" for n in range(100_001)]],
