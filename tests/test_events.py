@@ -42,7 +42,7 @@ from voucherd.clock import parse_time
 from voucherd.server import watch
 from voucherd.server.keys import STREAM
 from voucherd.settings import Settings
-from voucherd.stream import EventStream, delete_events
+from voucherd.stream import SELECT_EVENTS, EventStream, delete_events
 
 Caller = Client | aiohttp.ClientSession
 WebSocket = aiohttp.ClientWebSocketResponse[Literal[True]]
@@ -420,6 +420,65 @@ async def test_seq_runs_without_gaps_across_concurrent_claims_status_changes_and
     assert seqs(events) == list(range(1, last + 101))
     later = events[last:]
     assert {e["data"]["userId"] for e in later} == {f"later-{n}" for n in range(100)}
+
+
+async def test_reward_events_store_their_lists_properties_once_and_read_back_whole(
+    restartable: Restart, settings: Settings
+) -> None:
+    client = await restartable()
+    list_id = await list_with_codes(client, make_codes(10))
+    claims = []
+    for n in range(5):
+        status, reply = await claim(client, list_id, f"user-{n}")
+        assert status == 201
+        claims.append(reply["claim"])
+    served = of_type(await all_events(client), "voucher.rewarded")
+    listing = await get_list(client, list_id)
+
+    with sqlite3.connect(settings.data_dir / "voucherd.sqlite3") as db:
+        stored = db.execute("SELECT data, base FROM events WHERE type = 'voucher.rewarded'")
+        rows = stored.fetchall()
+        bases = db.execute("SELECT COUNT(*) FROM event_bases").fetchone()[0]
+    # One base for the list; each event keeps only what varies per reward.
+    assert bases == 1
+    assert {base for _, base in rows} == {1}
+    assert [set(json.loads(data)) for data, _ in rows] == [
+        {"eventTimestamp", "voucherCode", "userId", "message"}
+    ] * 5
+    assert [e["data"] for e in served] == [
+        rewarded_data(listing, made["code"], made["user_id"], made["claimed_at"]) for made in claims
+    ]
+
+
+async def test_events_stored_before_the_compact_layout_are_served_unchanged_after_the_upgrade(
+    restartable: Restart, settings: Settings
+) -> None:
+    client = await restartable()
+    list_id = await list_with_codes(client, make_codes(10))
+    for n in range(3):
+        assert (await claim(client, list_id, f"user-{n}"))[0] == 201
+    before = await all_events(client)
+    await client.close()
+    # Back to the layout of schema 3: every event whole, no bases.
+    with sqlite3.connect(settings.data_dir / "voucherd.sqlite3") as db:
+        whole = db.execute(f"{SELECT_EVENTS} ORDER BY e.seq").fetchall()
+        db.execute("DELETE FROM events")
+        db.execute("ALTER TABLE events DROP COLUMN base")
+        db.execute("DROP TABLE event_bases")
+        db.executemany("INSERT INTO events (seq, type, time, data) VALUES (?, ?, ?, ?)", whole)
+        db.execute("UPDATE meta SET value = '3' WHERE key = 'schema_version'")
+
+    client = await restartable()
+    assert await all_events(client) == before
+    status, reply = await claim(client, list_id, "after")
+    assert status == 201
+    after = await all_events(client)
+
+    assert after[: len(before)] == before
+    [new] = after[len(before) :]
+    made = reply["claim"]
+    listing = await get_list(client, list_id)
+    assert new["data"] == rewarded_data(listing, made["code"], "after", made["claimed_at"])
 
 
 # -- WebSocket subscriptions -------------------------------------------------------------------

@@ -30,6 +30,7 @@ import pytest
 from support import Client, ServerProcess, codes_csv, list_body, make_codes
 
 from voucherd.settings import Settings
+from voucherd.stream import SELECT_EVENTS
 
 ClientFactory = Callable[[Settings], Awaitable[Client]]
 
@@ -220,7 +221,10 @@ def read_disk(database: Path, list_id: int) -> OnDisk:
         upload_status = dict(
             conn.execute("SELECT id, status FROM uploads WHERE list_id = ?", (list_id,))
         )
-        events = conn.execute("SELECT seq, type, data FROM events ORDER BY seq").fetchall()
+        events = [
+            (seq, kind, data)
+            for seq, kind, _, data in conn.execute(f"{SELECT_EVENTS} ORDER BY e.seq")
+        ]
     finally:
         conn.close()
     rewarded = Counter(

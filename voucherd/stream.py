@@ -138,16 +138,25 @@ class EventStream:
             subscription.offer(events)
 
 
+# Events as they were published: an event stored with a base gets that base's properties
+# back, joined as events.join joins them.
+SELECT_EVENTS = (
+    "SELECT e.seq, e.type, e.time, CASE WHEN e.base IS NULL THEN e.data"
+    " ELSE substr(b.data, 1, length(b.data) - 1) || ',' || substr(e.data, 2) END"
+    " FROM events AS e LEFT JOIN event_bases AS b ON b.id = e.base"
+)
+
+
 def read_events(
     db: sqlite3.Connection, after: int, upto: int, types: Iterable[str] | None, limit: int
 ) -> list[Event]:
-    sql = "SELECT seq, type, time, data FROM events WHERE seq > ? AND seq <= ?"
+    sql = f"{SELECT_EVENTS} WHERE e.seq > ? AND e.seq <= ?"
     args: list[object] = [after, upto]
     if types is not None:
         wanted = sorted(types)
-        sql += f" AND type IN ({', '.join('?' * len(wanted))})"
+        sql += f" AND e.type IN ({', '.join('?' * len(wanted))})"
         args.extend(wanted)
-    sql += " ORDER BY seq LIMIT ?"
+    sql += " ORDER BY e.seq LIMIT ?"
     args.append(limit)
     return [
         Event(type, data.encode(), time, seq) for seq, type, time, data in db.execute(sql, args)

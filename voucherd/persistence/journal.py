@@ -131,6 +131,8 @@ class Journal:
         # committed.
         self.last_seq = 0
         self.last_event_time = 0.0
+        # Ids of the event bases stored so far, by their JSON; only the writer's thread uses it.
+        self._bases: dict[bytes, int] = {}
         self.on_events: Callable[[list[Event]], None] | None = None
         # How long the last group written alone (an upload chunk, say) took, commit included:
         # uploads size their chunks by it.
@@ -272,7 +274,7 @@ class Journal:
     async def _commit(self, group: list[_Entry]) -> None:
         records = sum(entry.records for entry in group)
         started = time.perf_counter()
-        numbering = _Numbering(self.last_seq, self.last_event_time)
+        numbering = _Numbering(self.last_seq, self.last_event_time, self._bases)
         try:
             outcomes = await self._on_writer_thread(_transaction, group, numbering)
         except Exception as exc:
@@ -327,12 +329,14 @@ def _next_group(backlog: deque[_Entry], steps_turn: bool) -> list[_Entry]:
 
 
 class _Numbering:
-    """Event numbers handed out while writing one group, on the writer's thread."""
+    """Event numbers handed out while writing one group, and the ids of their bases, on the
+    writer's thread."""
 
-    def __init__(self, last: int, last_time: float) -> None:
+    def __init__(self, last: int, last_time: float, bases: dict[bytes, int]) -> None:
         self.last = last
         self.last_time = last_time
         self.written: list[Event] = []
+        self.bases = bases
 
     def number(self, events: Sequence[Event]) -> None:
         for event in events:
@@ -345,12 +349,30 @@ class _Numbering:
             self.last_time = event.time
         self.written.extend(events)
 
+    def base_id(self, conn: sqlite3.Connection, base: bytes | None) -> int | None:
+        if base is None:
+            return None
+        found = self.bases.get(base)
+        if found is None:
+            text = base.decode()
+            conn.execute("INSERT OR IGNORE INTO event_bases (data) VALUES (?)", (text,))
+            (found,) = conn.execute("SELECT id FROM event_bases WHERE data = ?", (text,)).fetchone()
+            if len(self.bases) >= _MAX_BASES:
+                self.bases.clear()
+            self.bases[base] = found
+        return found
+
     def mark(self) -> tuple[int, int, float]:
         return self.last, len(self.written), self.last_time
 
     def undo(self, mark: tuple[int, int, float]) -> None:
         self.last, count, self.last_time = mark
         del self.written[count:]
+        self.forget_bases()
+
+    def forget_bases(self) -> None:
+        # A base stored in a transaction rolled back is gone; so must be its id.
+        self.bases.clear()
 
 
 def _transaction(
@@ -404,13 +426,15 @@ def _transaction(
     except BaseException:
         if conn.in_transaction:
             conn.execute("ROLLBACK")
+            numbering.forget_bases()
         raise
     return outcomes
 
 
 # Bound row by row, not as one JSON array through json_each: each event's data is JSON text
 # already, and json_each would parse it and render it again (three times the cost a row).
-_INSERT_EVENTS = "INSERT INTO events (seq, type, time, data) VALUES (?, ?, ?, ?)"
+_INSERT_EVENTS = "INSERT INTO events (seq, type, time, data, base) VALUES (?, ?, ?, ?, ?)"
+_MAX_BASES = 10_000
 
 
 class _Pending:
@@ -442,7 +466,13 @@ class _Pending:
             conn.executemany(sql, rows)
         if self._events:
             numbering.number(self._events)
-            conn.executemany(_INSERT_EVENTS, [event.row() for event in self._events])
+            base_id = numbering.base_id
+            rows = [
+                (e.seq, e.type, e.time, (e.data if e.own is None else e.own).decode(),
+                 base_id(conn, e.base))
+                for e in self._events
+            ]  # fmt: skip
+            conn.executemany(_INSERT_EVENTS, rows)
         self._inserts.clear()
         self._rows.clear()
         self._events = []

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import sqlite3
 
-VERSION = 3
+VERSION = 4
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (
@@ -107,12 +107,20 @@ CREATE TABLE IF NOT EXISTS campaigns (
     updated_at REAL NOT NULL
 );
 -- The event stream. `seq` is given by the journal's writer, one more per event, no gaps;
--- `data` is the event's JSON object.
+-- `data` is the event's JSON object, or with a `base`, the properties it adds to that base's
+-- (a reward event stores the few that vary per reward; its list's are stored once).
 CREATE TABLE IF NOT EXISTS events (
     seq INTEGER PRIMARY KEY,
     type TEXT NOT NULL,
     time REAL NOT NULL,
-    data TEXT NOT NULL
+    data TEXT NOT NULL,
+    base INTEGER
+);
+-- One row per list, source and campaign (and per edit of the list): retention leaves them,
+-- as they are few.
+CREATE TABLE IF NOT EXISTS event_bases (
+    id INTEGER PRIMARY KEY,
+    data TEXT NOT NULL UNIQUE
 );
 """
 
@@ -123,6 +131,7 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
         "ALTER TABLE lists ADD COLUMN expiry_warning TEXT",
         "ALTER TABLE lists ADD COLUMN warned_expiry REAL",
     ),
+    4: ("ALTER TABLE events ADD COLUMN base INTEGER",),
 }
 
 
