@@ -3,18 +3,24 @@
 from __future__ import annotations
 
 import argparse
-import os
-import signal
 import subprocess
 import sys
-import tempfile
 from collections.abc import Callable
-from pathlib import Path
 
-from bench import baselines, campaigns, report, rows, scenarios, soak, wrk
-from bench.servers import CLIENT_CORE, Fleet
-
-ROOT = Path(__file__).resolve().parent.parent
+from bench import (
+    baselines,
+    campaigns,
+    claims_during_upload,
+    latency,
+    memory,
+    peer_scenarios,
+    report,
+    rows,
+    scenarios,
+    soak,
+    standalone,
+)
+from bench.servers import Fleet
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -23,40 +29,27 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument(
         "--skip-voucherd", action="store_true", help="baselines only (voucherd not ready yet)"
     )
+    standalone.common_options(parser)
     parser.add_argument(
-        "--module", default="voucherd", help="server to bench, run as `python -m MODULE serve`"
+        "--memory-100m",
+        action="store_true",
+        help="k. also at 100M codes (a fresh voucherd, 4-7 more minutes)",
     )
-    parser.add_argument("--work-dir", type=Path, help="keep data dirs and logs here")
-    parser.add_argument("--markdown-out", type=Path, help="also write the Markdown to this file")
     return parser.parse_args(argv)
 
 
 def voucherd_runs(module: str) -> str:
     """Empty when `python -m voucherd serve --help` works, else why not."""
     cmd = [sys.executable, "-m", module, "serve", "--help"]
-    done = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=60)
+    done = subprocess.run(cmd, capture_output=True, text=True, cwd=standalone.ROOT, timeout=60)
     return "" if done.returncode == 0 else f"exit {done.returncode}: {done.stderr.strip()[-800:]}"
-
-
-def _interrupt(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt(signal.Signals(signum).name)
 
 
 def main(argv: list[str]) -> int:
     args = parse_args(argv)
-    # SIGTERM (and SIGINT even where a shell ignored it) unwind through the finally-block below,
-    # which stops every server the bench started.
-    signal.signal(signal.SIGTERM, _interrupt)
-    signal.signal(signal.SIGINT, _interrupt)
     profile = (scenarios.Profile.quick if args.quick else scenarios.Profile.full)(args.module)
-    # The bench's own client work (batch bodies, upload stream) stays off the server's core.
-    os.sched_setaffinity(0, {CLIENT_CORE})
-    wrk.ensure_wrk()
-    os.chdir(ROOT)
-    work_dir = args.work_dir or Path(tempfile.mkdtemp(prefix="voucherd-bench-"))
-    work_dir.mkdir(parents=True, exist_ok=True)
-    print(
-        f"bench: {'quick' if args.quick else 'full'} run, logs and data in {work_dir}", flush=True
+    work_dir = standalone.prepare(
+        "bench", args.work_dir, f"{'quick' if args.quick else 'full'} run"
     )
 
     load_before = report.busy_neighbours()
@@ -68,6 +61,10 @@ def main(argv: list[str]) -> int:
     rewards = campaigns.RewardFigures()
     events = campaigns.EventFigures()
     soaked = soak.SoakFigures()
+    lat = latency.LatencyFigures()
+    busy = claims_during_upload.BusyFigures(profile.busy_upload_codes)
+    mem = memory.MemoryFigures()
+    peer_figures = peer_scenarios.PeerFigures()
     fleet = Fleet()
 
     def run_floor() -> None:
@@ -94,6 +91,25 @@ def main(argv: list[str]) -> int:
     def run_events() -> None:
         campaigns.events_side(fleet, profile, work_dir, rate_bound(), notes, events)
 
+    def vd_max() -> float:
+        """voucherd's maximum from scenario a, which i and j take shares of."""
+        if claims.claims is None:
+            raise RuntimeError("no maximum: scenario a measured none")
+        return claims.claims.best.rps
+
+    def run_latency() -> None:
+        maxima = (vd_max(), floor.claims.best.rps if floor.claims else None)
+        latency.sides(fleet, profile, work_dir, maxima, notes, lat)
+
+    def run_busy() -> None:
+        claims_during_upload.busy_side(
+            fleet, args.module, work_dir, vd_max(), profile.latency_seconds, notes, busy
+        )
+
+    def run_memory() -> None:
+        sizes = profile.memory_codes + ((memory.LARGE,) if args.memory_100m else ())
+        memory.memory_side(fleet, profile, work_dir, sizes, state, notes, mem)
+
     def run_soak() -> None:
         soak.soak_side(fleet, args.module, work_dir, None, notes, soaked, rate_bound())
 
@@ -106,13 +122,28 @@ def main(argv: list[str]) -> int:
             ),
         ),
     ]
+
+    # The peers: PostgreSQL and Redis behind the floor's front door, sized from the floor's rate.
+    def run_postgres() -> None:
+        floor_rps = floor.claims.best.rps if floor.claims else 20_000.0
+        peer_scenarios.postgres_side(fleet, profile, work_dir, floor_rps, notes, peer_figures)
+
+    def run_redis() -> None:
+        floor_rps = floor.claims.best.rps if floor.claims else 20_000.0
+        peer_scenarios.redis_side(fleet, profile, work_dir, floor_rps, notes, peer_figures)
+
+    steps.append(("peers: PostgreSQL single and batch claims", run_postgres))
+    steps.append(("peers: Redis single claims, appendfsync always and everysec", run_redis))
     why_not = "skipped (--skip-voucherd)" if args.skip_voucherd else voucherd_runs(args.module)
     if why_not:
         notes.append(f"voucherd not run: {why_not}")
     else:
         steps.append(("voucherd: single claims", run_claims))
         steps.append(("floor: single claims again, for drift", run_floor_again))
+        steps.append(("voucherd and floor: open-loop latency at 50/80/95% of max", run_latency))
         steps.append(("voucherd: upload, memory, batch claims, restarts", run_state))
+        steps.append(("voucherd: memory at scale, restart holding the codes", run_memory))
+        steps.append(("voucherd: claims during an upload", run_busy))
         steps.append(("voucherd: campaign rewards beside direct claims", run_rewards))
         steps.append(
             ("voucherd: events to WebSocket subscribers, claim-to-event latency", run_events)
@@ -125,43 +156,30 @@ def main(argv: list[str]) -> int:
                     run_soak,
                 )
             )
-    try:
-        for title, run in steps:
-            print(f"bench: {title} ...", flush=True)
-            scenarios.attempt(title, notes, run)
-    except KeyboardInterrupt as exc:
-        notes.append(f"interrupted ({exc or 'SIGINT'}): the figures are partial")
-    finally:
-        fleet.stop_all()
+    standalone.run_steps(steps, notes, fleet)
 
-    table = rows.build(profile, floor, base, claims, state)
+    table = rows.build(profile, floor, base, claims, state, peer_figures)
     table += campaigns.reward_rows(profile, rewards) + campaigns.event_rows(profile, events)
     if not args.quick:
         table += soak.soak_rows(soaked)
-    load_after = report.busy_neighbours()
-    if load_before[1] or load_after[1]:
-        notes.insert(0, report.BUSY_WARNING)
-    facts = report.machine_facts(argv, load_before[0], load_after[0])
-    facts.append(
-        (
-            "Disk",
-            f"{baselines.commit_ms(work_dir):.2f} ms per SQLite commit "
-            f"(WAL, synchronous=FULL, one row) in {work_dir}",
-        )
+    table += latency.rows(lat)
+    table += claims_during_upload.busy_rows(busy) + memory.memory_rows(mem)
+    disk = (
+        "Disk",
+        f"{baselines.commit_ms(work_dir):.2f} ms per SQLite commit "
+        f"(WAL, synchronous=FULL, one row) in {work_dir}",
     )
-    print()
-    for key, value in facts:
-        print(f"{key}: {value}")
-    print()
-    print(report.plain_table(table))
-    if notes:
-        print("\nNotes:\n" + "\n".join(f"- {n}" for n in notes))
-    md = report.markdown(table, facts, notes)
-    print("\n----- Markdown for bench/RESULTS.md -----\n")
-    print(md)
-    if args.markdown_out:
-        args.markdown_out.write_text(md)
-    print(f"logs: {work_dir}")
+    standalone.finish(
+        "python -m bench",
+        argv,
+        load_before,
+        table,
+        notes,
+        work_dir,
+        args.markdown_out,
+        [disk],
+        "Markdown for bench/RESULTS.md",
+    )
     return 0
 
 

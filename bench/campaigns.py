@@ -20,12 +20,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import resource
-import signal
 import subprocess
 import sys
-import tempfile
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -35,9 +32,9 @@ from typing import Any
 
 import aiohttp
 import orjson
-from hdrh.histogram import HdrHistogram
 
-from bench import client, report, scenarios, wrk
+from bench import client, lists, report, standalone, wrk
+from bench.open_loop import histogram, us
 from bench.report import Row, verdict
 from bench.scenarios import Profile, run_async
 from bench.servers import CLIENT_CORE, Fleet, Server, voucherd_server
@@ -45,7 +42,6 @@ from bench.servers import CLIENT_CORE, Fleet, Server, voucherd_server
 CONNECTIONS = 64  # wrk's connections for f and g: scenario a's quick setting
 REWARDS_LUA = Path(__file__).with_name("rewards.lua")
 TEMPLATE = "Hi {{ Profile.user_id }}, your code is {{ Event.voucherCode }}"
-HIGHEST_US = 60_000_000  # the latency histograms' range: 1 µs to 60 s, 3 significant digits
 WAIT_S = 30.0  # longest wait for an event the bench is sure is coming
 REWARDED = "voucher.rewarded"
 
@@ -82,12 +78,6 @@ async def _top_up(
         if up.accepted != count:
             notes.append(f"list {list_id}: upload of {count:,} codes accepted {up.accepted:,}")
         available = int((await client.get_list(http, base, list_id))["codes"]["available"])
-
-
-def _stop(server: Server, what: str, notes: list[str]) -> None:
-    status, seconds = server.stop()
-    if status != 0:
-        notes.append(f"voucherd ({what}) exited {status} on SIGTERM after {seconds:.1f} s")
 
 
 def _wrk_cpu() -> float:
@@ -229,7 +219,7 @@ def rewards_side(
             f"scenario f: a rewards run counted {run.created:,} 201s from wrk; the campaign's "
             f"rewards.issued grew by {grew:,}{odd}"
         )
-    _stop(server, "rewards server", notes)
+    lists.stop(server, "rewards server", notes)
 
 
 def reward_rows(profile: Profile, figures: RewardFigures) -> list[Row]:
@@ -426,9 +416,9 @@ class Probe:
     missing: int = 0  # 201 claims whose event had not arrived WAIT_S after the last reply
     # Microseconds from each claim's intended send time to its reply and to its event's arrival,
     # and to when the sender actually sent it: the share of both that is the client's own timer.
-    replies: Any = field(default_factory=lambda: HdrHistogram(1, HIGHEST_US, 3))
-    events: Any = field(default_factory=lambda: HdrHistogram(1, HIGHEST_US, 3))
-    lateness: Any = field(default_factory=lambda: HdrHistogram(1, HIGHEST_US, 3))
+    replies: Any = field(default_factory=histogram)
+    events: Any = field(default_factory=histogram)
+    lateness: Any = field(default_factory=histogram)
 
     def ms(self, which: str, percentile: float | None) -> float | None:
         histogram = {"replies": self.replies, "events": self.events}.get(which, self.lateness)
@@ -450,10 +440,6 @@ class EventFigures:
     closed: list[str] = field(default_factory=list)
 
 
-def _us(seconds: float) -> int:
-    return min(max(1, round(seconds * 1e6)), HIGHEST_US)
-
-
 async def probe(
     http: aiohttp.ClientSession, url: str, rate: int, seconds: int, watcher: Subscriber
 ) -> Probe:
@@ -469,7 +455,7 @@ async def probe(
             text = await resp.text()
         done = time.perf_counter()
         if resp.status == 201:
-            result.replies.record_value(_us(done - at))
+            result.replies.record_value(us(done - at))
             arrivals.append((at, arrival))
         else:
             watcher.waiting.pop(user, None)
@@ -485,7 +471,7 @@ async def probe(
             delay = at - time.perf_counter()
             if delay > 0:
                 await asyncio.sleep(delay)
-            result.lateness.record_value(_us(time.perf_counter() - at))
+            result.lateness.record_value(us(time.perf_counter() - at))
             user = f"probe-{i}"
             # Asked before the claim is sent: its event may come before its reply.
             tasks.append(asyncio.create_task(claim(user, at, watcher.expect(user))))
@@ -498,7 +484,7 @@ async def probe(
             task.cancel()
     for at, arrival in arrivals:
         if arrival.done() and arrival.exception() is None:
-            result.events.record_value(_us(arrival.result() - at))
+            result.events.record_value(us(arrival.result() - at))
         else:
             arrival.cancel()
             result.missing += 1
@@ -551,7 +537,7 @@ def events_side(
         run_async(_events(server, profile, rate_bound, notes, figures))
     finally:
         figures_notes(figures, notes)
-    _stop(server, "events server", notes)
+    lists.stop(server, "events server", notes)
 
 
 async def _events(
@@ -732,18 +718,11 @@ def event_rows(profile: Profile, figures: EventFigures) -> list[Row]:
 # On its own: `python -m bench.campaigns [--quick] [--only rewards|events]`.
 
 
-def _interrupt(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt(signal.Signals(signum).name)
-
-
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.campaigns", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="shorter runs, about a minute")
     parser.add_argument("--only", choices=("rewards", "events"), help="one scenario only")
-    parser.add_argument(
-        "--module", default="voucherd", help="server to bench, run as `python -m MODULE serve`"
-    )
-    parser.add_argument("--work-dir", type=Path, help="keep data dirs and logs here")
+    standalone.common_options(parser)
     parser.add_argument(
         "--rate-bound",
         type=float,
@@ -751,59 +730,36 @@ def main(argv: list[str]) -> int:
         help="claims/s the server will not exceed; sizes the lists (default 20,000)",
     )
     args = parser.parse_args(argv)
-    signal.signal(signal.SIGTERM, _interrupt)
-    signal.signal(signal.SIGINT, _interrupt)
     profile = (Profile.quick if args.quick else Profile.full)(args.module)
-    os.sched_setaffinity(0, {CLIENT_CORE})
-    wrk.ensure_wrk()
-    os.chdir(Path(__file__).resolve().parent.parent)
-    work_dir = args.work_dir or Path(tempfile.mkdtemp(prefix="voucherd-bench-"))
-    work_dir.mkdir(parents=True, exist_ok=True)
-    print(f"bench.campaigns: logs and data in {work_dir}", flush=True)
-
+    command = "python -m bench.campaigns"
+    work_dir = standalone.prepare(command, args.work_dir)
     load_before = report.busy_neighbours()
     notes: list[str] = []
     rewards, events = RewardFigures(), EventFigures()
     fleet = Fleet()
-    try:
-        if args.only != "events":
-            print("bench: voucherd: campaign rewards beside direct claims ...", flush=True)
-            scenarios.attempt(
-                "campaign rewards",
-                notes,
+    steps: list[standalone.Step] = []
+    if args.only != "events":
+        steps.append(
+            (
+                "voucherd: campaign rewards beside direct claims",
                 lambda: rewards_side(fleet, profile, work_dir, args.rate_bound, notes, rewards),
             )
-        if args.only != "rewards":
-            print("bench: voucherd: events to WebSocket subscribers ...", flush=True)
-            scenarios.attempt(
-                "events",
-                notes,
+        )
+    if args.only != "rewards":
+        steps.append(
+            (
+                "voucherd: events to WebSocket subscribers",
                 lambda: events_side(fleet, profile, work_dir, args.rate_bound, notes, events),
             )
-    except KeyboardInterrupt as exc:
-        notes.append(f"interrupted ({exc or 'SIGINT'}): the figures are partial")
-    finally:
-        fleet.stop_all()
+        )
+    standalone.run_steps(steps, notes, fleet)
 
     table = []
     if args.only != "events":
         table += reward_rows(profile, rewards)
     if args.only != "rewards":
         table += event_rows(profile, events)
-    load_after = report.busy_neighbours()
-    if load_before[1] or load_after[1]:
-        notes.insert(0, report.BUSY_WARNING)
-    facts = report.machine_facts(argv, load_before[0], load_after[0], "python -m bench.campaigns")
-    print()
-    for key, value in facts:
-        print(f"{key}: {value}")
-    print()
-    print(report.plain_table(table))
-    if notes:
-        print("\nNotes:\n" + "\n".join(f"- {n}" for n in notes))
-    print("\n----- Markdown -----\n")
-    print(report.markdown(table, facts, notes))
-    print(f"logs: {work_dir}")
+    standalone.finish(command, argv, load_before, table, notes, work_dir, args.markdown_out)
     return 0
 
 

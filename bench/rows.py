@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from bench import peer_rows
 from bench.baselines import BaselineFigures
+from bench.peer_scenarios import PeerFigures
 from bench.report import Row, rate, verdict
 from bench.scenarios import ClaimFigures, FloorFigures, Profile, StateFigures
 
-TARGET_SHARE_OF_FLOOR = 0.75
-TARGET_BATCH = 300_000.0
+TARGET_SHARE_OF_FLOOR = 0.85
+TARGET_BATCH = 500_000.0
 TARGET_UPLOAD = 300_000.0
 TARGET_BYTES_PER_CODE = 24.0
 TARGET_READY_S = 5.0
@@ -29,6 +31,7 @@ def build(
     base: BaselineFigures,
     claims: ClaimFigures,
     state: StateFigures,
+    peers: PeerFigures | None = None,
 ) -> list[Row]:
     missing = "-"
     rows: list[Row] = []
@@ -77,6 +80,9 @@ def build(
         )
     )
 
+    if peers is not None:  # PostgreSQL and Redis, the same wrk sweep
+        rows += peer_rows.single(vd, profile.wrk_seconds, peers)
+
     # b. batch claims
     vb = state.batch.per_second if state.batch else None
     fb = floor.batch.per_second if floor.batch else None
@@ -93,6 +99,8 @@ def build(
             verdict(None if vb is None else vb >= TARGET_BATCH),
         )
     )
+    if peers is not None:
+        rows += peer_rows.batch(vb, peers)
 
     # c. upload: sequential codes against the floor and SQLite, random codes against SQLite
     target = f">= {rate(TARGET_UPLOAD)}"

@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 
 import uvloop
 
-from bench import client, wrk
+from bench import client, lists, wrk
 from bench.servers import Fleet, Server, floor_server, voucherd_server
 
 T = TypeVar("T")
@@ -51,10 +51,26 @@ class Profile:
     rounds: int = 1  # f and g: each side's wrk runs, alternated, so drift hits both sides
     subscribers: int = 10  # g: WebSocket subscribers on /v1/events
     probe_rate: int = 250  # g: claims/s of the open-loop latency probe, for wrk_seconds
+    latency_seconds: float = 15.0  # i: each rate's open-loop run; j: the claims alone
+    busy_upload_codes: int = 10_000_000  # j: the upload beside the claims
+    memory_codes: tuple[int, ...] = (1_000_000, 10_000_000)  # k: each on a fresh server
 
     @classmethod
     def quick(cls, module: str = "voucherd") -> Profile:
-        return cls(10, (64,), 400_000, 200_000, 10_000, 2, 1_000_000, 200_000, 10.0, module)
+        return cls(
+            10,
+            (64,),
+            400_000,
+            200_000,
+            10_000,
+            2,
+            1_000_000,
+            200_000,
+            10.0,
+            module,
+            latency_seconds=5.0,
+            busy_upload_codes=1_000_000,
+        )
 
     @classmethod
     def full(cls, module: str = "voucherd") -> Profile:
@@ -92,16 +108,21 @@ def sweep(
     profile: Profile,
     label: str,
     before_run: Callable[[], None] | None = None,
+    cpu_seconds: Callable[[], float] | None = None,
 ) -> Sweep:
-    """wrk at each connection count, keeping the run with the most requests per second."""
+    """wrk at each connection count, keeping the run with the most requests per second.
+
+    `cpu_seconds` counts the server side's CPU time (default: the server process's own).
+    """
     runs: list[wrk.WrkResult] = []
     busy: list[float] = []
+    used = cpu_seconds or server.cpu
     for conns in profile.connections:
         if before_run is not None:
             before_run()
-        cpu = server.cpu()
+        cpu = used()
         runs.append(wrk.run(server.url + path, conns, profile.wrk_seconds, f"{label}-c{conns}"))
-        busy.append((server.cpu() - cpu) / runs[-1].duration_s)
+        busy.append((used() - cpu) / runs[-1].duration_s)
     return Sweep(max(runs, key=lambda r: r.rps), runs, busy)
 
 
@@ -130,7 +151,7 @@ def floor_side(
     figures.batch = run_async(_batch(floor, 1, "fb-", profile))
     busy = (floor.cpu() - cpu) / figures.batch.seconds
     notes.append(f"scenario b floor: {cpu_note(figures.batch, busy)}")
-    figures.upload = run_async(_upload(floor, 1, "U", profile.upload_codes))
+    figures.upload = run_async(lists.upload(floor, 1, "U", profile.upload_codes))
 
 
 def floor_claims_again(figures: FloorFigures, profile: Profile, notes: list[str]) -> None:
@@ -171,28 +192,28 @@ def voucherd_claims(
     """Fills `figures` as it goes, so a failure part-way still leaves what was measured."""
     server = voucherd_server(work_dir, work_dir / "claims-data", profile.module)
     figures.ready_empty_s = fleet.start(server)
-    list_id = run_async(_new_list(server, "bench-claims", "claims"))
+    list_id = run_async(lists.new_list(server, "bench-claims", "claims"))
     prefixes = iter("ABCDEFGHIJKL")
     # Enough codes that wrk can never exhaust the list: a 409 list_exhausted would make the
     # figure meaningless. voucherd will not beat the floor by 1.5x, so that bounds a run.
     needed = int(1.5 * floor_rps * profile.wrk_seconds) + 10_000
 
     def top_up(minimum: int) -> None:
-        available = run_async(_available(server, list_id))
+        available = run_async(lists.available(server, list_id))
         while available < minimum:
             prefix = next(prefixes)
             count = max(profile.claim_codes, minimum - available)
-            up = run_async(_upload(server, list_id, prefix, count))
+            up = run_async(lists.upload(server, list_id, prefix, count))
             if up.accepted != count:
                 notes.append(f"voucherd claims list: upload of {count} accepted {up.accepted}")
-            available = run_async(_available(server, list_id))
+            available = run_async(lists.available(server, list_id))
 
     top_up(max(needed, profile.claim_codes))
     path = f"/v1/lists/{list_id}/claims"
     wrk.run(server.url + path, profile.connections[0], 2, "vd-warm")
-    before = run_async(_distributed(server, list_id))
+    before = run_async(lists.distributed(server, list_id))
     figures.claims = sweep(server, path, profile, "vd", before_run=lambda: top_up(needed))
-    after = run_async(_distributed(server, list_id))
+    after = run_async(lists.distributed(server, list_id))
     made = sum(r.requests - r.non_2xx for r in figures.claims.runs)
     notes.append(
         f"scenario a: wrk counted {made:,} 2xx claims in the measured runs; the list's "
@@ -205,7 +226,7 @@ def voucherd_claims(
                 f"scenario a, {run.connections} connections: {run.non_2xx} non-2xx, "
                 f"{run.socket_errors} socket errors/timeouts (see voucherd log)"
             )
-    _stop(server, "claims server", notes)
+    lists.stop(server, "claims server", notes)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -234,9 +255,9 @@ def voucherd_state(
     server = voucherd_server(work_dir, work_dir / "state-data", profile.module)
     figures.ready_empty_s = fleet.start(server)
     figures.rss_empty = server.rss()
-    list_id = run_async(_new_list(server, "bench-state", "state"))
+    list_id = run_async(lists.new_list(server, "bench-state", "state"))
 
-    figures.upload = run_async(_upload(server, list_id, "U", profile.upload_codes))
+    figures.upload = run_async(lists.upload(server, list_id, "U", profile.upload_codes))
     if figures.upload.accepted != profile.upload_codes:
         notes.append(
             f"scenario c: upload of {profile.upload_codes:,} codes accepted "
@@ -250,9 +271,9 @@ def voucherd_state(
         f"{settled.describe()}"
     )
 
-    random_list = run_async(_new_list(server, "bench-state", "random"))
+    random_list = run_async(lists.new_list(server, "bench-state", "random"))
     figures.random_upload = run_async(
-        _upload_random(server, random_list, profile.random_upload_codes)
+        lists.upload_random(server, random_list, profile.random_upload_codes)
     )
     if figures.random_upload.accepted != profile.random_upload_codes:
         notes.append(
@@ -269,12 +290,12 @@ def voucherd_state(
             f"scenario b: {figures.batch.claimed:,} claimed, {figures.batch.failed:,} failed of "
             f"{profile.batch_users:,}; first failure: {figures.batch.first_failure or '-'}"
         )
-    lists = (list_id, random_list)
-    expected = figures.codes = run_async(_codes_of(server, lists))
+    list_ids = (list_id, random_list)
+    expected = figures.codes = run_async(_codes_of(server, list_ids))
 
     server.kill()
     figures.ready_after_kill_s = fleet.start(server)
-    _check_codes(run_async(_codes_of(server, lists)), expected, "after SIGKILL", notes)
+    _check_codes(run_async(_codes_of(server, list_ids)), expected, "after SIGKILL", notes)
 
     figures.term_exit = server.stop()
     notes.append(
@@ -282,8 +303,8 @@ def voucherd_state(
         f"(want 0) after {figures.term_exit[1]:.2f} s"
     )
     figures.ready_after_term_s = fleet.start(server)
-    _check_codes(run_async(_codes_of(server, lists)), expected, "after SIGTERM", notes)
-    _stop(server, "state server", notes)
+    _check_codes(run_async(_codes_of(server, list_ids)), expected, "after SIGTERM", notes)
+    lists.stop(server, "state server", notes)
 
 
 def cpu_note(batch: client.BatchResult, server_busy: float) -> str:
@@ -331,27 +352,6 @@ def _check_codes(
         notes.append(f"scenario e: list codes {when} were {got}, before the restart {want}")
 
 
-def _stop(server: Server, what: str, notes: list[str]) -> None:
-    status, seconds = server.stop()
-    if status != 0:
-        notes.append(f"voucherd ({what}) exited {status} on SIGTERM after {seconds:.1f} s")
-
-
-async def _new_list(server: Server, partner: str, tag: str) -> int:
-    async with client.session() as http:
-        return await client.create_list(http, server.url, partner, tag)
-
-
-async def _upload(server: Server, list_id: int, prefix: str, count: int) -> client.UploadResult:
-    async with client.session() as http:
-        return await client.upload(http, server.url, list_id, prefix, count)
-
-
-async def _upload_random(server: Server, list_id: int, count: int) -> client.UploadResult:
-    async with client.session() as http:
-        return await client.upload_random(http, server.url, list_id, count)
-
-
 async def _batch(
     server: Server, list_id: int, user_prefix: str, profile: Profile
 ) -> client.BatchResult:
@@ -367,19 +367,5 @@ async def _batch(
         )
 
 
-async def _codes(server: Server, list_id: int) -> dict[str, Any]:
-    async with client.session() as http:
-        codes: dict[str, Any] = (await client.get_list(http, server.url, list_id))["codes"]
-    return codes
-
-
 async def _codes_of(server: Server, list_ids: tuple[int, ...]) -> dict[int, dict[str, Any]]:
-    return {list_id: await _codes(server, list_id) for list_id in list_ids}
-
-
-async def _available(server: Server, list_id: int) -> int:
-    return int((await _codes(server, list_id))["available"])
-
-
-async def _distributed(server: Server, list_id: int) -> int:
-    return int((await _codes(server, list_id))["distributed"])
+    return {list_id: await lists.codes(server, list_id) for list_id in list_ids}

@@ -9,6 +9,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -63,6 +64,9 @@ class Server:
     port: int
     log_path: Path
     env: dict[str, str] = field(default_factory=dict)
+    user: str | None = None  # run as this user (PostgreSQL refuses to run as root)
+    stop_signal: int = signal.SIGTERM  # what `stop` sends first
+    ready_check: Callable[[int], bool] | None = None  # given the port; default: GET /readyz
     proc: subprocess.Popen[bytes] | None = None
     spawned_at: float = 0.0
 
@@ -81,6 +85,9 @@ class Server:
             stderr=subprocess.STDOUT,
             env={**os.environ, **self.env},
             start_new_session=True,
+            user=self.user,
+            group=self.user,
+            extra_groups=None if self.user is None else [],
         )
         log.close()
 
@@ -96,7 +103,7 @@ class Server:
         while time.perf_counter() < deadline:
             if self.proc is not None and self.proc.poll() is not None:
                 raise ServerFailed(f"{self.name} exited with {self.proc.returncode}\n{self.tail()}")
-            if _readyz_ok(self.port):
+            if (self.ready_check or _readyz_ok)(self.port):
                 return time.perf_counter() - self.spawned_at
             time.sleep(poll)
         raise ServerFailed(f"{self.name} not ready after {timeout:.0f} s\n{self.tail()}")
@@ -114,15 +121,16 @@ class Server:
             self.proc.wait()
 
     def stop(self, timeout: float = 60.0) -> tuple[int | None, float]:
-        """SIGTERM, then SIGKILL past the timeout. Returns (exit status, seconds to exit)."""
+        """`stop_signal` (SIGTERM), then SIGKILL past the timeout. Returns (exit status, seconds
+        to exit)."""
         if self.proc is None or self.proc.poll() is not None:
             return (None if self.proc is None else self.proc.returncode), 0.0
         began = time.perf_counter()
-        self.proc.send_signal(signal.SIGTERM)
+        self.proc.send_signal(self.stop_signal)
         try:
             status = self.proc.wait(timeout)
         except subprocess.TimeoutExpired:
-            print(f"{self.name}: no exit {timeout:.0f} s after SIGTERM, killing", file=sys.stderr)
+            print(f"{self.name}: no exit {timeout:.0f} s after a stop, killing", file=sys.stderr)
             self.kill()
             status = self.proc.returncode
         return status, time.perf_counter() - began
