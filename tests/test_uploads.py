@@ -11,6 +11,7 @@ from typing import Any
 
 import aiohttp
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 from support import (
     Client,
     assert_balanced,
@@ -763,6 +764,67 @@ async def test_concurrent_uploads_never_put_a_code_in_two_lists_of_a_partner(
     in_second = set(await claim_all(chunked, second))
     assert in_first.isdisjoint(in_second)
     assert in_first | in_second == set(codes)
+
+
+async def rested_seconds(client: Client) -> float:
+    """How long uploads have rested to give way to claims, from /metrics."""
+    response = await client.get("/metrics")
+    assert response.status == 200
+    for family in text_string_to_metric_families(await response.text()):
+        for sample in family.samples:
+            if sample.name == "voucherd_upload_rest_seconds_total":
+                return float(sample.value)
+    raise AssertionError("voucherd_upload_rest_seconds_total is not exported")
+
+
+async def test_an_upload_with_nothing_beside_it_never_rests(chunked: Client) -> None:
+    list_id = (await create_list(chunked))["id"]
+
+    reply = await uploaded(chunked, list_id, codes_csv(make_codes(BIG)))
+
+    assert reply["accepted"] == BIG
+    assert await rested_seconds(chunked) == 0
+
+
+async def test_an_upload_gives_way_to_claims_written_beside_it(
+    start_client: ClientFactory, tmp_path: Path
+) -> None:
+    client = await start_client(
+        Settings(data_dir=tmp_path / "shared", upload_chunk_codes=200, upload_share=0.5)
+    )
+    claimed = await list_with_codes(client, make_codes(5000, prefix="C"), tag="claimed")
+    loading = (await create_list(client, tag="loading"))["id"]
+    done = asyncio.Event()
+    answers: list[tuple[int, dict[str, Any]]] = []
+
+    async def claim_until_done() -> None:
+        while not done.is_set():
+            answers.append(await claim(client, claimed, f"user-{len(answers)}"))
+
+    claiming = asyncio.create_task(claim_until_done())
+    try:
+        reply = await uploaded(client, loading, codes_csv(make_codes(20_000, prefix="L")))
+    finally:
+        done.set()
+        await claiming
+
+    # The upload rested between its chunks while claims were written, and lost nothing by it.
+    assert reply["accepted"] == 20_000
+    assert await rested_seconds(client) > 0
+    assert answers
+    assert {status for status, _ in answers} == {201}
+    codes = [answer["claim"]["code"] for _, answer in answers]
+    assert len(set(codes)) == len(codes)
+    assert (await counts(client, claimed))["distributed"] == len(codes)
+    assert (await counts(client, loading))["available"] == 20_000
+
+
+def test_upload_share_must_be_a_share() -> None:
+    assert Settings.load(env={"VOUCHERD_UPLOAD_SHARE": "1"}).upload_share == 1
+    assert Settings.load(env={}).upload_share == 0.25
+    for raw in ("0", "-0.5", "1.5", "half"):
+        with pytest.raises(ValueError, match=r"(?i)upload_share"):
+            Settings.load(env={"VOUCHERD_UPLOAD_SHARE": raw})
 
 
 # -- restart -----------------------------------------------------------------------------------

@@ -52,6 +52,9 @@ class Settings:
     max_json_bytes: int = 32 * 1024**2
     max_batch_users: int = 100_000
     upload_chunk_codes: int = 5000
+    # While claims are being written, an upload takes at most this share of the time (it rests
+    # after each chunk), so a big upload cannot starve claims; 1 lets it run flat out.
+    upload_share: float = 0.25
     mailbox_size: int = 10_000
     journal_queue_size: int = 200_000
     shutdown_timeout: float = 30.0
@@ -114,6 +117,8 @@ class Settings:
         ):
             if getattr(self, name) < (0 if name == "port" else 1):
                 raise ValueError(f"{name} must be positive")
+        if not 0 < self.upload_share <= 1:
+            raise ValueError("upload_share must be more than 0 and at most 1")
         if self.default_low_stock_threshold < 0:
             raise ValueError("default_low_stock_threshold must be 0 or more")
         if self.default_expiry_warning:

@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import logging
 import sqlite3
+import time
 from collections import Counter
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -135,6 +136,9 @@ class Upload:
 
 # The write lock an upload chunk may hold before claims of other lists get their turn.
 WRITE_TARGET = 0.05
+# While claims are being written beside the upload: a claim's commit waits for at most one
+# chunk's write, so chunks shrink to this.
+BUSY_WRITE_TARGET = 0.01
 MIN_CHUNK_CODES = 200
 
 _FINISH = (
@@ -187,6 +191,11 @@ class Uploader:
         # Parsing the next chunk overlaps with writing the previous one.
         self._writing: tuple[asyncio.Future[Any], int] | None = None
         self._chunk_codes = settings.upload_chunk_codes
+        # Giving way to claims: what the journal had written beside the upload at the last
+        # look, and when the upload last started working.
+        self._seen_records = 0
+        self._working_since = 0.0
+        self._claims_busy = False
 
     async def run(
         self, body: AsyncIterator[bytes], filename: str | None, uploaded_by: str | None
@@ -237,6 +246,8 @@ class Uploader:
     async def _receive(self, body: AsyncIterator[bytes]) -> None:
         parser = CsvParser(self.settings.max_line_bytes)
         pending = ParsedChunk()
+        self._seen_records = self.journal.shared_records
+        self._working_since = time.perf_counter()
         size = 0
         async for data in body:
             size += len(data)
@@ -248,6 +259,7 @@ class Uploader:
             while pending.rows >= self._chunk_codes:
                 chunk, pending = pending.split(self._chunk_codes)
                 await self._store(chunk)
+                await self._give_way()
         _extend(pending, parser.finish())
         if pending.rows:
             await self._store(pending)
@@ -281,13 +293,32 @@ class Uploader:
         if segment is not None:
             self.segments.append(segment)
 
+    async def _give_way(self) -> None:
+        """While claims are being written, rest after each chunk so that the upload works at
+        most `upload_share` of the time: claims come first, the upload takes what is left.
+        On a server with nothing else to do it runs flat out."""
+        records = self.journal.shared_records
+        self._claims_busy = records != self._seen_records
+        share = self.settings.upload_share
+        if self._claims_busy and share < 1:
+            # The chunk's write is most of its cost: it counts as the upload's work, so the
+            # next chunk is not written while the upload rests.
+            await self._written()
+            rest = (time.perf_counter() - self._working_since) * (1 - share) / share
+            await asyncio.sleep(rest)
+            self.actor.metrics.upload_rest_seconds.inc(rest)
+        self._seen_records = self.journal.shared_records
+        self._working_since = time.perf_counter()
+
     def _pace(self, seconds: float) -> None:
         """Size the next chunk so its write, commit included, holds the lock for about
-        WRITE_TARGET: random codes cost a page write each and get smaller chunks, so claims on
-        other lists wait less; sequential ones get larger chunks and fewer commits."""
+        WRITE_TARGET (BUSY_WRITE_TARGET while claims are being written): random codes cost a
+        page write each and get smaller chunks, so claims on other lists wait less; sequential
+        ones get larger chunks and fewer commits."""
         if seconds <= 0:
             return
-        factor = min(max(WRITE_TARGET / seconds, 0.5), 2.0)
+        target = BUSY_WRITE_TARGET if self._claims_busy else WRITE_TARGET
+        factor = min(max(target / seconds, 0.5), 2.0)
         ceiling = self.settings.upload_chunk_codes * 4
         self._chunk_codes = int(min(max(self._chunk_codes * factor, MIN_CHUNK_CODES), ceiling))
 

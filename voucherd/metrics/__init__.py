@@ -84,6 +84,11 @@ class Metrics:
             ["reason"],
             registry=self.registry,
         )
+        self.upload_rest_seconds = Counter(
+            "voucherd_upload_rest_seconds_total",
+            "Time uploads rested to give way to claims being written beside them.",
+            registry=self.registry,
+        )
         self.journal_commit_seconds = Histogram(
             "voucherd_journal_commit_duration_seconds",
             "Time to write and commit one group of journal records.",

@@ -125,6 +125,10 @@ class Journal:
         self._writer: asyncio.Task[None] | None = None
         self._db: aiosqlite.Connection | None = None
         self._reader: aiosqlite.Connection | None = None
+        self._checkpointer: aiosqlite.Connection | None = None
+        self._checkpointing: asyncio.Task[None] | None = None
+        # Commits since the last checkpoint ran: with none, there is nothing to copy.
+        self._commits_unchecked = 0
         self._closing = False
         self._stop_seen = False
         # The number and time of the last event committed, and who hears of events once
@@ -137,6 +141,9 @@ class Journal:
         # How long the last group written alone (an upload chunk, say) took, commit included:
         # uploads size their chunks by it.
         self.last_alone_seconds = 0.0
+        # Records written in groups not alone (claims and their kin): an upload gives way to
+        # claims while this grows.
+        self.shared_records = 0
 
     # -- lifecycle -----------------------------------------------------------------------------
 
@@ -148,13 +155,15 @@ class Journal:
             await self._db.execute(f"PRAGMA synchronous={self.synchronous}")
             await self._db.execute("PRAGMA cache_size=-32768")
             await self._db.execute("PRAGMA temp_store=MEMORY")
-            # Uploads of random codes dirty a page of the code index per code; checkpointing
-            # every 10,000 pages instead of 1,000 copies each page once rather than after
-            # every chunk.
-            await self._db.execute("PRAGMA wal_autocheckpoint=10000")
+            # The write-ahead log is copied into the database by a connection of its own, on
+            # its own thread (see _checkpoint_forever), never by a commit: a claim's commit
+            # that fell on the checkpoint would wait for tens of megabytes to be copied.
+            await self._db.execute("PRAGMA wal_autocheckpoint=0")
             await self._on_writer_thread(install)
             self._reader = await aiosqlite.connect(f"file:{self.path}?mode=ro", uri=True)
             await self._reader.execute("PRAGMA cache_size=-8192")
+            self._checkpointer = await aiosqlite.connect(self.path, isolation_level=None)
+            await self._checkpointer.execute("PRAGMA cache_size=-1024")
         except BaseException:
             # A journal that cannot open (its disk is full, say) closes what it opened: each
             # aiosqlite connection runs a thread that is not a daemon, and one left running
@@ -164,6 +173,33 @@ class Journal:
 
     def start(self) -> None:
         self._writer = asyncio.create_task(self._write_forever(), name="journal-writer")
+        self._checkpointing = asyncio.create_task(
+            self._checkpoint_forever(), name="journal-checkpoint"
+        )
+
+    async def _checkpoint_forever(self) -> None:
+        """Copy committed pages from the log into the database every CHECKPOINT_INTERVAL.
+        PASSIVE never waits for the writer or a reader: what it cannot copy yet, the next
+        round does; once all is copied, the next commit starts the log over."""
+        assert self._checkpointer is not None
+        failing = False
+        while True:
+            await asyncio.sleep(CHECKPOINT_INTERVAL)
+            if not self._commits_unchecked:
+                continue
+            self._commits_unchecked = 0
+            try:
+                await self._checkpointer.execute("PRAGMA wal_checkpoint(PASSIVE)")
+            except sqlite3.Error as exc:
+                # The disk is full, say: the log keeps the pages, and a later round copies
+                # them. Said once per spell, not every round.
+                if not failing:
+                    log.warning("journal checkpoint failed, will retry: %s", exc)
+                failing = True
+            else:
+                if failing:
+                    log.info("journal checkpoint succeeded again")
+                failing = False
 
     async def close(self) -> None:
         """Commit everything queued, then close; safe to call twice."""
@@ -172,16 +208,23 @@ class Journal:
             self._queue.put_nowait(_STOP)
             await self._writer
             self._writer = None
+        if self._checkpointing is not None:
+            self._checkpointing.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._checkpointing
+            self._checkpointing = None
         if self._db is not None:
             with contextlib.suppress(sqlite3.Error):
                 await self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         await self._close_connections()
 
     async def _close_connections(self) -> None:
-        for connection in (self._db, self._reader):
+        # The read-only connection closes last, as it cannot delete the log and its index:
+        # kept, they let a restart on a full disk get as far as saying the disk is full.
+        for connection in (self._checkpointer, self._db, self._reader):
             if connection is not None:
                 await connection.close()
-        self._db = self._reader = None
+        self._db = self._reader = self._checkpointer = None
 
     @property
     def db(self) -> aiosqlite.Connection:
@@ -298,8 +341,11 @@ class Journal:
                 _settle(entry.future, result, failure)
         finally:
             elapsed = time.perf_counter() - started
+            self._commits_unchecked += 1
             if group[0].alone:
                 self.last_alone_seconds = elapsed
+            else:
+                self.shared_records += records
             self._queued_records -= records
             self._room.set()
             self.metrics.journal_commit_seconds.observe(elapsed)
@@ -435,6 +481,7 @@ def _transaction(
 # already, and json_each would parse it and render it again (three times the cost a row).
 _INSERT_EVENTS = "INSERT INTO events (seq, type, time, data, base) VALUES (?, ?, ?, ?, ?)"
 _MAX_BASES = 10_000
+CHECKPOINT_INTERVAL = 0.25
 
 
 class _Pending:
