@@ -147,6 +147,11 @@ SELECT_EVENTS = (
 )
 
 
+# Two subqueries, not MIN and MAX in one: SQLite finds a lone MIN or MAX of the key at one
+# end of the index, but both in one query scan the whole table.
+FIRST_AND_LAST_SEQ = "SELECT (SELECT MIN(seq) FROM events), (SELECT MAX(seq) FROM events)"
+
+
 def read_events(
     db: sqlite3.Connection, after: int, upto: int, types: Iterable[str] | None, limit: int
 ) -> list[Event]:
@@ -167,7 +172,7 @@ def retention_cutoff(db: sqlite3.Connection, before: float, limit: int) -> int |
     """The last seq to delete: events are numbered in the order they were written, so times
     grow with seq and a binary search over seq finds where `before` falls. At most `limit`
     events, and never the newest, so numbering goes on from it after a restart."""
-    first, last = db.execute("SELECT MIN(seq), MAX(seq) FROM events").fetchone()
+    first, last = db.execute(FIRST_AND_LAST_SEQ).fetchone()
     if first is None or first == last:
         return None
     low, high = first, min(last - 1, first + limit - 1)

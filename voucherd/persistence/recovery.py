@@ -19,6 +19,7 @@ from voucherd.duplicates import Scope
 from voucherd.lists import SELECT_LISTS, ClaimRate, ListInfo
 from voucherd.pool import CodePool, rebuild
 from voucherd.statuses import Status
+from voucherd.stream import FIRST_AND_LAST_SEQ
 
 log = logging.getLogger(__name__)
 
@@ -153,15 +154,14 @@ def recover(db: sqlite3.Connection) -> Recovered:
             (list_id,),
         ).fetchone()
         if identities is not None:
-            state.claims = dict(
-                zip(identities.split("\x1e"), map(int, claim_ids.split(",")), strict=True)
-            )
-        for user_id, key in db.execute(
-            "SELECT user_id, idempotency_key || IFNULL(char(31) || campaign_id, '') FROM claims"
-            " WHERE list_id = ? AND (idempotency_key != '' OR campaign_id IS NOT NULL)",
-            (list_id,),
-        ):
-            state.keys_by_user.setdefault(user_id, []).append(key)
+            keys = identities.split("\x1e")
+            state.claims = dict(zip(keys, map(int, claim_ids.split(",")), strict=True))
+            # A keyless direct claim's identity ends at its empty key; the others (keyed
+            # claims, rewards) are few, and the tray finds them by what follows the user id.
+            for identity in keys:
+                if not identity.endswith("\x1f"):
+                    user_id, _, suffix = identity.partition("\x1f")
+                    state.keys_by_user.setdefault(user_id, []).append(suffix)
         (code_ids,) = db.execute(
             "SELECT group_concat(code_id) FROM"
             " (SELECT code_id FROM claims WHERE list_id = ? ORDER BY code_id)",
@@ -229,7 +229,7 @@ def recover(db: sqlite3.Connection) -> Recovered:
     recount_claim_rates(db, lists, max_claim)
     recovered = Recovered(lists, max_list, max_upload, max_code, max_claim)
     recover_campaigns(db, recovered)
-    first_seq, last_seq = db.execute("SELECT MIN(seq), MAX(seq) FROM events").fetchone()
+    first_seq, last_seq = db.execute(FIRST_AND_LAST_SEQ).fetchone()
     recovered.last_seq = last_seq or 0
     if last_seq is not None:
         (recovered.last_event_time,) = db.execute(
