@@ -58,7 +58,7 @@ class Profile:
     @classmethod
     def quick(cls, module: str = "voucherd") -> Profile:
         return cls(
-            10,
+            5,
             (64,),
             400_000,
             200_000,
@@ -68,8 +68,9 @@ class Profile:
             200_000,
             10.0,
             module,
-            latency_seconds=5.0,
+            latency_seconds=3.0,
             busy_upload_codes=1_000_000,
+            memory_codes=(1_000_000,),
         )
 
     @classmethod
