@@ -156,9 +156,12 @@ class Journal:
             await self._db.execute("PRAGMA cache_size=-32768")
             await self._db.execute("PRAGMA temp_store=MEMORY")
             # The write-ahead log is copied into the database by a connection of its own, on
-            # its own thread (see _checkpoint_forever), never by a commit: a claim's commit
-            # that fell on the checkpoint would wait for tens of megabytes to be copied.
-            await self._db.execute("PRAGMA wal_autocheckpoint=0")
+            # its own thread (see _checkpoint_forever), so a claim's commit seldom waits for
+            # pages to be copied. But under writes that never pause (a long upload) that copy
+            # never catches up with the log's end, and only a checkpoint between two writes
+            # lets the log start over: so past 10,000 pages the writer checkpoints too, with
+            # little left to copy.
+            await self._db.execute("PRAGMA wal_autocheckpoint=10000")
             await self._on_writer_thread(install)
             self._reader = await aiosqlite.connect(f"file:{self.path}?mode=ro", uri=True)
             await self._reader.execute("PRAGMA cache_size=-8192")
