@@ -130,25 +130,16 @@ def rewarded(
     # (see _base) and only what varies per reward is encoded here.
     base = _base(info.id, info.description, info.expires_at, info.tag, info.partner, source,
                  campaign_id)  # fmt: skip
-    message = None
+    own: dict[str, Any] = {
+        "eventTimestamp": int(now),
+        "voucherCode": code,
+        "userId": user_id,
+        "message": None,
+    }
     if render is not None:
-        data: dict[str, Any] = {
-            "CT Source": "Promo Module",
-            "campaignId": campaign_id,
-            "eventTimestamp": int(now),
-            "listDescription": info.description,
-            "listExpiry": clock.format_time(info.expires_at),
-            "listTag": info.tag,
-            "partner": info.partner,
-            "source": source,
-            "voucherCode": code,
-            "voucherListId": info.id,
-            "userId": user_id,
-            "message": None,
-        }
-        message = render(data)
-    own = {"eventTimestamp": int(now), "voucherCode": code, "userId": user_id, "message": message}
-    return Event.joined(VOUCHER_REWARDED, base, orjson.dumps(own), now), message
+        # The template sees every property of the event, its message still empty.
+        own["message"] = render({**orjson.loads(base), **own})
+    return Event.joined(VOUCHER_REWARDED, base, orjson.dumps(own), now), own["message"]
 
 
 @lru_cache(maxsize=1024)
