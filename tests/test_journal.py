@@ -12,7 +12,7 @@ import pytest
 
 from voucherd import errors
 from voucherd.metrics import Metrics
-from voucherd.persistence.journal import Journal, Rows, Step
+from voucherd.persistence.journal import Insert, Journal, Rows, Step
 
 NOTE = "INSERT INTO notes (id, text) VALUES (?, ?)"
 DOOMED = "INSERT INTO doomed (id) VALUES (?)"
@@ -70,6 +70,26 @@ async def test_concurrent_submits_are_committed_in_fewer_groups_than_submits(
     assert records_committed(metrics) == 500
     assert 1 <= commits(metrics) < 500
     assert len(notes_on_disk(database)) == 500
+
+
+@pytest.mark.parametrize("sizes", [(1,), (255,), (256,), (257,), (300, 1, 700), (0, 3)])
+async def test_inserts_from_many_callers_are_stored_whole_in_order_across_blocks(
+    journal_and_metrics: tuple[Journal, Metrics], database: Path, sizes: tuple[int, ...]
+) -> None:
+    # Rows are written in multi-row blocks of 256, 128, … 1: every row of every caller must
+    # land, none twice, whatever the group's size.
+    journal, _ = journal_and_metrics
+    starts = [sum(sizes[:index]) for index in range(len(sizes))]
+    await asyncio.gather(
+        *(
+            journal.write(
+                Insert("notes", ("id", "text"), [(n, f"note {n}") for n in range(s, s + size)])
+            )
+            for s, size in zip(starts, sizes, strict=True)
+        )
+    )
+
+    assert notes_on_disk(database) == {n: f"note {n}" for n in range(sum(sizes))}
 
 
 async def test_a_future_resolves_only_once_its_rows_are_readable_elsewhere(

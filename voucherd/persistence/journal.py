@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import ctypes
 import ctypes.util
+import functools
 import logging
 import sqlite3
 import time
@@ -28,7 +29,7 @@ from typing import Any, TypeVar
 
 import aiosqlite
 
-from voucherd import errors, wire
+from voucherd import errors
 from voucherd.events import Event
 from voucherd.metrics import Metrics
 from voucherd.persistence.schema import install
@@ -50,23 +51,40 @@ class Rows:
 
 @dataclass(frozen=True, slots=True)
 class Insert:
-    """Rows for one table, written as one statement over a JSON array of rows.
-
-    SQLite then runs the whole insert in a single call, so the writer's thread lets go of the
-    GIL and takes it back once per group instead of once per row — under load each retake
-    can wait for the busy event loop."""
+    """Rows for one table; rows for the same table from many callers are written together,
+    a few hundred rows a statement (see `insert_rows`)."""
 
     table: str
     columns: tuple[str, ...]
     rows: Sequence[Row]
 
-    @property
-    def sql(self) -> str:
-        values = ", ".join(f"value ->> {index}" for index in range(len(self.columns)))
-        return (
-            f"INSERT INTO {self.table} ({', '.join(self.columns)})"
-            f" SELECT {values} FROM json_each(?)"
-        )
+
+# Rows a statement at most, so a block's parameters stay far below SQLite's limit (32,766).
+_BLOCK = 256
+
+
+def insert_rows(
+    conn: sqlite3.Connection, table: str, columns: tuple[str, ...], rows: Sequence[Row]
+) -> None:
+    """Insert rows as multi-row `INSERT … VALUES (…), (…)` statements of 256, 128, … 1 rows.
+
+    SQLite binds each block's values in C and runs it in one call: about a third less time a
+    row than `executemany` or a JSON array through json_each, and the writer's thread lets go
+    of the GIL and takes it back once per block instead of once per row (under load each
+    retake can wait for the busy event loop). Blocks come in nine sizes, so each statement is
+    prepared once and then found in the connection's cache."""
+    start = 0
+    while start < len(rows):
+        count = 1 << (min(len(rows) - start, _BLOCK).bit_length() - 1)
+        block = rows[start : start + count]
+        conn.execute(_values_sql(table, columns, count), [value for row in block for value in row])
+        start += count
+
+
+@functools.lru_cache(maxsize=64)
+def _values_sql(table: str, columns: tuple[str, ...], count: int) -> str:
+    row = f"({', '.join('?' * len(columns))})"
+    return f"INSERT INTO {table} ({', '.join(columns)}) VALUES {', '.join([row] * count)}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -433,14 +451,6 @@ def _transaction(
         for chore in chores:
             chore.run(conn)
         return [(None, None)] * len(group)
-    if all(isinstance(op, Insert) for entry in group for op in entry.ops):
-        pending = _Pending()
-        for entry in group:
-            pending.add(entry.ops)
-        if pending.statements == 1:
-            # One statement is its own transaction.
-            pending.flush(conn, numbering)
-            return [(None, None)] * len(group)
     outcomes: list[tuple[Any, BaseException | None]] = []
     pending = _Pending()
     conn.execute("BEGIN IMMEDIATE")
@@ -480,9 +490,7 @@ def _transaction(
     return outcomes
 
 
-# Bound row by row, not as one JSON array through json_each: each event's data is JSON text
-# already, and json_each would parse it and render it again (three times the cost a row).
-_INSERT_EVENTS = "INSERT INTO events (seq, type, time, data, base) VALUES (?, ?, ?, ?, ?)"
+_EVENT_COLUMNS = ("seq", "type", "time", "data", "base")
 _MAX_BASES = 10_000
 CHECKPOINT_INTERVAL = 0.25
 
@@ -492,26 +500,22 @@ class _Pending:
     the other statements (no entry without a step depends on their order), then the events."""
 
     def __init__(self) -> None:
-        self._inserts: dict[str, list[Row]] = {}
+        self._inserts: dict[tuple[str, tuple[str, ...]], list[Row]] = {}
         self._rows: dict[str, list[Row]] = {}
         self._events: list[Event] = []
-
-    @property
-    def statements(self) -> int:
-        return len(self._inserts) + len(self._rows) + (1 if self._events else 0)
 
     def add(self, ops: Sequence[Op]) -> None:
         for op in ops:
             if isinstance(op, Insert):
-                self._inserts.setdefault(op.sql, []).extend(op.rows)
+                self._inserts.setdefault((op.table, op.columns), []).extend(op.rows)
             elif isinstance(op, Rows):
                 self._rows.setdefault(op.sql, []).extend(op.rows)
             elif isinstance(op, Events):
                 self._events.extend(op.events)
 
     def flush(self, conn: sqlite3.Connection, numbering: _Numbering) -> None:
-        for sql, rows in self._inserts.items():
-            conn.execute(sql, (wire.dumps(rows),))
+        for (table, columns), rows in self._inserts.items():
+            insert_rows(conn, table, columns, rows)
         for sql, rows in self._rows.items():
             conn.executemany(sql, rows)
         if self._events:
@@ -522,7 +526,7 @@ class _Pending:
                  base_id(conn, e.base))
                 for e in self._events
             ]  # fmt: skip
-            conn.executemany(_INSERT_EVENTS, rows)
+            insert_rows(conn, "events", _EVENT_COLUMNS, rows)
         self._inserts.clear()
         self._rows.clear()
         self._events = []
