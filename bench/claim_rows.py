@@ -1,11 +1,12 @@
 """How fast SQLite alone stores claims: `python -m bench.claim_rows [--rows N]`.
 
 The same tables and indexes as voucherd's, WAL, synchronous=FULL, 1,000 claims a transaction.
-Claim rows alone are written the two ways a journal could: one `INSERT … SELECT … FROM
-json_each(?)` per group (voucherd's way) and `executemany`. Then what voucherd really writes for
-each claim: its row (json_each) and its reward event's row (`executemany`: the properties that
-vary per reward, about 90 bytes of JSON text; the list's are stored once). That bounds batch
-claims from above: no Python on top can store claims faster than this.
+Claim rows alone are written the three ways a journal could: multi-row `INSERT … VALUES` blocks
+(voucherd's way, `journal.insert_rows`), one `INSERT … SELECT … FROM json_each(?)` per group, and
+`executemany`. Then what voucherd really writes for each claim: its row and its reward event's
+row (the properties that vary per reward, about 90 bytes of JSON text; the list's are stored
+once), both in blocks. That bounds batch claims from above: no Python on top can store claims
+faster than this.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from voucherd import events
 from voucherd.claims import CLAIM_COLUMNS
 from voucherd.duplicates import Scope
 from voucherd.lists import ListInfo
-from voucherd.persistence.journal import Insert
+from voucherd.persistence.journal import insert_rows
 from voucherd.persistence.schema import SCHEMA
 from voucherd.statuses import Status
 
@@ -34,29 +35,35 @@ NOW = 1.7e9
 Group = tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]
 Write = Callable[[sqlite3.Connection, Group], None]
 
-_INSERT = Insert("claims", CLAIM_COLUMNS, []).sql
+_VALUES = ", ".join(f"value ->> {index}" for index in range(len(CLAIM_COLUMNS)))
+_JSON_EACH = f"INSERT INTO claims ({', '.join(CLAIM_COLUMNS)}) SELECT {_VALUES} FROM json_each(?)"
 _MANY = f"INSERT INTO claims ({', '.join(CLAIM_COLUMNS)}) VALUES ({', '.join('?' * len(CLAIM_COLUMNS))})"  # noqa: E501
-_EVENTS = "INSERT INTO events (seq, type, time, data, base) VALUES (?, ?, ?, ?, ?)"
+_EVENT_COLUMNS = ("seq", "type", "time", "data", "base")
 
 
 def groups(rows: int) -> list[Group]:
     info = ListInfo(1, "Bench", "rows", "rows", "bench list", 4e9, Status.ACTIVE, Scope.PARTNER,
                     0, 0, 0)  # fmt: skip
+    reward = events.Rewards(info).event
     made: list[Group] = []
     for start in range(0, rows, GROUP):
         claims, written = [], []
         for n in range(start, min(start + GROUP, rows)):
             code, user = f"C{n:011d}", f"user-{n}"
             claims.append((n + 1, 1, user, "", n + 1, code, NOW, "API", None, None, None))
-            event, _ = events.rewarded(info, code, user, NOW)
+            event, _ = reward(code, user, NOW)
             assert event.own is not None
             written.append((n + 1, event.type, event.time, event.own.decode(), 1))
         made.append((claims, written))
     return made
 
 
+def blocks(db: sqlite3.Connection, group: Group) -> None:
+    insert_rows(db, "claims", CLAIM_COLUMNS, group[0])
+
+
 def json_each(db: sqlite3.Connection, group: Group) -> None:
-    db.execute(_INSERT, (orjson.dumps(group[0]).decode(),))
+    db.execute(_JSON_EACH, (orjson.dumps(group[0]).decode(),))
 
 
 def executemany(db: sqlite3.Connection, group: Group) -> None:
@@ -64,8 +71,8 @@ def executemany(db: sqlite3.Connection, group: Group) -> None:
 
 
 def with_events(db: sqlite3.Connection, group: Group) -> None:
-    json_each(db, group)
-    db.executemany(_EVENTS, group[1])
+    blocks(db, group)
+    insert_rows(db, "events", _EVENT_COLUMNS, group[1])
 
 
 def measure(path: Path, made: list[Group], write: Write) -> float:
@@ -91,6 +98,7 @@ def main() -> None:
     args = parser.parse_args()
     made = groups(args.rows)
     for label, write in (
+        ("claim rows, VALUES blocks", blocks),
         ("claim rows, json_each", json_each),
         ("claim rows, executemany", executemany),
         ("claim rows and their events", with_events),

@@ -60,9 +60,6 @@ class Claim(NamedTuple):
     def from_row(cls, row: tuple[Any, ...]) -> Claim:
         return cls._make(row)
 
-    def row(self) -> tuple[Any, ...]:
-        return tuple(self)
-
     def view(self, expires_at: float) -> dict[str, Any]:
         return {
             "id": self.id,

@@ -115,31 +115,36 @@ def join(base: bytes, own: bytes) -> bytes:
     return base[:-1] + b"," + own[1:]
 
 
-def rewarded(
-    info: ListInfo,
-    code: str,
-    user_id: str,
-    now: float,
-    source: str = "API",
-    campaign_id: int | None = None,
-    render: Render | None = None,
-) -> tuple[Event, str | None]:
-    """The reward event for a code handed out, and its message, rendered from the event's own
-    properties (None without a template). `render` must not raise."""
-    # Every claim makes one: the properties the list and the source fix are encoded once
-    # (see _base) and only what varies per reward is encoded here.
-    base = _base(info.id, info.description, info.expires_at, info.tag, info.partner, source,
-                 campaign_id)  # fmt: skip
-    own: dict[str, Any] = {
-        "eventTimestamp": int(now),
-        "voucherCode": code,
-        "userId": user_id,
-        "message": None,
-    }
-    if render is not None:
-        # The template sees every property of the event, its message still empty.
-        own["message"] = render({**orjson.loads(base), **own})
-    return Event.joined(VOUCHER_REWARDED, base, orjson.dumps(own), now), own["message"]
+class Rewards:
+    """Makes the reward events of one list and source: the properties they fix are encoded
+    once (see _base), and each reward encodes only the four that vary."""
+
+    __slots__ = ("_base", "_render")
+
+    def __init__(
+        self,
+        info: ListInfo,
+        source: str = "API",
+        campaign_id: int | None = None,
+        render: Render | None = None,
+    ) -> None:
+        self._base = _base(info.id, info.description, info.expires_at, info.tag, info.partner,
+                           source, campaign_id)  # fmt: skip
+        self._render = render
+
+    def event(self, code: str, user_id: str, now: float) -> tuple[Event, str | None]:
+        """The reward event for a code handed out, and its message, rendered from the event's
+        properties (None without a template). The template must not raise."""
+        own: dict[str, Any] = {
+            "eventTimestamp": int(now),
+            "voucherCode": code,
+            "userId": user_id,
+            "message": None,
+        }
+        if self._render is not None:
+            # The template sees every property of the event, its message still empty.
+            own["message"] = self._render({**orjson.loads(self._base), **own})
+        return Event.joined(VOUCHER_REWARDED, self._base, orjson.dumps(own), now), own["message"]
 
 
 @lru_cache(maxsize=1024)

@@ -256,15 +256,8 @@ class ListActor(Actor[Message]):
         code = self.pool.pop()
         if code is None:
             raise errors.ListExhausted(f"list {self.info.id} has no codes left")
-        event, text = events.rewarded(
-            self.info,
-            code.code,
-            message.user_id,
-            now,
-            message.source,
-            message.campaign_id,
-            message.render,
-        )
+        rewards = events.Rewards(self.info, message.source, message.campaign_id, message.render)
+        event, text = rewards.event(code.code, message.user_id, now)
         claim = Claim(
             self.ids.next_claim(),
             self.info.id,
@@ -289,11 +282,10 @@ class ListActor(Actor[Message]):
         """New keyless claims for a batch: the codes are taken, the users are (key, user id)."""
         first = self.ids.next_claims(len(codes))
         info, source, campaign_id = self.info, message.source, message.campaign_id
+        reward = events.Rewards(info, source, campaign_id, message.render).event
         taken = []
         for n, ((key, user_id), code) in enumerate(zip(fresh, codes, strict=False)):
-            event, text = events.rewarded(
-                info, code.code, user_id, now, source, campaign_id, message.render
-            )
+            event, text = reward(code.code, user_id, now)
             claim = Claim(
                 first + n, info.id, user_id, "", code.id, code.code, now, source, campaign_id,
                 None, text,
@@ -312,7 +304,7 @@ class ListActor(Actor[Message]):
                 written.extend(self._stock_events(turn.available, available, turn.now))
                 durable = self.journal.submit(
                     [
-                        Insert("claims", CLAIM_COLUMNS, [p.claim.row() for p in turn.taken]),
+                        Insert("claims", CLAIM_COLUMNS, [p.claim for p in turn.taken]),
                         Events(written),
                     ],
                     records=len(turn.taken),
