@@ -7,6 +7,7 @@ import argparse
 import os
 import signal
 import tempfile
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -50,15 +51,22 @@ def prepare(command: str, work_dir: Path | None, what: str = "") -> Path:
 
 
 def run_steps(steps: Sequence[Step], notes: list[str], fleet: Fleet) -> None:
-    """Each step in turn, a failure a note; whatever happens, every server is stopped."""
+    """Each step in turn, a failure a note; whatever happens, every server is stopped. How
+    long each step took becomes the last note."""
+    took: list[str] = []
+    started = time.monotonic()
     try:
         for title, run in steps:
             print(f"bench: {title} ...", flush=True)
+            began = time.monotonic()
             scenarios.attempt(title, notes, run)
+            took.append(f"{title}: {time.monotonic() - began:.0f} s")
     except KeyboardInterrupt as exc:
         notes.append(f"interrupted ({exc or 'SIGINT'}): the figures are partial")
     finally:
         fleet.stop_all()
+        total = (time.monotonic() - started) / 60
+        notes.append(f"time taken: {total:.1f} min in all; by step, " + "; ".join(took))
 
 
 def finish(
