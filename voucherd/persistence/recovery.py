@@ -13,7 +13,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 
-from voucherd import clock, events
+from voucherd import clock, events, wire
 from voucherd.campaigns import SELECT_CAMPAIGNS, CampaignInfo
 from voucherd.duplicates import Scope
 from voucherd.lists import SELECT_LISTS, ClaimRate, ListInfo
@@ -143,19 +143,20 @@ def recover(db: sqlite3.Connection) -> Recovered:
 
     # A list at a time, each column aggregated into one string by SQLite and split by C code:
     # a row at a time through Python, a million claims would cost more than the rest of
-    # recovery. Ids and keys hold no control characters, so \x1e and commas separate them.
+    # recovery. Keys hold no control characters, so \x1e separates them; ids come as a JSON
+    # array, which orjson reads four times faster than int() reads them one by one.
     taken: dict[int, list[int]] = {}
     for list_id, state in lists.items():
         # A campaign's rewards are keyed with its id (see claims.identity).
         identities, claim_ids = db.execute(
             "SELECT group_concat(user_id || char(31) || idempotency_key"
             " || IFNULL(char(31) || campaign_id, ''), char(30)),"
-            " group_concat(id) FROM claims WHERE list_id = ?",
+            " json_group_array(id) FROM claims WHERE list_id = ?",
             (list_id,),
         ).fetchone()
         if identities is not None:
             keys = identities.split("\x1e")
-            state.claims = dict(zip(keys, map(int, claim_ids.split(",")), strict=True))
+            state.claims = dict(zip(keys, wire.loads(claim_ids), strict=True))
             # A keyless direct claim's identity ends at its empty key; the others (keyed
             # claims, rewards) are few, and the tray finds them by what follows the user id.
             for identity in keys:
@@ -163,11 +164,11 @@ def recover(db: sqlite3.Connection) -> Recovered:
                     user_id, _, suffix = identity.partition("\x1f")
                     state.keys_by_user.setdefault(user_id, []).append(suffix)
         (code_ids,) = db.execute(
-            "SELECT group_concat(code_id) FROM"
+            "SELECT json_group_array(code_id) FROM"
             " (SELECT code_id FROM claims WHERE list_id = ? ORDER BY code_id)",
             (list_id,),
         ).fetchone()
-        taken[list_id] = list(map(int, code_ids.split(","))) if code_ids else []
+        taken[list_id] = wire.loads(code_ids)
         state.info.counts.distributed = len(taken[list_id])
 
     # A withdrawn upload's withdrawn codes are those no claim names: counted from the claims
@@ -271,13 +272,13 @@ def recover_campaigns(db: sqlite3.Connection, recovered: Recovered) -> None:
         campaign = recovered.campaigns[info.id] = RecoveredCampaign(info)
         identities, claim_ids, users = db.execute(
             "SELECT group_concat(user_id || char(31) || idempotency_key, char(30)),"
-            " group_concat(id), group_concat(user_id, char(30))"
+            " json_group_array(id), group_concat(user_id, char(30))"
             " FROM claims WHERE campaign_id = ?",
             (info.id,),
         ).fetchone()
         if identities is not None:
             campaign.rewards = dict(
-                zip(identities.split("\x1e"), map(int, claim_ids.split(",")), strict=True)
+                zip(identities.split("\x1e"), wire.loads(claim_ids), strict=True)
             )
             campaign.per_user = Counter(users.split("\x1e"))
         for list_id in info.lists:
