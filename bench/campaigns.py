@@ -35,7 +35,7 @@ import orjson
 
 from bench import client, lists, report, standalone, wrk
 from bench.open_loop import histogram, us
-from bench.report import Row, verdict
+from bench.report import MISSING, Row, shown, times, verdict
 from bench.scenarios import Profile, run_async
 from bench.servers import CLIENT_CORE, Fleet, Server, voucherd_server
 
@@ -223,7 +223,6 @@ def rewards_side(
 
 
 def reward_rows(profile: Profile, figures: RewardFigures) -> list[Row]:
-    missing = "-"
     rw, cl = _best(figures.rewards), _best(figures.claims)
     baseline = f"direct claims, same server, c={CONNECTIONS}"
     share = rw.per_second / cl.per_second if rw and cl and cl.per_second else None
@@ -231,9 +230,9 @@ def reward_rows(profile: Profile, figures: RewardFigures) -> list[Row]:
         Row(
             "f. campaign rewards",
             f"rewards/s (201s), wrk -t1 c={CONNECTIONS}, {profile.wrk_seconds} s",
-            f"{rw.per_second:,.0f}" if rw else missing,
+            f"{rw.per_second:,.0f}" if rw else MISSING,
             baseline + ", 201s/s",
-            f"{cl.per_second:,.0f}" if cl else missing,
+            f"{cl.per_second:,.0f}" if cl else MISSING,
             f"{100 * share:.0f}% of claims" if share is not None else "",
         )
     ]
@@ -244,16 +243,16 @@ def reward_rows(profile: Profile, figures: RewardFigures) -> list[Row]:
             Row(
                 "f. campaign rewards",
                 f"{label} latency (closed loop)",
-                f"{v:.2f} ms" if v is not None else missing,
+                shown(v, "{:.2f} ms"),
                 baseline,
-                f"{b:.2f} ms" if b is not None else missing,
-                f"{v / b:.2f}x" if v is not None and b else "",
+                shown(b, "{:.2f} ms"),
+                times(v, b),
             )
         )
 
     def failures(runs: list[Counted]) -> str:
         if not runs:
-            return missing
+            return MISSING
         non_2xx = sum(c.run.non_2xx for c in runs)
         socket_errors = sum(c.run.socket_errors for c in runs)
         return f"{non_2xx} / {socket_errors} / {sum(c.repeated for c in runs)}"
@@ -639,7 +638,6 @@ def figures_notes(figures: EventFigures, notes: list[str]) -> None:
 
 
 def event_rows(profile: Profile, figures: EventFigures) -> list[Row]:
-    missing = "-"
     scenario = "g. events"
     n = profile.subscribers
     alone = max(figures.alone, key=lambda t: t.run.rps) if figures.alone else None
@@ -651,9 +649,9 @@ def event_rows(profile: Profile, figures: EventFigures) -> list[Row]:
             scenario,
             f"claims/s with {n} WebSocket subscribers, wrk -t1 c={CONNECTIONS}, "
             f"{profile.wrk_seconds} s",
-            f"{with_rps:,.0f}" if with_rps is not None else missing,
+            shown(with_rps, "{:,.0f}"),
             "no subscriber, same server",
-            f"{alone.run.rps:,.0f}" if alone else missing,
+            f"{alone.run.rps:,.0f}" if alone else MISSING,
             f"{100 * share:.0f}% of baseline" if share is not None else "",
         )
     ]
@@ -669,9 +667,9 @@ def event_rows(profile: Profile, figures: EventFigures) -> list[Row]:
             Row(
                 scenario,
                 metric,
-                f"{value:,.0f}" if value is not None else missing,
+                shown(value, "{:,.0f}"),
                 "claims/s in that run" + (f" x {factor}" if factor > 1 else ""),
-                f"{baseline:,.0f}" if baseline is not None else missing,
+                shown(baseline, "{:,.0f}"),
                 f"{100 * value / baseline:.0f}% of baseline" if value and baseline else "",
             )
         )
@@ -684,10 +682,10 @@ def event_rows(profile: Profile, figures: EventFigures) -> list[Row]:
             Row(
                 scenario,
                 f"claim-to-event latency {label}, {how}",
-                f"{e:.2f} ms" if e is not None else missing,
+                shown(e, "{:.2f} ms"),
                 "claim reply latency, same claims",
-                f"{r:.2f} ms" if r is not None else missing,
-                f"{e / r:.2f}x" if e is not None and r else "",
+                shown(r, "{:.2f} ms"),
+                times(e, r),
             )
         )
     seen = figures.subscribers > 0
@@ -699,7 +697,7 @@ def event_rows(profile: Profile, figures: EventFigures) -> list[Row]:
             "subscriber connections",
             f"{figures.gaps} / {figures.duplicates} / {len(figures.closed)} / {lost}"
             if seen
-            else missing,
+            else MISSING,
             "",
             "",
             "",

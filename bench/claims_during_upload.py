@@ -26,7 +26,7 @@ from pathlib import Path
 
 from bench import client, lists, report, soak, standalone
 from bench.open_loop import Load, OpenLoop, ms
-from bench.report import Row, rate, verdict
+from bench.report import MISSING, Row, rate, shown, verdict
 from bench.scenarios import Profile, run_async
 from bench.servers import Fleet, Server, voucherd_server
 
@@ -136,7 +136,6 @@ def busy_notes(figures: BusyFigures, notes: list[str]) -> None:
 
 
 def busy_rows(figures: BusyFigures) -> list[Row]:
-    missing = "-"
     up = figures.upload
     kind = "random" if figures.random else "sequential"
     share = f"{100 * SHARE:.0f}% of max" + (
@@ -146,7 +145,7 @@ def busy_rows(figures: BusyFigures) -> list[Row]:
         Row(
             SCENARIO,
             f"upload codes/s, {figures.codes / 1e6:g}M {kind} codes, claims at {share} beside",
-            rate(up.count / up.seconds) if up else missing,
+            rate(up.count / up.seconds) if up else MISSING,
         )
     ]
     for label, percentile in (("p50", 50.0), ("p99", 99.0), ("max", None)):
@@ -158,9 +157,9 @@ def busy_rows(figures: BusyFigures) -> list[Row]:
             Row(
                 SCENARIO,
                 f"claims' {label} from intended send during the upload, {share}",
-                f"{during:.2f} ms" if during is not None else missing,
+                shown(during, "{:.2f} ms"),
                 "same claims, no upload",
-                f"{alone:.2f} ms" if alone is not None else missing,
+                shown(alone, "{:.2f} ms"),
                 f"{growth:.2f}x" if growth is not None else "",
                 f"< {TARGET_GROWTH:g}x" if is_p99 else "",
                 verdict(None if growth is None or not is_p99 else growth < TARGET_GROWTH),
@@ -175,7 +174,7 @@ def busy_rows(figures: BusyFigures) -> list[Row]:
             "claims without a 2xx, alone / during; rate held both times",
             " / ".join(f"{x.errors:,}" for x in loads) + ("; yes" if held else "; NO")
             if both
-            else missing,
+            else MISSING,
             target="0 / 0; yes",
             met=verdict(None if not both else held and all(x.errors == 0 for x in loads)),
         )

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from bench import lists
 from bench.open_loop import HELD, Load, OpenLoop, latencies, ms
-from bench.report import Row, verdict
+from bench.report import MISSING, Row, shown, times, verdict
 from bench.scenarios import Profile, run_async
 from bench.servers import Fleet, Server, floor_server, voucherd_server
 
@@ -127,7 +127,6 @@ def sweep_rows(
     subject: LatencySweep | None, baseline_name: str, baseline: LatencySweep | None
 ) -> list[Row]:
     """Two rows a rate, voucherd's sweep beside `baseline`'s, and the target row."""
-    missing = "-"
     rows: list[Row] = []
     for share in SHARES:
         pct = f"{100 * share:.0f}% of max"
@@ -153,9 +152,9 @@ def sweep_rows(
             Row(
                 SCENARIO,
                 f"{pct}: p50 / p90 / p99 / p99.9 / max from intended send, ms",
-                latencies(mine.latency) if mine else missing,
+                latencies(mine.latency) if mine else MISSING,
                 base,
-                latencies(theirs.latency) if theirs else missing,
+                latencies(theirs.latency) if theirs else MISSING,
                 f"p99 {p99 / their_p99:.2f}x" if p99 is not None and their_p99 else "",
             )
         )
@@ -165,10 +164,10 @@ def sweep_rows(
         Row(
             SCENARIO,
             f"p99 at {100 * TARGET_SHARE:.0f}% of max",
-            f"{p99:.2f} ms" if p99 is not None else missing,
+            shown(p99, "{:.2f} ms"),
             f"{baseline_name}, {100 * TARGET_SHARE:.0f}% of max",
-            f"{their_p99:.2f} ms" if their_p99 is not None else missing,
-            f"{p99 / their_p99:.2f}x" if p99 is not None and their_p99 else "",
+            shown(their_p99, "{:.2f} ms"),
+            times(p99, their_p99),
             f"<= {TARGET_P99_MS:g} ms",
             verdict(None if p99 is None else p99 <= TARGET_P99_MS),
         )
@@ -182,7 +181,7 @@ def rows(figures: LatencyFigures) -> list[Row]:
 
 def _held(load: Load | None) -> str:
     if load is None or load.window_s <= 0:
-        return "-"
+        return MISSING
     return f"{load.achieved:,.0f} / {load.rate:,.0f}; {load.errors:,}"
 
 

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bench import client, lists, report, standalone
-from bench.report import Row, verdict
+from bench.report import MISSING, Row, shown, times, verdict
 from bench.scenarios import Profile, SettledRss, StateFigures, run_async, settled_rss
 from bench.servers import Fleet, voucherd_server
 
@@ -134,7 +134,6 @@ def size_note(size: SizeFigures) -> str:
 
 
 def memory_rows(figures: MemoryFigures) -> list[Row]:
-    missing = "-"
     rows: list[Row] = []
     for size in figures.sizes:
         n = f"{size.codes / 1e6:g}M codes" + (" (scenario d)" if size.from_d else "")
@@ -144,11 +143,11 @@ def memory_rows(figures: MemoryFigures) -> list[Row]:
             Row(
                 SCENARIO,
                 f"RSS bytes per available code, {n}",
-                f"{bpc:.1f} B" if bpc is not None else missing,
+                shown(bpc, "{:.1f} B"),
                 "RSS empty -> holding them",
                 f"{empty / MIB:,.1f} -> {loaded / MIB:,.1f} MiB"
                 if empty is not None and loaded is not None
-                else missing,
+                else MISSING,
                 "",
                 f"<= {TARGET_BYTES_PER_CODE:g} B",
                 verdict(None if bpc is None else bpc <= TARGET_BYTES_PER_CODE),
@@ -161,10 +160,10 @@ def memory_rows(figures: MemoryFigures) -> list[Row]:
             Row(
                 SCENARIO,
                 f"spawn to /readyz 200 after SIGKILL, {n}",
-                f"{ready:.2f} s" if ready is not None else missing,
+                shown(ready, "{:.2f} s"),
                 "empty data dir",
-                f"{empty_s:.2f} s" if empty_s is not None else missing,
-                f"{ready / empty_s:.2f}x" if ready is not None and empty_s else "",
+                shown(empty_s, "{:.2f} s"),
+                times(ready, empty_s),
             )
         )
     return rows

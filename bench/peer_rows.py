@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from bench import wrk
 from bench.peer_scenarios import POSTGRES, REDIS_ALWAYS, REDIS_EVERYSEC, PeerFigures
-from bench.report import Row, rate, verdict
+from bench.report import MISSING, Row, rate, verdict
 
 # voucherd's claims/s as a multiple of the peer's; None: shown, no target.
 TARGET_TIMES = {POSTGRES: 3.5, REDIS_ALWAYS: 2.0, REDIS_EVERYSEC: None}
@@ -27,9 +27,9 @@ def single(vd: wrk.WrkResult | None, seconds: int, peers: PeerFigures) -> list[R
             Row(
                 "a. single claims",
                 f"requests/s, wrk -t1 {conns}, {seconds} s",
-                f"{vd.rps:,.0f}" if vd else "-",
+                f"{vd.rps:,.0f}" if vd else MISSING,
                 f"{name} ({_SETTINGS[name]})" + (f" c={peer.connections}" if peer else ""),
-                f"{peer.rps:,.0f}" if peer else "-",
+                f"{peer.rps:,.0f}" if peer else MISSING,
                 f"{ratio:.2f}x" if ratio is not None else "",
                 f">= {times:g}x {name}" if times else "",
                 verdict(None if ratio is None or not times else ratio >= times),
@@ -47,9 +47,9 @@ def batch(vd_per_second: float | None, peers: PeerFigures) -> list[Row]:
         Row(
             "b. batch claims",
             "claims/s, same bodies as above",
-            rate(vd_per_second) if vd_per_second is not None else "-",
+            rate(vd_per_second) if vd_per_second is not None else MISSING,
             f"{POSTGRES}, one UPDATE … FROM unnest a request",
-            rate(pg) if pg is not None else "-",
+            rate(pg) if pg is not None else MISSING,
             f"{ratio:.2f}x" if ratio is not None else "",
             f">= {times:g}x {POSTGRES}",
             verdict(None if ratio is None else ratio >= times),

@@ -46,6 +46,20 @@ class Row:
         )
 
 
+# What a table cell shows for a figure the run could not measure.
+MISSING = "-"
+
+
+def shown(value: float | None, form: str) -> str:
+    """`value` formatted by `form` (such as "{:.2f} ms"), or MISSING when there is none."""
+    return MISSING if value is None else form.format(value)
+
+
+def times(value: float | None, baseline: float | None) -> str:
+    """value / baseline as "1.23x"; blank when either is missing or the baseline is 0."""
+    return f"{value / baseline:.2f}x" if value is not None and baseline else ""
+
+
 def verdict(ok: bool | None) -> str:
     return "" if ok is None else ("yes" if ok else "NO")
 

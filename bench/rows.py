@@ -5,7 +5,7 @@ from __future__ import annotations
 from bench import peer_rows
 from bench.baselines import BaselineFigures
 from bench.peer_scenarios import PeerFigures
-from bench.report import Row, rate, verdict
+from bench.report import MISSING, Row, rate, shown, verdict
 from bench.scenarios import ClaimFigures, FloorFigures, Profile, StateFigures
 
 TARGET_SHARE_OF_FLOOR = 0.85
@@ -33,7 +33,6 @@ def build(
     state: StateFigures,
     peers: PeerFigures | None = None,
 ) -> list[Row]:
-    missing = "-"
     rows: list[Row] = []
 
     # a. single claims
@@ -46,9 +45,9 @@ def build(
         Row(
             "a. single claims",
             f"requests/s, wrk -t1 {conns}, {profile.wrk_seconds} s",
-            f"{vd.rps:,.0f}" if vd else missing,
+            f"{vd.rps:,.0f}" if vd else MISSING,
             fl_conns,
-            f"{fl.rps:,.0f}" if fl else missing,
+            f"{fl.rps:,.0f}" if fl else MISSING,
             f"{100 * share:.0f}% of floor" if share is not None else "",
             f">= {100 * TARGET_SHARE_OF_FLOOR:.0f}% of floor",
             verdict(None if share is None else share >= TARGET_SHARE_OF_FLOOR),
@@ -61,9 +60,9 @@ def build(
             Row(
                 "a. single claims",
                 f"{label} latency (closed loop)",
-                f"{v:.2f} ms" if v is not None else missing,
+                shown(v, "{:.2f} ms"),
                 fl_conns,
-                f"{f:.2f} ms" if f is not None else missing,
+                shown(f, "{:.2f} ms"),
                 _ratio(v, f),
             )
         )
@@ -71,9 +70,9 @@ def build(
         Row(
             "a. single claims",
             "non-2xx / socket errors",
-            f"{vd.non_2xx} / {vd.socket_errors}" if vd else missing,
+            f"{vd.non_2xx} / {vd.socket_errors}" if vd else MISSING,
             fl_conns,
-            f"{fl.non_2xx} / {fl.socket_errors}" if fl else missing,
+            f"{fl.non_2xx} / {fl.socket_errors}" if fl else MISSING,
             "",
             "0 / 0",
             verdict(None if vd is None else vd.non_2xx == 0 and vd.socket_errors == 0),
@@ -91,9 +90,9 @@ def build(
             "b. batch claims",
             f"claims/s, {_n(profile.batch_users)} users, {_n(profile.batch_size)}/request, "
             f"{profile.batch_in_flight} in flight",
-            rate(vb) if vb is not None else missing,
+            rate(vb) if vb is not None else MISSING,
             "floor, same bodies",
-            rate(fb) if fb is not None else missing,
+            rate(fb) if fb is not None else MISSING,
             _ratio(vb, fb, pct=True),
             f">= {rate(TARGET_BATCH)}",
             verdict(None if vb is None else vb >= TARGET_BATCH),
@@ -120,9 +119,9 @@ def build(
             Row(
                 "c. upload",
                 metric,
-                rate(value) if value is not None else missing,
+                rate(value) if value is not None else MISSING,
                 name,
-                rate(baseline) if baseline else missing,
+                rate(baseline) if baseline else MISSING,
                 _ratio(value, baseline, pct=True),
                 target,
                 verdict(None if value is None else value >= TARGET_UPLOAD),
@@ -139,9 +138,9 @@ def build(
             Row(
                 "d. memory",
                 f"RSS bytes per available code, {_n(profile.upload_codes)} codes",
-                f"{bpc:.1f} B" if bpc is not None else missing,
+                shown(bpc, "{:.1f} B"),
                 name,
-                f"{value:.1f} B" if value is not None else missing,
+                shown(value, "{:.1f} B"),
                 _ratio(bpc, value),
                 target,
                 verdict(None if bpc is None else bpc <= TARGET_BYTES_PER_CODE),
@@ -161,9 +160,9 @@ def build(
             Row(
                 "e. restart",
                 f"spawn to /readyz 200 after {how}, {held}",
-                f"{value:.2f} s" if value is not None else missing,
+                shown(value, "{:.2f} s"),
                 "empty data dir",
-                f"{state.ready_empty_s:.2f} s" if state.ready_empty_s is not None else missing,
+                shown(state.ready_empty_s, "{:.2f} s"),
                 _ratio(value, state.ready_empty_s),
                 f"<= {TARGET_READY_S:.0f} s",
                 verdict(None if value is None else value <= TARGET_READY_S),

@@ -30,7 +30,7 @@ from pathlib import Path
 
 from bench import lists, report, scenarios, standalone, wrk
 from bench.open_loop import HELD, PERCENTILES, Load, OpenLoop, ms
-from bench.report import Row, verdict
+from bench.report import MISSING, Row, shown, times, verdict
 from bench.scenarios import run_async
 from bench.servers import Fleet, Server, ServerFailed, voucherd_server
 
@@ -283,7 +283,6 @@ def balance_note(figures: SoakFigures) -> str:
 
 
 def soak_rows(figures: SoakFigures) -> list[Row]:
-    missing = "-"
     load = figures.load
     how = f"open loop, {figures.connections} connections, {figures.minutes:g} min"
     if figures.capacity is not None:
@@ -300,9 +299,9 @@ def soak_rows(figures: SoakFigures) -> list[Row]:
         Row(
             SCENARIO,
             f"claims/s held (replies / time), {how}",
-            f"{achieved:,.0f}" if achieved is not None else missing,
+            shown(achieved, "{:,.0f}"),
             base,
-            f"{target:,.0f}" if target is not None else missing,
+            shown(target, "{:,.0f}"),
             f"{100 * share:.1f}% of target" if share is not None else "",
             f">= {100 * HELD:.0f}% of target",
             verdict(None if share is None else share >= HELD),
@@ -316,10 +315,10 @@ def soak_rows(figures: SoakFigures) -> list[Row]:
             Row(
                 SCENARIO,
                 f"{label} latency from intended send, whole soak",
-                f"{whole:.2f} ms" if whole is not None else missing,
+                shown(whole, "{:.2f} ms"),
                 "first minute -> last minute",
                 f"{first:.2f} -> {last:.2f} ms" if first is not None and last is not None else "",
-                f"{last / first:.2f}x" if first and last is not None else "",
+                times(last, first),
             )
         )
     start, end, top = figures.rss_start, figures.rss_end, figures.rss_max
@@ -329,7 +328,7 @@ def soak_rows(figures: SoakFigures) -> list[Row]:
             "VmRSS at start -> end (max), MiB",
             f"{start / MIB:,.1f} -> {end / MIB:,.1f} ({(top or 0) / MIB:,.1f})"
             if start is not None and end is not None
-            else missing,
+            else MISSING,
         )
     )
     growth = figures.growth_per_million()
@@ -337,7 +336,7 @@ def soak_rows(figures: SoakFigures) -> list[Row]:
         Row(
             SCENARIO,
             "VmRSS growth per million claims, start to end",
-            f"{growth / MIB:+,.2f} MiB" if growth is not None else missing,
+            f"{growth / MIB:+,.2f} MiB" if growth is not None else MISSING,
         )
     )
     bad = load.errors if load else None
@@ -347,7 +346,7 @@ def soak_rows(figures: SoakFigures) -> list[Row]:
             "non-2xx / socket errors / cut off or never sent",
             f"{load.non_2xx} / {load.socket_errors} / {load.cut_off + load.unsent}"
             if load
-            else missing,
+            else MISSING,
             target="0 / 0 / 0",
             met=verdict(None if bad is None else bad == 0),
         )
@@ -359,7 +358,7 @@ def soak_rows(figures: SoakFigures) -> list[Row]:
             "uploaded = available + distributed + withdrawn; distributed − 201s",
             ("balanced" if checked[0] else "NOT balanced") + f"; {checked[1]:+,}"
             if checked
-            else missing,
+            else MISSING,
             target="balanced; 0 (+ cut off)",
             met=verdict(None if checked is None else checked[0]),
         )
