@@ -14,6 +14,7 @@ from pathlib import Path
 
 from bench.codes import codes, random_codes
 from bench.servers import SERVER_CORE
+from voucherd.settings import Settings
 
 
 def sqlite_insert_seconds(count: int, work_dir: Path) -> float:
@@ -34,12 +35,15 @@ def sqlite_insert_seconds(count: int, work_dir: Path) -> float:
             db.close()
 
 
-def sqlite_random_insert_seconds(count: int, work_dir: Path, batch: int = 5000) -> float:
+def sqlite_random_insert_seconds(
+    count: int, work_dir: Path, batch: int = Settings().upload_chunk_codes
+) -> float:
     """Wall time of inserting `count` random codes into an indexed table, `batch` codes per
-    transaction, in a WAL file with synchronous=FULL: what voucherd does with an upload's chunks.
+    transaction, in a WAL file with synchronous=FULL: what voucherd's code index does with an
+    upload's chunks.
 
-    The cache and checkpoint sizes are voucherd's journal's, so neither side gets more memory to
-    absorb the random index inserts than the other.
+    The cache size and checkpoint interval are the code index's, so neither side gets more
+    memory to absorb the random index inserts than the other.
     """
     with tempfile.TemporaryDirectory(dir=work_dir) as tmp:
         db = sqlite3.connect(Path(tmp) / "baseline-random.db")
@@ -47,7 +51,6 @@ def sqlite_random_insert_seconds(count: int, work_dir: Path, batch: int = 5000) 
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=FULL")
             db.execute("PRAGMA cache_size=-32768")
-            db.execute("PRAGMA wal_autocheckpoint=10000")
             db.execute("CREATE TABLE codes (id INTEGER PRIMARY KEY, code TEXT NOT NULL UNIQUE)")
             rows = ((c,) for c in random_codes(count))
             began = time.perf_counter()

@@ -7,9 +7,11 @@ import asyncio
 import io
 import sqlite3
 from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import ClientFactory
 from support import (
     Client,
     assert_balanced,
@@ -22,7 +24,7 @@ from support import (
 )
 
 from voucherd.actors.voucher_list import CompleteUpload
-from voucherd.server.keys import DIRECTORY
+from voucherd.server.keys import CODE_INDEX, DIRECTORY
 from voucherd.settings import Settings
 from voucherd.uploads import Uploader
 
@@ -51,7 +53,9 @@ async def test_an_upload_cancelled_as_it_completes_keeps_its_codes_whole(
         return future
 
     actor.ask_waiting = queue_then_cancel
-    task = asyncio.create_task(Uploader(settings, actor).run(body(), "k.csv", None))
+    task = asyncio.create_task(
+        Uploader(settings, actor, client.app[CODE_INDEX]).run(body(), "k.csv", None)
+    )
     with pytest.raises(asyncio.CancelledError):
         await task
 
@@ -119,8 +123,12 @@ async def test_recovery_counts_withdrawn_codes_from_the_claims_not_a_stored_tall
     assert listing["codes"] == {"uploaded": 10, "available": 0, "distributed": 3, "withdrawn": 7}
 
 
-async def test_claims_on_other_lists_go_on_while_an_upload_is_half_sent(client: Client) -> None:
+async def test_claims_on_other_lists_go_on_while_an_upload_is_half_sent(
+    start_client: ClientFactory, tmp_path: Path
+) -> None:
     """Invariant 7: an upload holds no lock and no transaction while its body arrives."""
+    # Chunks smaller than each half, so the first half is stored while the second waits.
+    client = await start_client(Settings(data_dir=tmp_path / "d", upload_chunk_codes=5000))
     busy = await create_list(client, tag="busy")
     other = await list_with_codes(client, make_codes(50, prefix="O"), tag="other")
     first_half = codes_csv(make_codes(20_000, prefix="H")).encode()

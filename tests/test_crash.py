@@ -199,6 +199,8 @@ async def test_acknowledged_claims_survive_kill_9_in_the_middle_of_the_load(
 async def test_an_upload_cut_off_by_kill_9_leaves_no_codes_behind(
     server_process: ServerProcess,
 ) -> None:
+    # Several chunks of the file are stored before the kill.
+    server_process.env["VOUCHERD_UPLOAD_CHUNK_CODES"] = "20000"
     server_process.start()
     await server_process.wait_ready()
     big = make_codes(200_000, prefix="BIG")

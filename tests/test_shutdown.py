@@ -172,6 +172,8 @@ async def test_sigterm_waits_for_requests_whose_bodies_are_still_arriving(
 ) -> None:
     # A short grace period: if voucherd drops these requests, the test fails in 10 s, not 30.
     server_process.env["VOUCHERD_SHUTDOWN_TIMEOUT"] = "10"
+    # Chunks smaller than half the upload, so its first half is stored while the rest waits.
+    server_process.env["VOUCHERD_UPLOAD_CHUNK_CODES"] = "5000"
     server_process.start()
     await server_process.wait_ready()
     url = server_process.url

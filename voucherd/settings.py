@@ -51,7 +51,9 @@ class Settings:
     max_line_bytes: int = 4096
     max_json_bytes: int = 32 * 1024**2
     max_batch_users: int = 100_000
-    upload_chunk_codes: int = 5000
+    # The most codes checked and stored at once; chunks grow to this while each check takes
+    # less than a quarter of a second (see uploads.CHECK_TARGET).
+    upload_chunk_codes: int = 100_000
     # While claims are being written, an upload takes at most this share of the time (it rests
     # after each chunk), so a big upload cannot starve claims; 1 lets it run flat out.
     upload_share: float = 0.25
@@ -78,6 +80,10 @@ class Settings:
     @property
     def database(self) -> Path:
         return self.data_dir / "voucherd.sqlite3"
+
+    @property
+    def code_index(self) -> Path:
+        return self.data_dir / "codes.sqlite3"
 
     @property
     def open_mode(self) -> bool:

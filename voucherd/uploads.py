@@ -1,9 +1,10 @@
 """Uploads: a CSV streamed in, checked, stored in chunks, and made available all at once.
 
-The body is parsed as it arrives, never held whole. Each chunk of codes is checked for duplicates
-and stored inside the journal's transaction, so checks and inserts of concurrent uploads are
-serialized by the single writer, never racing. The codes join the list's pool only when the
-upload completes; an upload that fails or is cut off by a crash leaves none of them behind.
+The body is parsed as it arrives, never held whole. Each chunk of codes is first checked for
+duplicates and entered in the code index, in one transaction on the index's thread, so the
+checks of concurrent uploads are serialized, never racing; then its codes are written to the
+journal as one block. The codes join the list's pool only when the upload completes; an upload
+that fails or is cut off by a crash leaves none of them behind.
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ from voucherd import clock, errors, events, wire
 from voucherd.actors.voucher_list import CompleteUpload, ListActor
 from voucherd.codes import CsvParser, ParsedChunk, Reason, UploadAborted, describe_invalid
 from voucherd.duplicates import Holder, Target, first_clash
+from voucherd.persistence import code_index
+from voucherd.persistence.code_index import CodeIndex
 from voucherd.persistence.journal import Events, Journal, Op, Rows, Step
 from voucherd.persistence.recovery import drop_upload_codes
 from voucherd.pool import Segment
@@ -37,17 +40,6 @@ UPLOAD_COLUMNS = (
     "id, list_id, filename, status, rows, accepted, rejected, withdrawn, errors, error_code,"
     " error_message, started_at, finished_at, uploaded_by"
 )
-# Who already holds each code of a chunk: the block holding a code's id names its list and
-# upload, and a claim naming it keeps a withdrawn code distributed.
-_HOLDERS = (
-    "SELECT j.value, b.list_id, b.upload_id, l.partner, l.status, u.status,"
-    " EXISTS (SELECT 1 FROM claims WHERE code_id = c.id)"
-    " FROM json_each(?) AS j CROSS JOIN codes AS c ON c.code = j.value"
-    " JOIN code_blocks AS b"
-    " ON b.first_id = (SELECT MAX(first_id) FROM code_blocks WHERE first_id <= c.id)"
-    " JOIN uploads AS u ON u.id = b.upload_id JOIN lists AS l ON l.id = b.list_id"
-)
-_INSERT_CODES = "INSERT INTO codes (code, id) SELECT value, ? + key FROM json_each(?)"
 _INSERT_BLOCK = (
     "INSERT INTO code_blocks (first_id, upload_id, list_id, count, codes) VALUES (?, ?, ?, ?, ?)"
 )
@@ -134,13 +126,6 @@ class Upload:
         )
 
 
-# The write lock an upload chunk may hold before claims of other lists get their turn.
-WRITE_TARGET = 0.05
-# While claims are being written beside the upload: a claim's commit waits for at most one
-# chunk's write, so chunks shrink to this.
-BUSY_WRITE_TARGET = 0.01
-MIN_CHUNK_CODES = 200
-
 _FINISH = (
     "UPDATE uploads SET status = ?, rows = ?, accepted = ?, rejected = ?, errors = ?,"
     " error_code = ?, error_message = ?, finished_at = ? WHERE id = ?"
@@ -162,40 +147,37 @@ class _Tally:
 
 
 @dataclass(frozen=True, slots=True)
-class _Chunk:
-    """A stretch of the file, prepared on the event loop so the writer's thread, which holds
-    the write lock meanwhile, only queries and inserts."""
+class _Checked:
+    """A chunk after its check: the accepted codes as the block the journal stores, and the
+    rejected rows as (upload id, line, code, reason)."""
 
     rows: int
-    # Distinct codes in file order with their lines, and the same codes as a JSON array.
-    unique: dict[str, int]
-    unique_json: str
-    rejected: list[tuple[int, int, str, str]]
     first_id: int
-    room: int
+    accepted: int
+    block: bytes
+    rejected: list[tuple[int, int, str, str]]
 
 
 class Uploader:
     """Runs one upload from the first byte to completion or failure."""
 
-    def __init__(self, settings: Settings, actor: ListActor) -> None:
+    def __init__(self, settings: Settings, actor: ListActor, index: CodeIndex) -> None:
         self.settings = settings
         self.actor = actor
         self.journal = actor.journal
+        self.index = index
         self.upload: Upload | None = None
         self.target: Target | None = None
         self.segments: list[Segment] = []
         self._tally = _Tally()
         # Code ids and cap room held for chunks being written; given back as each one lands.
         self._reserved = 0
-        # Parsing the next chunk overlaps with writing the previous one.
+        # Parsing and checking the next chunk overlap with writing the previous one.
         self._writing: tuple[asyncio.Future[Any], int] | None = None
-        self._chunk_codes = settings.upload_chunk_codes
         # Giving way to claims: what the journal had written beside the upload at the last
         # look, and when the upload last started working.
         self._seen_records = 0
         self._working_since = 0.0
-        self._claims_busy = False
 
     async def run(
         self, body: AsyncIterator[bytes], filename: str | None, uploaded_by: str | None
@@ -237,6 +219,7 @@ class Uploader:
         finally:
             self.actor.incoming -= self._reserved
             self.journal.release_memory()
+            await self.index.release_memory()
         self.actor.metrics.uploads.labels(upload.status).inc()
         self.actor.metrics.codes_uploaded.inc(upload.accepted)
         for reason, count in upload.errors.items():
@@ -256,8 +239,8 @@ class Uploader:
                     f"the file is larger than {self.settings.max_upload_bytes} bytes"
                 )
             _extend(pending, parser.feed(data))
-            while pending.rows >= self._chunk_codes:
-                chunk, pending = pending.split(self._chunk_codes)
+            while pending.rows >= self.settings.upload_chunk_codes:
+                chunk, pending = pending.split(self.settings.upload_chunk_codes)
                 await self._store(chunk)
                 await self._give_way()
         _extend(pending, parser.finish())
@@ -270,23 +253,27 @@ class Uploader:
         room = self.settings.max_codes_per_list - (
             self.actor.info.counts.uploaded + self.actor.incoming
         )
-        chunk = self._prepare(parsed, self.actor.ids.take_codes(size), max(room, 0))
+        room = max(room, 0)
+        first_id = self.actor.ids.take_codes(size)
         # Hold the room now, so a concurrent upload to the same list cannot take it too.
-        self.actor.incoming += min(size, chunk.room)
-        self._reserved += min(size, chunk.room)
-        # A chunk waits for room in the journal's queue rather than failing the upload
-        # because claims are busy.
-        store = [Step(partial(self._store_chunk, chunk))]
-        writing = await self.journal.submit_waiting(store, chunk.rows)
+        held = min(size, room)
+        self.actor.incoming += held
+        self._reserved += held
+        checked = await self.index.call(self._check, parsed, first_id, room)
+        # The index has the chunk's codes (committed) before the journal has their block, so
+        # the index never misses a stored code. A chunk waits for room in the journal's queue
+        # rather than failing the upload because claims are busy; it counts there as its rows
+        # do, one packed block and its error rows.
+        store = [Step(partial(self._store_chunk, checked))]
+        writing = await self.journal.submit_waiting(store, 1 + len(checked.rejected))
         await self._written()
-        self._writing = (writing, min(size, chunk.room))
+        self._writing = (writing, held)
 
     async def _written(self) -> None:
         if self._writing is None:
             return
         (writing, held), self._writing = self._writing, None
         segment: Segment | None = await writing
-        self._pace(self.journal.last_alone_seconds)
         used = segment.count if segment is not None else 0
         self.actor.incoming -= held - used
         self._reserved -= held - used
@@ -297,12 +284,11 @@ class Uploader:
         """While claims are being written, rest after each chunk so that the upload works at
         most `upload_share` of the time: claims come first, the upload takes what is left.
         On a server with nothing else to do it runs flat out."""
-        records = self.journal.shared_records
-        self._claims_busy = records != self._seen_records
+        claims_busy = self.journal.shared_records != self._seen_records
         share = self.settings.upload_share
-        if self._claims_busy and share < 1:
-            # The chunk's write is most of its cost: it counts as the upload's work, so the
-            # next chunk is not written while the upload rests.
+        if claims_busy and share < 1:
+            # The chunk's write counts as the upload's work, so the next chunk is not written
+            # while the upload rests.
             await self._written()
             rest = (time.perf_counter() - self._working_since) * (1 - share) / share
             await asyncio.sleep(rest)
@@ -310,21 +296,14 @@ class Uploader:
         self._seen_records = self.journal.shared_records
         self._working_since = time.perf_counter()
 
-    def _pace(self, seconds: float) -> None:
-        """Size the next chunk so its write, commit included, holds the lock for about
-        WRITE_TARGET (BUSY_WRITE_TARGET while claims are being written): random codes cost a
-        page write each and get smaller chunks, so claims on other lists wait less; sequential
-        ones get larger chunks and fewer commits."""
-        if seconds <= 0:
-            return
-        target = BUSY_WRITE_TARGET if self._claims_busy else WRITE_TARGET
-        factor = min(max(target / seconds, 0.5), 2.0)
-        ceiling = self.settings.upload_chunk_codes * 4
-        self._chunk_codes = int(min(max(self._chunk_codes * factor, MIN_CHUNK_CODES), ceiling))
-
-    def _prepare(self, parsed: ParsedChunk, first_id: int, room: int) -> _Chunk:
-        upload = self.upload
+    def _check(
+        self, db: sqlite3.Connection, parsed: ParsedChunk, first_id: int, room: int
+    ) -> _Checked:
+        """Runs on the code index's thread: find the chunk's duplicates and enter the codes
+        it accepts, in one transaction."""
+        upload, target = self.upload, self.target
         assert upload is not None
+        assert target is not None
         rejected: list[tuple[int, int, str, str]] = [
             (upload.id, line, describe_invalid(raw), Reason.INVALID_CODE)
             for line, raw in parsed.invalid
@@ -336,48 +315,56 @@ class Uploader:
                 rejected.append((upload.id, line, code, Reason.DUPLICATE_IN_FILE))
             else:
                 unique[code] = line
-        return _Chunk(parsed.rows, unique, wire.dumps(list(unique)), rejected, first_id, room)
+        unique_json = wire.dumps(list(unique))
+        db.execute("BEGIN")
+        try:
+            holders: dict[str, list[Holder]] = {}
+            for code, list_id, upload_id, partner, status, upload_status, claimed in db.execute(
+                code_index.HOLDERS, (unique_json,)
+            ):
+                live = upload_status in ("completed", "in_progress") or bool(claimed)
+                holder = Holder(list_id, upload_id, partner, status == Status.ARCHIVED, live)
+                holders.setdefault(code, []).append(holder)
+            if not holders and len(unique) <= room:
+                # The usual case: every distinct code is new, and the JSON is already made.
+                accepted, accepted_json = list(unique), unique_json
+            else:
+                accepted = []
+                for code, line in unique.items():
+                    reason = first_clash(target, holders[code]) if code in holders else None
+                    if reason is None and len(accepted) >= room:
+                        reason = Reason.LIST_FULL
+                    if reason is None:
+                        accepted.append(code)
+                    else:
+                        rejected.append((upload.id, line, code, reason))
+                accepted_json = wire.dumps(accepted)
+            if accepted:
+                code_index.enter(db, first_id, upload.id, accepted_json, len(accepted))
+            db.execute("COMMIT")
+        except BaseException:
+            if db.in_transaction:
+                db.execute("ROLLBACK")
+            raise
+        block = ("\n".join(accepted) + "\n").encode("ascii") if accepted else b""
+        return _Checked(parsed.rows, first_id, len(accepted), block, rejected)
 
-    def _store_chunk(self, chunk: _Chunk, db: sqlite3.Connection) -> Segment | None:
-        """Runs on the writer's thread inside its transaction: check, then insert, no race."""
-        upload, target, tally = self.upload, self.target, self._tally
+    def _store_chunk(self, checked: _Checked, db: sqlite3.Connection) -> Segment | None:
+        """Runs on the journal's thread inside its transaction: the block and the errors."""
+        upload, tally = self.upload, self._tally
         assert upload is not None
-        assert target is not None
-        rejected = list(chunk.rejected)
-        holders: dict[str, list[Holder]] = {}
-        for code, list_id, upload_id, partner, status, upload_status, claimed in db.execute(
-            _HOLDERS, (chunk.unique_json,)
-        ):
-            live = upload_status in ("completed", "in_progress") or bool(claimed)
-            holder = Holder(list_id, upload_id, partner, status == Status.ARCHIVED, live)
-            holders.setdefault(code, []).append(holder)
-        if not holders and len(chunk.unique) <= chunk.room:
-            # The usual case: every distinct code is new, and the JSON is already made.
-            accepted, accepted_json = list(chunk.unique), chunk.unique_json
-        else:
-            accepted = []
-            for code, line in chunk.unique.items():
-                reason = first_clash(target, holders[code]) if code in holders else None
-                if reason is None and len(accepted) >= chunk.room:
-                    reason = Reason.LIST_FULL
-                if reason is None:
-                    accepted.append(code)
-                else:
-                    rejected.append((upload.id, line, code, reason))
-            accepted_json = wire.dumps(accepted)
         segment = None
-        if accepted:
-            data = ("\n".join(accepted) + "\n").encode("ascii")
-            db.execute(_INSERT_CODES, (chunk.first_id, accepted_json))
+        if checked.accepted:
             db.execute(
-                _INSERT_BLOCK, (chunk.first_id, upload.id, upload.list_id, len(accepted), data)
+                _INSERT_BLOCK,
+                (checked.first_id, upload.id, upload.list_id, checked.accepted, checked.block),
             )
-            segment = Segment(upload.id, chunk.first_id, data, 0, len(accepted))
-        if rejected:
-            db.executemany(_INSERT_ERRORS, rejected)
-        tally.rows += chunk.rows
-        tally.accepted += len(accepted)
-        tally.errors.update(reason for *_, reason in rejected)
+            segment = Segment(upload.id, checked.first_id, checked.block, 0, checked.accepted)
+        if checked.rejected:
+            db.executemany(_INSERT_ERRORS, checked.rejected)
+        tally.rows += checked.rows
+        tally.accepted += checked.accepted
+        tally.errors.update(reason for *_, reason in checked.rejected)
         db.execute(_PROGRESS, (tally.rows, tally.accepted, sum(tally.errors.values()),
                                msgpack.packb(dict(tally.errors)), upload.id))  # fmt: skip
         return segment
@@ -447,9 +434,9 @@ class Uploader:
         upload.finished_at = clock.now()
         self.segments.clear()
 
-        def drop(db: sqlite3.Connection) -> None:
-            drop_upload_codes(db, upload.id)
+        def drop(db: sqlite3.Connection) -> list[tuple[int, bytes]]:
             db.execute(_FINISH, upload.finish_row())
+            return drop_upload_codes(db, upload.id)
 
         failed = events.upload_failed(
             upload.list_id, upload.id, upload.filename, code, upload.finished_at
@@ -457,7 +444,7 @@ class Uploader:
         ops: list[Op] = [Step(drop), Events([failed])]
         try:
             # Shielded: a cancelled request must still leave its upload recorded as failed.
-            await asyncio.shield(self.journal.submit(ops))
+            dropped = await asyncio.shield(self.journal.submit(ops))
         except errors.VoucherdError as exc:
             # The journal cannot write now (a full disk, say): its codes were never available,
             # and the failure is recorded as soon as it can be, without waiting for a restart.
@@ -465,6 +452,11 @@ class Uploader:
             retry = asyncio.create_task(_record_later(self.journal, upload.id, ops))
             _RETRIES.add(retry)
             retry.add_done_callback(_RETRIES.discard)
+        else:
+            # Left behind, the index's entries of a failed upload would count for nothing in
+            # the checks: forgetting them only keeps the index small.
+            with contextlib.suppress(errors.VoucherdError, sqlite3.Error):
+                await self.index.forget(dropped)
         log.info("upload %d to list %d failed: %s", upload.id, upload.list_id, code)
 
 

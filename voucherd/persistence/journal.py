@@ -156,9 +156,6 @@ class Journal:
         # Ids of the event bases stored so far, by their JSON; only the writer's thread uses it.
         self._bases: dict[bytes, int] = {}
         self.on_events: Callable[[list[Event]], None] | None = None
-        # How long the last group written alone (an upload chunk, say) took, commit included:
-        # uploads size their chunks by it.
-        self.last_alone_seconds = 0.0
         # Records written in groups not alone (claims and their kin): an upload gives way to
         # claims while this grows.
         self.shared_records = 0
@@ -363,9 +360,7 @@ class Journal:
         finally:
             elapsed = time.perf_counter() - started
             self._commits_unchecked += 1
-            if group[0].alone:
-                self.last_alone_seconds = elapsed
-            else:
+            if not group[0].alone:
                 self.shared_records += records
             self._queued_records -= records
             self._room.set()

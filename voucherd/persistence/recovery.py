@@ -94,18 +94,14 @@ def fail_interrupted_uploads(db: sqlite3.Connection) -> int:
     return len(ids)
 
 
-def drop_upload_codes(db: sqlite3.Connection, upload_id: int) -> None:
-    """Delete the codes a failed upload had written so far; its blocks say which they are."""
-    blocks = db.execute(
+def drop_upload_codes(db: sqlite3.Connection, upload_id: int) -> list[tuple[int, bytes]]:
+    """Delete the blocks of codes a failed upload had written so far, and return them as
+    (first id, packed codes), so the code index can forget them too."""
+    blocks: list[tuple[int, bytes]] = db.execute(
         "SELECT first_id, codes FROM code_blocks WHERE upload_id = ?", (upload_id,)
     ).fetchall()
-    for first_id, data in blocks:
-        codes = data.decode("ascii").split("\n")[:-1]
-        db.executemany(
-            "DELETE FROM codes WHERE code = ? AND id = ?",
-            [(code, first_id + offset) for offset, code in enumerate(codes)],
-        )
     db.execute("DELETE FROM code_blocks WHERE upload_id = ?", (upload_id,))
+    return blocks
 
 
 def recover(db: sqlite3.Connection) -> Recovered:

@@ -1,17 +1,17 @@
-"""The database layout.
+"""The journal's database layout.
 
-Codes are stored twice on purpose: in `codes`, a single B-tree keyed by the code for the duplicate
-checks (which list and upload a code belongs to follows from its id, through the block holding
-it), and as packed blocks in upload order, so a restart reloads millions of codes as a few
-thousand blobs instead of millions of rows. A code's state is never updated in place: it is
-distributed when a claim names it, withdrawn when its upload is withdrawn and no claim names it.
+Codes are stored twice on purpose: here as packed blocks in upload order, so a restart reloads
+millions of codes as a few thousand blobs instead of millions of rows, and in the code index
+(`code_index.py`, a file of its own), keyed by the code for the duplicate checks. A code's state
+is never updated in place: it is distributed when a claim names it, withdrawn when its upload is
+withdrawn and no claim names it.
 """
 
 from __future__ import annotations
 
 import sqlite3
 
-VERSION = 4
+VERSION = 5
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (
@@ -52,11 +52,6 @@ CREATE TABLE IF NOT EXISTS uploads (
     uploaded_by TEXT
 );
 CREATE INDEX IF NOT EXISTS uploads_by_list ON uploads (list_id);
-CREATE TABLE IF NOT EXISTS codes (
-    code TEXT NOT NULL,
-    id INTEGER NOT NULL,
-    PRIMARY KEY (code, id)
-) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS code_blocks (
     first_id INTEGER PRIMARY KEY,
     upload_id INTEGER NOT NULL,
@@ -132,6 +127,9 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
         "ALTER TABLE lists ADD COLUMN warned_expiry REAL",
     ),
     4: ("ALTER TABLE events ADD COLUMN base INTEGER",),
+    # The code index moved to a file of its own, rebuilt there from the blocks at start-up;
+    # then code_index.drop_journal_copy drops the old table.
+    5: (),
 }
 
 

@@ -3,11 +3,12 @@
 Lifecycle::
 
     startup:  open the journal -> listen at once (/readyz says 503)
-              -> recovery task: rebuild lists, start actors and the writer -> ready
+              -> recovery task: open the code index, rebuild lists, start actors and the
+                 writer -> ready
     SIGTERM:  stop listening -> new requests on open connections get 503 -> requests in
               flight finish, bodies still arriving included (up to shutdown_timeout)
     cleanup:  close connections -> actors drain their mailboxes
-              -> the journal commits what is queued and closes
+              -> the code index closes -> the journal commits what is queued and closes
 """
 
 from __future__ import annotations
@@ -27,11 +28,13 @@ from voucherd.actors.campaign import Campaigns
 from voucherd.actors.directory import Directory
 from voucherd.campaigns import CampaignAction
 from voucherd.metrics import Metrics
+from voucherd.persistence.code_index import CodeIndex, drop_journal_copy
 from voucherd.persistence.journal import Journal, shrink_memory
 from voucherd.persistence.recovery import recover
 from voucherd.server import campaigns, claims, events, lists, operations, uploads, watch
 from voucherd.server.keys import (
     CAMPAIGNS,
+    CODE_INDEX,
     DIRECTORY,
     IN_FLIGHT,
     JOURNAL,
@@ -162,6 +165,7 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
     stream = EventStream(partial(journal.read, read_events))
     journal.on_events = stream.publish
     app[JOURNAL] = journal
+    app[CODE_INDEX] = CodeIndex(settings.code_index, settings.database, settings.synchronous)
     app[DIRECTORY] = directory
     app[CAMPAIGNS] = Campaigns(journal, directory)
     app[STREAM] = stream
@@ -183,6 +187,7 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
         stream.stop()
         await app[CAMPAIGNS].stop()
         await directory.stop()
+        await app[CODE_INDEX].close()
         await journal.close()
         log.info("voucherd stopped: journal flushed and closed")
 
@@ -190,7 +195,11 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
 async def _recover(app: web.Application, journal: Journal, directory: Directory) -> None:
     readiness = app[READINESS]
     try:
+        await app[CODE_INDEX].open()
+        await journal.call(drop_journal_copy)
         recovered = await journal.call(recover)
+        # Past the ids of codes entered in the index by a chunk a crash cut off, too.
+        recovered.max_code_id = max(recovered.max_code_id, app[CODE_INDEX].high_id)
         directory.load(recovered)
         app[CAMPAIGNS].load(recovered.campaigns, recovered.max_campaign_id)
         journal.last_seq = app[STREAM].last_seq = recovered.last_seq

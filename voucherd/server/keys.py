@@ -11,6 +11,7 @@ from aiohttp.typedefs import Handler
 from voucherd.actors.campaign import Campaigns
 from voucherd.actors.directory import Directory
 from voucherd.metrics import Metrics
+from voucherd.persistence.code_index import CodeIndex
 from voucherd.persistence.journal import Journal
 from voucherd.settings import ApiKey, Scope, Settings
 from voucherd.stream import EventStream
@@ -48,6 +49,7 @@ class InFlight:
 SETTINGS = web.AppKey("settings", Settings)
 METRICS = web.AppKey("metrics", Metrics)
 JOURNAL = web.AppKey("journal", Journal)
+CODE_INDEX = web.AppKey("code_index", CodeIndex)
 DIRECTORY = web.AppKey("directory", Directory)
 CAMPAIGNS = web.AppKey("campaigns", Campaigns)
 STREAM = web.AppKey("stream", EventStream)

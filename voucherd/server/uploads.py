@@ -12,7 +12,7 @@ from aiohttp.http_exceptions import HttpProcessingError
 from voucherd import errors, wire
 from voucherd.actors.voucher_list import Withdraw
 from voucherd.server.inputs import path_id, unstalled
-from voucherd.server.keys import DIRECTORY, JOURNAL, SETTINGS, caller
+from voucherd.server.keys import CODE_INDEX, DIRECTORY, JOURNAL, SETTINGS, caller
 from voucherd.uploads import UPLOAD_COLUMNS, Upload, Uploader
 
 READ_SIZE = 64 * 1024
@@ -41,7 +41,9 @@ async def create_upload(request: web.Request) -> web.Response:
         raise errors.InvalidRequest(f"filename must be at most {MAX_FILENAME} characters")
     key = caller(request)
     body = unstalled(body, settings.body_timeout)
-    upload = await Uploader(settings, actor).run(body, filename, key.name if key else None)
+    upload = await Uploader(settings, actor, request.app[CODE_INDEX]).run(
+        body, filename, key.name if key else None
+    )
     return wire.response(upload.view(), status=201)
 
 

@@ -1,0 +1,128 @@
+"""The code index in its own file: what it keeps, what it ignores, and the move out of the
+journal's file for databases written before it had one."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Awaitable, Callable
+
+from support import Client, codes_csv, create_list, get_list, make_codes, upload
+
+from voucherd.settings import Settings
+
+Restart = Callable[[], Awaitable[Client]]
+
+
+def index_entries(settings: Settings) -> list[tuple[str, int, int]]:
+    with sqlite3.connect(settings.code_index) as db:
+        return db.execute("SELECT code, id, upload_id FROM codes ORDER BY id").fetchall()
+
+
+async def test_each_accepted_code_is_entered_with_its_id_and_upload(
+    restartable: Restart, settings: Settings
+) -> None:
+    client = await restartable()
+    list_id = (await create_list(client))["id"]
+    codes = make_codes(5, prefix="IDX")
+    status, reply = await upload(client, list_id, codes_csv([*codes, codes[0], "bad code"]))
+    assert status == 201, reply
+    await client.close()
+
+    entries = index_entries(settings)
+    assert [code for code, _, _ in entries] == codes
+    assert {upload_id for _, _, upload_id in entries} == {reply["id"]}
+    assert len({code_id for _, code_id, _ in entries}) == 5
+    with sqlite3.connect(settings.database) as db:
+        assert not db.execute("SELECT 1 FROM sqlite_master WHERE name = 'codes'").fetchone()
+
+
+async def test_an_entry_counts_only_while_its_upload_holds_the_code(
+    restartable: Restart, settings: Settings
+) -> None:
+    client = await restartable()
+    list_id = (await create_list(client))["id"]
+    status, completed = await upload(client, list_id, codes_csv(["KEPT0001"]))
+    assert status == 201
+    status, failed = await upload(client, list_id, "")
+    assert (status, failed["status"]) == (201, "failed")
+    await client.close()
+    # Entries a crash can leave: written by the index for a chunk whose block never reached
+    # the journal. One names the failed upload, one the completed upload.
+    with sqlite3.connect(settings.code_index) as db:
+        db.executemany(
+            "INSERT INTO codes (code, id, upload_id) VALUES (?, ?, ?)",
+            [("LEFT0001", 10**9, failed["id"]), ("LEFT0002", 10**9 + 1, completed["id"])],
+        )
+        db.execute("UPDATE high_id SET id = ?", (10**9 + 1,))
+
+    client = await restartable()
+    status, reply = await upload(client, list_id, codes_csv(["LEFT0001", "LEFT0002", "KEPT0001"]))
+    assert status == 201, reply
+    assert reply["accepted"] == 1
+    assert reply["errors"] == {"duplicate_in_list": 2}
+    listing = await get_list(client, list_id)
+    assert listing["codes"]["available"] == 2
+    await client.close()
+    # New codes are numbered past every id the index holds, so no id names two codes.
+    [(_, new_id, _)] = [e for e in index_entries(settings) if e[2] == reply["id"]]
+    assert new_id > 10**9 + 1
+
+
+async def test_a_database_with_the_index_in_the_journals_file_moves_it_out(
+    restartable: Restart, settings: Settings
+) -> None:
+    client = await restartable()
+    mine = (await create_list(client, partner="P", tag="one"))["id"]
+    codes = make_codes(300, prefix="OLD")
+    status, reply = await upload(client, mine, codes_csv(codes))
+    assert status == 201, reply
+    await client.close()
+    # Back to schema 4: the index as a `codes` table in the journal's file, no file of its own.
+    entries = index_entries(settings)
+    for suffix in ("", "-wal", "-shm"):
+        settings.code_index.with_name(settings.code_index.name + suffix).unlink(missing_ok=True)
+    with sqlite3.connect(settings.database) as db:
+        db.execute(
+            "CREATE TABLE codes (code TEXT NOT NULL, id INTEGER NOT NULL, PRIMARY KEY (code, id))"
+            " WITHOUT ROWID"
+        )
+        db.executemany("INSERT INTO codes VALUES (?, ?)", [(c, i) for c, i, _ in entries])
+        db.execute("UPDATE meta SET value = '4' WHERE key = 'schema_version'")
+
+    client = await restartable()
+    other = (await create_list(client, partner="P", tag="two"))["id"]
+    status, reply = await upload(client, other, codes_csv([*codes[:10], "NEW00001"]))
+    assert status == 201, reply
+    assert reply["accepted"] == 1
+    assert reply["errors"] == {"duplicate_in_partner": 10}
+    await client.close()
+
+    assert index_entries(settings)[: len(entries)] == entries
+    with sqlite3.connect(settings.database) as db:
+        assert not db.execute("SELECT 1 FROM sqlite_master WHERE name = 'codes'").fetchone()
+        version = db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+    assert version == ("5",)
+
+
+async def test_a_lost_index_file_is_rebuilt_from_the_journals_blocks(
+    restartable: Restart, settings: Settings
+) -> None:
+    client = await restartable()
+    kept = (await create_list(client, partner="P", tag="kept"))["id"]
+    assert (await upload(client, kept, codes_csv(make_codes(1000, prefix="K"))))[0] == 201
+    gone = (await create_list(client, partner="P", tag="gone"))["id"]
+    assert (await upload(client, gone, codes_csv(make_codes(10, prefix="G"))))[0] == 201
+    assert (await client.post(f"/v1/lists/{gone}/archive")).status == 200
+    await client.close()
+    entries = index_entries(settings)
+    for suffix in ("", "-wal", "-shm"):
+        settings.code_index.with_name(settings.code_index.name + suffix).unlink(missing_ok=True)
+
+    client = await restartable()
+    assert index_entries(settings) == entries
+    fresh = (await create_list(client, partner="P", tag="fresh"))["id"]
+    again = [*make_codes(1000, prefix="K")[:3], *make_codes(10, prefix="G")[:2]]
+    status, reply = await upload(client, fresh, codes_csv(again))
+    assert status == 201, reply
+    # The archived list's codes may come back; the kept list's may not.
+    assert (reply["accepted"], reply["errors"]) == (2, {"duplicate_in_partner": 3})

@@ -1,0 +1,204 @@
+"""The code index: every uploaded code, keyed by the code, for the duplicate checks.
+
+It lives in a database file of its own, written by a connection and thread of its own. Random
+codes land on random pages of its B-tree, so its writes are large; kept apart from the journal's
+file they never hold the journal's write lock, and claims commit while an upload is checked.
+Chunks can then be large (tens of thousands of codes), so each page the index writes carries
+many codes instead of one. The thread also runs at a lower CPU priority: on a busy server,
+claims come first and the index takes what is left.
+
+An entry names the upload its code arrived in, and is committed before the block that makes the
+code part of that upload, so the index never misses a stored code. An entry whose upload failed
+(or was cut off by a crash) counts for nothing in the checks; the entries of a failed upload are
+deleted by its failure, or at the next start-up. The journal's blocks hold every code, so an
+index file that is missing is rebuilt from them at start-up.
+
+Each chunk is checked and inserted in one transaction on the index's one thread, so checks of
+concurrent uploads are serialized, never racing. The journal's file is attached read-only: the
+check reads each holder's upload, list and claims there, as last committed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import sqlite3
+import sys
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import aiosqlite
+
+from voucherd import errors, wire
+from voucherd.persistence.journal import shrink_memory
+
+log = logging.getLogger(__name__)
+
+_T = TypeVar("_T")
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS codes (
+    code TEXT NOT NULL,
+    id INTEGER NOT NULL,
+    upload_id INTEGER NOT NULL,
+    PRIMARY KEY (code, id)
+) WITHOUT ROWID;
+-- The highest code id entered: a chunk cut off by a crash leaves entries past the journal's
+-- last block, and new codes are numbered past them too, so no id ever names two codes.
+CREATE TABLE IF NOT EXISTS high_id (
+    one INTEGER PRIMARY KEY CHECK (one = 1),
+    id INTEGER NOT NULL
+);
+"""
+
+# Who already holds each code of a chunk: its upload names the list, and a claim naming it
+# keeps a withdrawn code distributed.
+HOLDERS = (
+    "SELECT j.value, u.list_id, c.upload_id, l.partner, l.status, u.status,"
+    " EXISTS (SELECT 1 FROM journal.claims WHERE code_id = c.id)"
+    " FROM json_each(?) AS j CROSS JOIN codes AS c ON c.code = j.value"
+    " JOIN journal.uploads AS u ON u.id = c.upload_id"
+    " JOIN journal.lists AS l ON l.id = u.list_id"
+)
+INSERT = "INSERT INTO codes (code, id, upload_id) SELECT value, ? + key, ? FROM json_each(?)"
+_RAISE_HIGH_ID = (
+    "INSERT INTO high_id (one, id) VALUES (1, ?)"
+    " ON CONFLICT (one) DO UPDATE SET id = max(id, excluded.id)"
+)
+
+# The index thread's niceness: on Linux each thread has its own, and a higher one lets the
+# event loop's thread run first whenever both want the core.
+NICENESS = 10
+
+
+class CodeIndex:
+    """The index's file and the connection that alone writes it."""
+
+    def __init__(self, path: Path, journal_path: Path, synchronous: str) -> None:
+        self.path = path
+        self.journal_path = journal_path
+        self.synchronous = synchronous
+        self._db: aiosqlite.Connection | None = None
+        # The highest code id entered, as read at start-up (see `high_id` in the schema).
+        self.high_id = 0
+
+    async def open(self) -> None:
+        """Open (or create) the index, after the journal's file exists. Entries of uploads the
+        journal still has in progress were cut off by a stop: they are deleted here, before
+        recovery marks those uploads failed and drops their blocks."""
+        self._db = await aiosqlite.connect(self.path, isolation_level=None)
+        try:
+            journal_uri = f"file:{self.journal_path}?mode=ro"
+            self.high_id = await self.call(_prepare, journal_uri, self.synchronous)
+            forgotten = await self.call(_forget_interrupted)
+        except BaseException:
+            await self.close()
+            raise
+        if forgotten:
+            log.info("code index: forgot %d codes of interrupted uploads", forgotten)
+
+    async def close(self) -> None:
+        if self._db is not None:
+            db, self._db = self._db, None
+            await db.close()
+
+    async def call(self, function: Callable[..., _T], *args: Any) -> _T:
+        """Run a function with the index's connection on its thread: one hop for a chunk."""
+        db = self._db
+        if db is None:
+            raise errors.NotReady("the code index is not open", retry_after=1)
+        try:
+            result: _T = await db._execute(function, db._conn, *args)  # type: ignore[no-untyped-call]
+        except sqlite3.Error as exc:
+            # A full disk, say: the transaction was rolled back, so nothing was entered.
+            log.error("code index write failed: %s", exc)
+            raise errors.StorageUnavailable(
+                f"the code index could not write ({type(exc).__name__}); nothing was changed",
+                retry_after=2,
+            ) from exc
+        return result
+
+    async def release_memory(self) -> None:
+        """Hand the page cache back after an upload; best effort."""
+        with contextlib.suppress(errors.VoucherdError):
+            await self.call(shrink_memory)
+
+    async def forget(self, blocks: list[tuple[int, bytes]]) -> int:
+        """Delete the entries of a failed upload's blocks, as (first id, packed codes)."""
+        return await self.call(_forget, blocks)
+
+
+def enter(
+    db: sqlite3.Connection, first_id: int, upload_id: int, codes_json: str, count: int
+) -> None:
+    """Enter `count` codes (a JSON array), numbered from `first_id`; inside a transaction."""
+    db.execute(INSERT, (first_id, upload_id, codes_json))
+    db.execute(_RAISE_HIGH_ID, (first_id + count - 1,))
+
+
+def _prepare(db: sqlite3.Connection, journal_uri: str, synchronous: str) -> int:
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute(f"PRAGMA synchronous={synchronous}")
+    db.execute("PRAGMA cache_size=-32768")
+    db.executescript(SCHEMA)
+    db.execute("ATTACH DATABASE ? AS journal", (journal_uri,))
+    empty = not db.execute("SELECT 1 FROM codes LIMIT 1").fetchone()
+    if empty and db.execute("SELECT 1 FROM journal.code_blocks LIMIT 1").fetchone():
+        log.warning("code index: rebuilding it from the journal's blocks")
+        log.info("code index: %d codes entered", _rebuild(db))
+    if sys.platform == "linux":
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), NICENESS)
+    row = db.execute("SELECT id FROM high_id").fetchone()
+    return int(row[0]) if row else 0
+
+
+def _rebuild(db: sqlite3.Connection) -> int:
+    """Enter every code of the journal's blocks: for an index file that is new while the
+    journal holds codes (lost, or from a version that kept the index in the journal's file)."""
+    db.execute("BEGIN")
+    entered = 0
+    for first_id, upload_id, data in db.execute(
+        "SELECT first_id, upload_id, codes FROM journal.code_blocks ORDER BY first_id"
+    ).fetchall():
+        codes = data.decode("ascii").split("\n")[:-1]
+        db.execute(INSERT, (first_id, upload_id, wire.dumps(codes)))
+        entered += len(codes)
+    db.execute("COMMIT")
+    return entered
+
+
+def drop_journal_copy(db: sqlite3.Connection) -> None:
+    """Runs on the journal's connection once the index is open: databases written before the
+    index had a file of its own kept it in the journal's file, as the table `codes`."""
+    if db.execute("SELECT 1 FROM sqlite_master WHERE name = 'codes'").fetchone():
+        db.execute("DROP TABLE codes")
+        log.info("code index: dropped the journal's old copy")
+
+
+def _forget_interrupted(db: sqlite3.Connection) -> int:
+    """Delete the entries of the uploads the journal still has in progress, through their
+    blocks: run at start-up, before recovery marks them failed and drops the blocks."""
+    blocks = db.execute(
+        "SELECT b.first_id, b.codes FROM journal.code_blocks AS b"
+        " JOIN journal.uploads AS u ON u.id = b.upload_id WHERE u.status = 'in_progress'"
+    ).fetchall()
+    return _forget(db, blocks)
+
+
+def _forget(db: sqlite3.Connection, blocks: list[tuple[int, bytes]]) -> int:
+    if not blocks:
+        return 0
+    db.execute("BEGIN")
+    forgotten = 0
+    for first_id, data in blocks:
+        codes = data.decode("ascii").split("\n")[:-1]
+        db.executemany(
+            "DELETE FROM codes WHERE code = ? AND id = ?",
+            [(code, first_id + offset) for offset, code in enumerate(codes)],
+        )
+        forgotten += len(codes)
+    db.execute("COMMIT")
+    return forgotten
