@@ -126,3 +126,26 @@ async def test_a_lost_index_file_is_rebuilt_from_the_journals_blocks(
     assert status == 201, reply
     # The archived list's codes may come back; the kept list's may not.
     assert (reply["accepted"], reply["errors"]) == (2, {"duplicate_in_partner": 3})
+
+
+async def test_codes_with_backslashes_and_repeats_are_checked_like_any_other(
+    client: Client, settings: Settings
+) -> None:
+    list_id = (await create_list(client))["id"]
+    codes = ["A\\1", "B\\\\2", "PLAIN1", "A\\1", "C'3", "PLAIN1", "D{4}"]
+    status, reply = await upload(client, list_id, codes_csv(codes))
+    assert status == 201, reply
+    assert (reply["accepted"], reply["errors"]) == (5, {"duplicate_in_file": 2})
+    status, reply = await upload(client, list_id, codes_csv(["B\\\\2", "PLAIN1", "E\\5"]))
+    assert (reply["accepted"], reply["errors"]) == (1, {"duplicate_in_list": 2})
+    errors = await client.get(f"/v1/lists/{list_id}/uploads/{reply['id']}/errors")
+    assert (await errors.text()).splitlines()[1:] == [
+        "1,B\\\\2,duplicate_in_list",
+        "2,PLAIN1,duplicate_in_list",
+    ]
+    claimed = set()
+    for n in range(6):
+        response = await client.post(f"/v1/lists/{list_id}/claims", json={"user_id": f"u{n}"})
+        if response.status == 201:
+            claimed.add((await response.json())["claim"]["code"])
+    assert claimed == {"A\\1", "B\\\\2", "PLAIN1", "C'3", "D{4}", "E\\5"}

@@ -57,7 +57,7 @@ class ParsedChunk:
             return self, ParsedChunk()
         # The line number of the first row left over: rows are numbered in file order.
         good, bad = self.lines, [line for line, _ in self.invalid]
-        cut = sorted(good[: count + 1] + bad[: count + 1])[count]
+        cut = sorted(good[: count + 1] + bad[: count + 1])[count] if bad else good[count]
         keep_good = bisect.bisect_left(good, cut)
         keep_bad = bisect.bisect_left(bad, cut)
         return (

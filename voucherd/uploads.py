@@ -22,7 +22,7 @@ from typing import Any
 
 import msgpack
 
-from voucherd import clock, errors, events, wire
+from voucherd import clock, errors, events
 from voucherd.actors.voucher_list import CompleteUpload, ListActor
 from voucherd.codes import CsvParser, ParsedChunk, Reason, UploadAborted, describe_invalid
 from voucherd.duplicates import Holder, Target, first_clash
@@ -239,6 +239,9 @@ class Uploader:
                     f"the file is larger than {self.settings.max_upload_bytes} bytes"
                 )
             _extend(pending, parser.feed(data))
+            # A body already buffered is read without waiting: without this turn the loop
+            # would parse read after read while claims wait.
+            await asyncio.sleep(0)
             while pending.rows >= self.settings.upload_chunk_codes:
                 chunk, pending = pending.split(self.settings.upload_chunk_codes)
                 await self._store(chunk)
@@ -308,37 +311,37 @@ class Uploader:
             (upload.id, line, describe_invalid(raw), Reason.INVALID_CODE)
             for line, raw in parsed.invalid
         ]
-        unique: dict[str, int] = {}
-        for raw, line in zip(parsed.codes, parsed.lines, strict=True):
-            code = raw.decode("ascii")
-            if code in unique:
-                rejected.append((upload.id, line, code, Reason.DUPLICATE_IN_FILE))
-            else:
-                unique[code] = line
-        unique_json = wire.dumps(list(unique))
+        # This thread shares the GIL with the event loop: the usual chunk (no repeats, no
+        # holders) is handled by whole-list operations in C, with no Python per code.
+        unique = dict.fromkeys(parsed.codes)
+        if len(unique) < len(parsed.codes):
+            rejected.extend(_repeats(upload.id, parsed))
+        unique_json = code_index.json_array(unique)
         db.execute("BEGIN")
         try:
-            holders: dict[str, list[Holder]] = {}
+            holders: dict[bytes, list[Holder]] = {}
             for code, list_id, upload_id, partner, status, upload_status, claimed in db.execute(
                 code_index.HOLDERS, (unique_json,)
             ):
                 live = upload_status in ("completed", "in_progress") or bool(claimed)
                 holder = Holder(list_id, upload_id, partner, status == Status.ARCHIVED, live)
-                holders.setdefault(code, []).append(holder)
+                holders.setdefault(code.encode("ascii"), []).append(holder)
             if not holders and len(unique) <= room:
                 # The usual case: every distinct code is new, and the JSON is already made.
                 accepted, accepted_json = list(unique), unique_json
             else:
+                # A code's line is where it first appears: later ones are repeats.
+                lines = dict(zip(reversed(parsed.codes), reversed(parsed.lines), strict=True))
                 accepted = []
-                for code, line in unique.items():
+                for code in unique:
                     reason = first_clash(target, holders[code]) if code in holders else None
                     if reason is None and len(accepted) >= room:
                         reason = Reason.LIST_FULL
                     if reason is None:
                         accepted.append(code)
                     else:
-                        rejected.append((upload.id, line, code, reason))
-                accepted_json = wire.dumps(accepted)
+                        rejected.append((upload.id, lines[code], code.decode("ascii"), reason))
+                accepted_json = code_index.json_array(accepted)
             if accepted:
                 code_index.enter(db, first_id, upload.id, accepted_json, len(accepted))
             db.execute("COMMIT")
@@ -346,7 +349,7 @@ class Uploader:
             if db.in_transaction:
                 db.execute("ROLLBACK")
             raise
-        block = ("\n".join(accepted) + "\n").encode("ascii") if accepted else b""
+        block = b"\n".join(accepted) + b"\n" if accepted else b""
         return _Checked(parsed.rows, first_id, len(accepted), block, rejected)
 
     def _store_chunk(self, checked: _Checked, db: sqlite3.Connection) -> Segment | None:
@@ -482,6 +485,17 @@ async def _record_later(journal: Journal, upload_id: int, ops: list[Op]) -> None
 
 def _reason(exc: BaseException) -> str:
     return exc.message if isinstance(exc, errors.VoucherdError) else "upload interrupted"
+
+
+def _repeats(upload_id: int, parsed: ParsedChunk) -> list[tuple[int, int, str, str]]:
+    """The rows of a chunk whose code appeared earlier in it."""
+    seen: set[bytes] = set()
+    found: list[tuple[int, int, str, str]] = []
+    for code, line in zip(parsed.codes, parsed.lines, strict=True):
+        if code in seen:
+            found.append((upload_id, line, code.decode("ascii"), Reason.DUPLICATE_IN_FILE))
+        seen.add(code)
+    return found
 
 
 def _extend(into: ParsedChunk, chunk: ParsedChunk) -> None:
