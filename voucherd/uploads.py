@@ -174,10 +174,8 @@ class Uploader:
         self._reserved = 0
         # Parsing and checking the next chunk overlap with writing the previous one.
         self._writing: tuple[asyncio.Future[Any], int] | None = None
-        # Giving way to claims: what the journal had written beside the upload at the last
-        # look, and when the upload last started working.
+        # Giving way to claims: what the journal had written beside the upload at the last look.
         self._seen_records = 0
-        self._working_since = 0.0
 
     async def run(
         self, body: AsyncIterator[bytes], filename: str | None, uploaded_by: str | None
@@ -230,7 +228,6 @@ class Uploader:
         parser = CsvParser(self.settings.max_line_bytes)
         pending = ParsedChunk()
         self._seen_records = self.journal.shared_records
-        self._working_since = time.perf_counter()
         size = 0
         async for data in body:
             size += len(data)
@@ -238,14 +235,12 @@ class Uploader:
                 raise errors.PayloadTooLarge(
                     f"the file is larger than {self.settings.max_upload_bytes} bytes"
                 )
+            began = time.perf_counter()
             _extend(pending, parser.feed(data))
-            # A body already buffered is read without waiting: without this turn the loop
-            # would parse read after read while claims wait.
-            await asyncio.sleep(0)
+            await self._give_way(time.perf_counter() - began)
             while pending.rows >= self.settings.upload_chunk_codes:
                 chunk, pending = pending.split(self.settings.upload_chunk_codes)
                 await self._store(chunk)
-                await self._give_way()
         _extend(pending, parser.finish())
         if pending.rows:
             await self._store(pending)
@@ -283,21 +278,21 @@ class Uploader:
         if segment is not None:
             self.segments.append(segment)
 
-    async def _give_way(self) -> None:
-        """While claims are being written, rest after each chunk so that the upload works at
-        most `upload_share` of the time: claims come first, the upload takes what is left.
-        On a server with nothing else to do it runs flat out."""
+    async def _give_way(self, worked: float) -> None:
+        """After each read of the body: while claims are being written, rest so that parsing
+        the upload takes at most `upload_share` of the event loop; claims come first. Resting
+        after every read rather than every chunk keeps each stretch of work a few milliseconds
+        long, so claims never queue behind a long one. The checks and writes run on other
+        threads (the index's at a lower priority). On a server with nothing else to do the
+        upload runs flat out, and a body already buffered still gives others a turn between
+        reads."""
         claims_busy = self.journal.shared_records != self._seen_records
-        share = self.settings.upload_share
-        if claims_busy and share < 1:
-            # The chunk's write counts as the upload's work, so the next chunk is not written
-            # while the upload rests.
-            await self._written()
-            rest = (time.perf_counter() - self._working_since) * (1 - share) / share
-            await asyncio.sleep(rest)
-            self.actor.metrics.upload_rest_seconds.inc(rest)
         self._seen_records = self.journal.shared_records
-        self._working_since = time.perf_counter()
+        share = self.settings.upload_share
+        rest = worked * (1 - share) / share if claims_busy and share < 1 else 0.0
+        await asyncio.sleep(rest)
+        if rest:
+            self.actor.metrics.upload_rest_seconds.inc(rest)
 
     def _check(
         self, db: sqlite3.Connection, parsed: ParsedChunk, first_id: int, room: int
