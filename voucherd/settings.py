@@ -51,11 +51,11 @@ class Settings:
     max_line_bytes: int = 4096
     max_json_bytes: int = 32 * 1024**2
     max_batch_users: int = 100_000
-    # The most codes checked and stored at once; chunks grow to this while each check takes
-    # less than a quarter of a second (see uploads.CHECK_TARGET).
+    # Codes checked against the code index and stored at once: larger chunks write each page
+    # of the index once for more codes, smaller ones hold less memory while they are checked.
     upload_chunk_codes: int = 100_000
-    # While claims are being written, an upload takes at most this share of the time (it rests
-    # after each chunk), so a big upload cannot starve claims; 1 lets it run flat out.
+    # While claims are being written, parsing an upload takes at most this share of the event
+    # loop (it rests after each read), so a big upload cannot starve claims; 1 never rests.
     upload_share: float = 0.25
     mailbox_size: int = 10_000
     journal_queue_size: int = 200_000

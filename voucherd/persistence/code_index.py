@@ -175,8 +175,8 @@ def _rebuild(db: sqlite3.Connection) -> int:
     for first_id, upload_id, data in db.execute(
         "SELECT first_id, upload_id, codes FROM journal.code_blocks ORDER BY first_id"
     ).fetchall():
-        codes = data.decode("ascii").split("\n")[:-1]
-        db.execute(INSERT, (first_id, upload_id, wire.dumps(codes)))
+        codes = data.split(b"\n")[:-1]
+        db.execute(INSERT, (first_id, upload_id, json_array(codes)))
         entered += len(codes)
     db.execute("COMMIT")
     return entered
