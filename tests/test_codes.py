@@ -25,8 +25,8 @@ def parse(data: bytes, sizes: list[int] | None = None, max_line_bytes: int = 409
         pos += size
     pieces.append(data[pos:])
     for piece in pieces:
-        _extend(whole, parser.feed(piece))
-    _extend(whole, parser.finish())
+        whole.extend(parser.feed(piece))
+    whole.extend(parser.finish())
     return whole
 
 
@@ -42,12 +42,6 @@ def random_sizes(data: bytes, rng: random.Random) -> list[int]:
         sizes.append(size)
         left -= size
     return sizes
-
-
-def _extend(into: ParsedChunk, chunk: ParsedChunk) -> None:
-    into.codes.extend(chunk.codes)
-    into.lines.extend(chunk.lines)
-    into.invalid.extend(chunk.invalid)
 
 
 def abort_of(data: bytes, sizes: list[int] | None = None, max_line_bytes: int = 4096) -> str:
@@ -364,12 +358,12 @@ def test_any_bytes_in_any_chunking_parse_or_abort_cleanly(
 def test_a_parsed_stretch_splits_by_rows_in_file_order() -> None:
     parsed = CsvParser().feed(b"A1\nbad one\nA2\nA3\nbad two\nA4\n")
     head, tail = parsed.split(3)
-    assert (head.codes, head.lines, [line for line, _ in head.invalid]) == (
+    assert (head.codes, list(head.lines), [line for line, _ in head.invalid]) == (
         [b"A1", b"A2"],
         [1, 3],
         [2],
     )
-    assert (tail.codes, tail.lines, [line for line, _ in tail.invalid]) == (
+    assert (tail.codes, list(tail.lines), [line for line, _ in tail.invalid]) == (
         [b"A3", b"A4"],
         [4, 6],
         [5],

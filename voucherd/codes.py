@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import bisect
 import re
+from array import array
 from dataclasses import dataclass, field
 from enum import StrEnum
 
@@ -41,15 +42,38 @@ def is_valid(code: str) -> bool:
 
 @dataclass(slots=True)
 class ParsedChunk:
-    """The rows of one stretch of the file: good codes in order, and the rejected ones."""
+    """The rows of one stretch of the file: good codes in order, and the rejected ones.
 
-    codes: list[bytes] = field(default_factory=list)
-    lines: list[int] = field(default_factory=list)
+    The good codes are kept as blocks of newline-ended lines, one block per read, and their
+    line numbers in an array: a chunk of 100,000 codes is then a few dozen objects rather than
+    200,000, which would outlive each read and leave the heap fragmented after an upload."""
+
+    blocks: list[bytes] = field(default_factory=list)
+    lines: array[int] = field(default_factory=lambda: array("q"))
     invalid: list[tuple[int, bytes]] = field(default_factory=list)
 
     @property
+    def good(self) -> int:
+        return len(self.lines)
+
+    @property
     def rows(self) -> int:
-        return len(self.codes) + len(self.invalid)
+        return len(self.lines) + len(self.invalid)
+
+    @property
+    def block(self) -> bytes:
+        """The good codes, each followed by a newline."""
+        return b"".join(self.blocks)
+
+    @property
+    def codes(self) -> list[bytes]:
+        """The good codes, in file order, made when asked for."""
+        return self.block.split(b"\n")[:-1]
+
+    def extend(self, other: ParsedChunk) -> None:
+        self.blocks.extend(other.blocks)
+        self.lines.extend(other.lines)
+        self.invalid.extend(other.invalid)
 
     def split(self, count: int) -> tuple[ParsedChunk, ParsedChunk]:
         """The first `count` rows, good and bad, in file order; and the rest."""
@@ -57,13 +81,31 @@ class ParsedChunk:
             return self, ParsedChunk()
         # The line number of the first row left over: rows are numbered in file order.
         good, bad = self.lines, [line for line, _ in self.invalid]
-        cut = sorted(good[: count + 1] + bad[: count + 1])[count] if bad else good[count]
+        cut = sorted([*good[: count + 1], *bad[: count + 1]])[count] if bad else good[count]
         keep_good = bisect.bisect_left(good, cut)
         keep_bad = bisect.bisect_left(bad, cut)
+        head, tail = _cut_blocks(self.blocks, keep_good)
         return (
-            ParsedChunk(self.codes[:keep_good], good[:keep_good], self.invalid[:keep_bad]),
-            ParsedChunk(self.codes[keep_good:], good[keep_good:], self.invalid[keep_bad:]),
+            ParsedChunk(head, good[:keep_good], self.invalid[:keep_bad]),
+            ParsedChunk(tail, good[keep_good:], self.invalid[keep_bad:]),
         )
+
+
+def _cut_blocks(blocks: list[bytes], count: int) -> tuple[list[bytes], list[bytes]]:
+    """Blocks holding the first `count` lines, and blocks holding the rest."""
+    for index, block in enumerate(blocks):
+        lines = block.count(b"\n")
+        if count < lines:
+            # Only the one block the cut falls in is split into lines.
+            parts = block.split(b"\n")
+            head = [*blocks[:index], _joined(parts[:count])] if count else blocks[:index]
+            return head, [_joined(parts[count:-1]), *blocks[index + 1 :]]
+        count -= lines
+    return blocks, []
+
+
+def _joined(codes: list[bytes]) -> bytes:
+    return b"\n".join(codes) + b"\n" if codes else b""
 
 
 class CsvParser:
@@ -96,6 +138,7 @@ class CsvParser:
 
     def _parse(self, lines: list[bytes]) -> ParsedChunk:
         chunk = ParsedChunk()
+        good: list[bytes] = []
         fullmatch = _VALID.fullmatch
         number = self.line
         for raw in lines:
@@ -110,7 +153,7 @@ class CsvParser:
                 if code.lower() == _HEADER:
                     continue
             if fullmatch(code) is not None:
-                chunk.codes.append(code)
+                good.append(code)
                 chunk.lines.append(number)
             elif b"," in code:
                 raise UploadAborted(
@@ -120,6 +163,8 @@ class CsvParser:
             else:
                 chunk.invalid.append((number, code))
         self.line = number
+        if good:
+            chunk.blocks.append(_joined(good))
         return chunk
 
     def _too_long(self, number: int) -> str:

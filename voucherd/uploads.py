@@ -15,7 +15,7 @@ import logging
 import sqlite3
 import time
 from collections import Counter
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
@@ -236,18 +236,18 @@ class Uploader:
                     f"the file is larger than {self.settings.max_upload_bytes} bytes"
                 )
             began = time.perf_counter()
-            _extend(pending, parser.feed(data))
+            pending.extend(parser.feed(data))
             await self._give_way(time.perf_counter() - began)
             while pending.rows >= self.settings.upload_chunk_codes:
                 chunk, pending = pending.split(self.settings.upload_chunk_codes)
                 await self._store(chunk)
-        _extend(pending, parser.finish())
+        pending.extend(parser.finish())
         if pending.rows:
             await self._store(pending)
         await self._written()
 
     async def _store(self, parsed: ParsedChunk) -> None:
-        size = len(parsed.codes)
+        size = parsed.good
         room = self.settings.max_codes_per_list - (
             self.actor.info.counts.uploaded + self.actor.incoming
         )
@@ -308,9 +308,11 @@ class Uploader:
         ]
         # This thread shares the GIL with the event loop: the usual chunk (no repeats, no
         # holders) is handled by whole-list operations in C, with no Python per code.
-        unique = dict.fromkeys(parsed.codes)
-        if len(unique) < len(parsed.codes):
-            rejected.extend(_repeats(upload.id, parsed))
+        codes = parsed.codes
+        unique = dict.fromkeys(codes)
+        repeated = len(unique) < len(codes)
+        if repeated:
+            rejected.extend(_repeats(upload.id, codes, parsed.lines))
         unique_json = code_index.json_array(unique)
         db.execute("BEGIN")
         try:
@@ -324,10 +326,12 @@ class Uploader:
             if not holders and len(unique) <= room:
                 # The usual case: every distinct code is new, and the JSON is already made.
                 accepted, accepted_json = list(unique), unique_json
+                # Every code of the chunk, in its order, unless some repeat.
+                block = None if repeated else parsed.block
             else:
                 # A code's line is where it first appears: later ones are repeats.
-                lines = dict(zip(reversed(parsed.codes), reversed(parsed.lines), strict=True))
-                accepted = []
+                lines = dict(zip(reversed(codes), reversed(parsed.lines), strict=True))
+                accepted, block = [], None
                 for code in unique:
                     reason = first_clash(target, holders[code]) if code in holders else None
                     if reason is None and len(accepted) >= room:
@@ -344,7 +348,8 @@ class Uploader:
             if db.in_transaction:
                 db.execute("ROLLBACK")
             raise
-        block = b"\n".join(accepted) + b"\n" if accepted else b""
+        if block is None:
+            block = b"\n".join(accepted) + b"\n" if accepted else b""
         return _Checked(parsed.rows, first_id, len(accepted), block, rejected)
 
     def _store_chunk(self, checked: _Checked, db: sqlite3.Connection) -> Segment | None:
@@ -482,18 +487,14 @@ def _reason(exc: BaseException) -> str:
     return exc.message if isinstance(exc, errors.VoucherdError) else "upload interrupted"
 
 
-def _repeats(upload_id: int, parsed: ParsedChunk) -> list[tuple[int, int, str, str]]:
+def _repeats(
+    upload_id: int, codes: list[bytes], lines: Sequence[int]
+) -> list[tuple[int, int, str, str]]:
     """The rows of a chunk whose code appeared earlier in it."""
     seen: set[bytes] = set()
     found: list[tuple[int, int, str, str]] = []
-    for code, line in zip(parsed.codes, parsed.lines, strict=True):
+    for code, line in zip(codes, lines, strict=True):
         if code in seen:
             found.append((upload_id, line, code.decode("ascii"), Reason.DUPLICATE_IN_FILE))
         seen.add(code)
     return found
-
-
-def _extend(into: ParsedChunk, chunk: ParsedChunk) -> None:
-    into.codes.extend(chunk.codes)
-    into.lines.extend(chunk.lines)
-    into.invalid.extend(chunk.invalid)
