@@ -243,6 +243,17 @@ def test_rebuild_keeps_the_ids_of_the_codes_left() -> None:
     assert [code.id for code in drain(pool)] == [100, 102, 103, 105]
 
 
+@given(lengths=st.lists(st.integers(min_value=1, max_value=6), min_size=1, max_size=12))
+def test_rebuild_after_a_prefix_of_codes_of_any_lengths(lengths: list[int]) -> None:
+    # The prefix's end is guessed from the first code's length, then checked: codes of other
+    # lengths must still cut at the right line.
+    codes = [bytes([65 + n % 26]) * length for n, length in enumerate(lengths)]
+    data = b"".join(code + b"\n" for code in codes)
+    for taken in range(1, len(codes)):
+        segments = rebuild(1, 10, data, list(range(10, 10 + taken)))
+        assert [code.code.encode() for code in flatten(segments)] == codes[taken:]
+
+
 @given(
     count=st.integers(min_value=1, max_value=40),
     first_id=st.integers(min_value=1, max_value=10_000),

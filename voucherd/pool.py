@@ -12,6 +12,8 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import NamedTuple
 
+_NEWLINE = ord("\n")
+
 
 @dataclass(slots=True)
 class Segment:
@@ -129,9 +131,7 @@ def rebuild(upload_id: int, first_id: int, data: bytes, taken: list[int]) -> lis
         return [Segment(upload_id, first_id, data, 0, count)]
     if taken[0] == first_id and taken[-1] == first_id + len(taken) - 1:
         # Claims take codes from the front, so the taken ones are nearly always a prefix.
-        pos = 0
-        for _ in taken:
-            pos = data.index(b"\n", pos) + 1
+        pos = _past_lines(data, len(taken))
         rest = count - len(taken)
         return [Segment(upload_id, first_id + len(taken), data[pos:], 0, rest)] if rest else []
     skip = set(taken)
@@ -150,3 +150,21 @@ def rebuild(upload_id: int, first_id: int, data: bytes, taken: list[int]) -> lis
     if run:
         segments.append(Segment.of(upload_id, run_first, run))
     return segments
+
+
+def _past_lines(data: bytes, lines: int) -> int:
+    """The offset just past the first `lines` lines of `data`, found with count(), which runs
+    in C: at a million claimed codes a search per line would cost a third of a second."""
+    # An upload's codes usually share one length: guess from the first line, then check.
+    guess = lines * (data.index(b"\n") + 1)
+    if guess <= len(data) and data[guess - 1] == _NEWLINE and data.count(b"\n", 0, guess) == lines:
+        return guess
+    # Otherwise the smallest offset whose prefix holds that many newlines.
+    low, high = lines, len(data)
+    while low < high:
+        middle = (low + high) // 2
+        if data.count(b"\n", 0, middle) < lines:
+            low = middle + 1
+        else:
+            high = middle
+    return low

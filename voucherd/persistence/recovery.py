@@ -104,6 +104,17 @@ def drop_upload_codes(db: sqlite3.Connection, upload_id: int) -> list[tuple[int,
     return blocks
 
 
+_PLAIN = "idempotency_key = '' AND campaign_id IS NULL"
+_CLAIMS_OF_LIST = (
+    f"SELECT group_concat(user_id, char(30)) FILTER (WHERE {_PLAIN}),"
+    f" json_group_array(id) FILTER (WHERE {_PLAIN}),"
+    " group_concat(user_id || char(31) || idempotency_key || IFNULL(char(31) || campaign_id, ''),"
+    f" char(30)) FILTER (WHERE NOT ({_PLAIN})),"
+    f" json_group_array(id) FILTER (WHERE NOT ({_PLAIN}))"
+    " FROM claims NOT INDEXED WHERE list_id = ?"
+)
+
+
 def recover(db: sqlite3.Connection) -> Recovered:
     """Runs on the writer's thread before the writer starts: one hop for the whole load."""
     started = time.perf_counter()
@@ -140,31 +151,39 @@ def recover(db: sqlite3.Connection) -> Recovered:
     # A list at a time, each column aggregated into one string by SQLite and split by C code:
     # a row at a time through Python, a million claims would cost more than the rest of
     # recovery. Keys hold no control characters, so \x1e separates them; ids come as a JSON
-    # array, which orjson reads four times faster than int() reads them one by one.
+    # array, which orjson reads four times faster than int() reads them one by one. A
+    # keyless direct claim's identity is its user id and \x1f (see claims.identity), added in
+    # C; the others (keyed claims, rewards) are few, and the tray also finds them by what
+    # follows the user id. The scan reads the table in order rather than through the list's
+    # index, which would look up each row apart.
     taken: dict[int, list[int]] = {}
+    claim_ids_by_list: dict[int, list[int]] = {}
     for list_id, state in lists.items():
-        # A campaign's rewards are keyed with its id (see claims.identity).
-        identities, claim_ids = db.execute(
-            "SELECT group_concat(user_id || char(31) || idempotency_key"
-            " || IFNULL(char(31) || campaign_id, ''), char(30)),"
-            " json_group_array(id) FROM claims WHERE list_id = ?",
-            (list_id,),
+        users, plain_json, identities, others_json = db.execute(
+            _CLAIMS_OF_LIST, (list_id,)
         ).fetchone()
+        claim_ids: list[int] = []
+        if users is not None:
+            keys = (users.replace("\x1e", "\x1f\x1e") + "\x1f").split("\x1e")
+            claim_ids = wire.loads(plain_json)
+            state.claims = dict(zip(keys, claim_ids, strict=True))
         if identities is not None:
             keys = identities.split("\x1e")
-            state.claims = dict(zip(keys, wire.loads(claim_ids), strict=True))
-            # A keyless direct claim's identity ends at its empty key; the others (keyed
-            # claims, rewards) are few, and the tray finds them by what follows the user id.
+            others = wire.loads(others_json)
+            state.claims.update(zip(keys, others, strict=True))
+            claim_ids = claim_ids + others
             for identity in keys:
-                if not identity.endswith("\x1f"):
-                    user_id, _, suffix = identity.partition("\x1f")
-                    state.keys_by_user.setdefault(user_id, []).append(suffix)
+                user_id, _, suffix = identity.partition("\x1f")
+                state.keys_by_user.setdefault(user_id, []).append(suffix)
         (code_ids,) = db.execute(
             "SELECT json_group_array(code_id) FROM"
             " (SELECT code_id FROM claims WHERE list_id = ? ORDER BY code_id)",
             (list_id,),
         ).fetchone()
         taken[list_id] = wire.loads(code_ids)
+        # In the table's order already, nearly always: then sorting is one pass.
+        claim_ids.sort()
+        claim_ids_by_list[list_id] = claim_ids
         state.info.counts.distributed = len(taken[list_id])
 
     # A withdrawn upload's withdrawn codes are those no claim names: counted from the claims
@@ -223,7 +242,7 @@ def recover(db: sqlite3.Connection) -> Recovered:
         sum(len(c) for c in taken.values()),
         time.perf_counter() - started,
     )
-    recount_claim_rates(db, lists, max_claim)
+    recount_claim_rates(db, lists, claim_ids_by_list, max_claim)
     recovered = Recovered(lists, max_list, max_upload, max_code, max_claim)
     recover_campaigns(db, recovered)
     first_seq, last_seq = db.execute(FIRST_AND_LAST_SEQ).fetchone()
@@ -236,28 +255,42 @@ def recover(db: sqlite3.Connection) -> Recovered:
     return recovered
 
 
-def recount_claim_rates(db: sqlite3.Connection, lists: dict[int, RecoveredList], last: int) -> None:
+def recount_claim_rates(
+    db: sqlite3.Connection,
+    lists: dict[int, RecoveredList],
+    claim_ids: dict[int, list[int]],
+    last: int,
+) -> None:
     """Each list's claims per minute over the last window, from the claims themselves. Claim
-    ids grow with time, so a binary search over ids finds the window's first claim without an
-    index on time, and only the window's claims are read."""
-    since = clock.now() - (ClaimRate.WINDOW + 1) * 60
+    ids grow with time, so a binary search over ids finds where each minute of the window
+    begins, with no index on time; each list's claim ids, sorted, are then counted between
+    those bounds, with no claim read again."""
+    now = clock.now()
+    since = now - (ClaimRate.WINDOW + 1) * 60
+    minutes = range(int(since // 60), int(now // 60) + 1)
+    starts = [_first_claim_at(db, max(since, minute * 60.0), last) for minute in minutes]
+    ends = [*starts[1:], last + 1]
+    for list_id, ids in claim_ids.items():
+        rate = lists[list_id].info.rate
+        for minute, start, end in zip(minutes, starts, ends, strict=True):
+            count = bisect.bisect_left(ids, end) - bisect.bisect_left(ids, start)
+            if count:
+                rate.record(minute * 60, count)
+
+
+def _first_claim_at(db: sqlite3.Connection, moment: float, last: int) -> int:
+    """The id of the first claim made at `moment` or later; last + 1 if none was."""
     low, high = 1, last + 1
     while low < high:
         middle = (low + high) // 2
         row = db.execute(
             "SELECT claimed_at FROM claims WHERE id >= ? LIMIT 1", (middle,)
         ).fetchone()
-        if row is None or row[0] >= since:
+        if row is None or row[0] >= moment:
             high = middle
         else:
             low = middle + 1
-    for list_id, minute, count in db.execute(
-        "SELECT list_id, CAST(claimed_at / 60 AS INTEGER), COUNT(*) FROM claims"
-        " WHERE id >= ? AND claimed_at >= ? GROUP BY 1, 2 ORDER BY 2",
-        (low, since),
-    ):
-        if list_id in lists:
-            lists[list_id].info.rate.record(minute * 60, count)
+    return low
 
 
 def recover_campaigns(db: sqlite3.Connection, recovered: Recovered) -> None:
