@@ -210,6 +210,24 @@ async def test_a_batch_gives_one_claim_per_distinct_user(client: Client) -> None
     assert_balanced(listing)
 
 
+async def test_a_batch_takes_any_printable_user_id_and_keys_it_as_a_single_claim(
+    client: Client,
+) -> None:
+    # The batch checks its user ids all at once, then one by one only when that check fails;
+    # text beyond ASCII takes the slow way and must pass it.
+    list_id = await list_with_codes(client, make_codes(10))
+    users = ["zoë", "用户-7", "plain", "a b"]
+
+    reply = await claim_batch(client, list_id, users)
+
+    assert reply["failed"] == []
+    by_user = {made["user_id"]: made for made in reply["claims"]}
+    assert set(by_user) == set(users)
+    for user in users:
+        # The batch keyed each claim as a single claim keys it: asking again repeats it.
+        assert await claim(client, list_id, user) == (200, {"claim": by_user[user]})
+
+
 async def test_a_batch_gives_users_who_hold_a_code_their_existing_claim(client: Client) -> None:
     list_id = await list_with_codes(client, make_codes(10))
     _, held = await claim(client, list_id, "a")

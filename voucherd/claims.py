@@ -61,6 +61,11 @@ class Claim(NamedTuple):
         return cls._make(row)
 
     def view(self, expires_at: float) -> dict[str, Any]:
+        return self.shown(clock.format_time(expires_at))
+
+    def shown(self, expires_at: str) -> dict[str, Any]:
+        """The claim as the API shows it, its list's expiry already rendered (a batch's
+        claims share one)."""
         return {
             "id": self.id,
             "list_id": self.list_id,
@@ -68,7 +73,7 @@ class Claim(NamedTuple):
             "idempotency_key": self.idempotency_key,
             "code": self.code,
             "claimed_at": clock.format_time(self.claimed_at),
-            "expires_at": clock.format_time(expires_at),
+            "expires_at": expires_at,
             "source": self.source,
             "campaign_id": self.campaign_id,
             "metadata": wire.loads(self.metadata) if self.metadata else {},

@@ -14,7 +14,7 @@ from typing import Any
 import msgpack
 import orjson
 
-from voucherd import clock
+from voucherd import clock, wire
 from voucherd.lists import ListInfo
 
 VOUCHER_REWARDED = "voucher.rewarded"
@@ -73,7 +73,7 @@ class Event:
 
     @classmethod
     def of(cls, type: str, data: dict[str, Any], time: float | None = None) -> Event:
-        return cls(type, orjson.dumps(data), clock.now() if time is None else time)
+        return cls(type, wire.encode(data), clock.now() if time is None else time)
 
     @classmethod
     def joined(cls, type: str, base: bytes, own: bytes, time: float) -> Event:
@@ -96,7 +96,7 @@ class Event:
     def json(self) -> bytes:
         """The event as one JSON frame; encoded once, however many subscribers get it."""
         if self._json is None:
-            self._json = orjson.dumps(self.view())
+            self._json = wire.encode(self.view())
         return self._json
 
     def msgpack(self) -> bytes:
@@ -144,7 +144,7 @@ class Rewards:
         if self._render is not None:
             # The template sees every property of the event, its message still empty.
             own["message"] = self._render({**orjson.loads(self._base), **own})
-        return Event.joined(VOUCHER_REWARDED, self._base, orjson.dumps(own), now), own["message"]
+        return Event.joined(VOUCHER_REWARDED, self._base, wire.encode(own), now), own["message"]
 
 
 @lru_cache(maxsize=1024)

@@ -24,6 +24,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from itertools import chain
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -77,7 +78,7 @@ def insert_rows(
     while start < len(rows):
         count = 1 << (min(len(rows) - start, _BLOCK).bit_length() - 1)
         block = rows[start : start + count]
-        conn.execute(_values_sql(table, columns, count), [value for row in block for value in row])
+        conn.execute(_values_sql(table, columns, count), list(chain.from_iterable(block)))
         start += count
 
 
@@ -401,14 +402,16 @@ class _Numbering:
         self.bases = bases
 
     def number(self, events: Sequence[Event]) -> None:
+        last, last_time = self.last, self.last_time
         for event in events:
-            self.last += 1
-            event.seq = self.last
+            last += 1
+            event.seq = last
             # Times never go back along the stream, even if the clock does: retention finds
             # its cut by a binary search over seq.
-            if event.time < self.last_time:
-                event.time = self.last_time
-            self.last_time = event.time
+            if event.time < last_time:
+                event.time = last_time
+            last_time = event.time
+        self.last, self.last_time = last, last_time
         self.written.extend(events)
 
     def base_id(self, conn: sqlite3.Connection, base: bytes | None) -> int | None:
@@ -515,10 +518,13 @@ class _Pending:
             conn.executemany(sql, rows)
         if self._events:
             numbering.number(self._events)
-            base_id = numbering.base_id
+            # The events of a group share a few bases: each is looked up once.
+            base_ids = {
+                base: numbering.base_id(conn, base) for base in {e.base for e in self._events}
+            }
             rows = [
                 (e.seq, e.type, e.time, (e.data if e.own is None else e.own).decode(),
-                 base_id(conn, e.base))
+                 base_ids[e.base])
                 for e in self._events
             ]  # fmt: skip
             insert_rows(conn, "events", _EVENT_COLUMNS, rows)

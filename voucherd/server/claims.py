@@ -17,7 +17,7 @@ from voucherd.claims import (
     SELECT_CLAIM,
     Claim,
 )
-from voucherd.server.inputs import json_body, path_id, string
+from voucherd.server.inputs import json_body, path_id, string, strings
 from voucherd.server.keys import DIRECTORY, JOURNAL, METRICS, SETTINGS
 
 
@@ -73,11 +73,10 @@ async def create_claims(request: web.Request) -> web.Response:
     limit = request.app[SETTINGS].max_batch_users
     if not isinstance(users, list) or not 1 <= len(users) <= limit:
         raise errors.InvalidRequest(f"user_ids must be a list of 1 to {limit} user ids")
-    for user in users:
-        string(user, "each user id", max_length=MAX_USER_ID)
+    strings(users, "each user id", max_length=MAX_USER_ID)
     outcome: BatchOutcome = await actor.ask(TakeCodes(users))
     claims = outcome.claims + await read_claims(request.app[JOURNAL].reader, outcome.repeat_ids)
-    expires_at = actor.info.expires_at
+    expires_at = clock.format_time(actor.info.expires_at)
     metrics = request.app[METRICS]
     metrics.claims_created.inc(len(outcome.claims))
     metrics.claims_repeated.inc(len(outcome.repeat_ids))
@@ -85,7 +84,7 @@ async def create_claims(request: web.Request) -> web.Response:
         metrics.claims.labels(error.code).inc()
     return wire.response(
         {
-            "claims": [claim.view(expires_at) for claim in claims],
+            "claims": [claim.shown(expires_at) for claim in claims],
             "failed": [
                 {"user_id": user, "error": error.body()["error"]} for user, error in outcome.failed
             ],
