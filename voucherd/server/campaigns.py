@@ -18,8 +18,8 @@ from voucherd.campaigns import (
     CampaignStatus,
     Qualification,
 )
-from voucherd.claims import MAX_USER_ID, Claim
-from voucherd.server.claims import read_claims, user_and_key
+from voucherd.claims import Claim
+from voucherd.server.claims import batch_users, read_claims, user_and_key
 from voucherd.server.inputs import json_body, path_id, required_text, string, timestamp
 from voucherd.server.keys import CAMPAIGNS, DIRECTORY, JOURNAL, METRICS, SETTINGS
 from voucherd.templates import Template
@@ -217,12 +217,7 @@ async def create_reward(request: web.Request) -> web.Response:
 async def create_rewards(request: web.Request) -> web.Response:
     campaign = _campaign(request)
     body = await json_body(request)
-    users = body.get("user_ids")
-    limit = request.app[SETTINGS].max_batch_users
-    if not isinstance(users, list) or not 1 <= len(users) <= limit:
-        raise errors.InvalidRequest(f"user_ids must be a list of 1 to {limit} user ids")
-    for user in users:
-        string(user, "each user id", max_length=MAX_USER_ID)
+    users = batch_users(body, request.app[SETTINGS].max_batch_users)
     answers = await campaign.reward_many(users)
     claims = iter(await _claims_of(request, [a for _, a in answers if isinstance(a, Rewarded)]))
     results: list[dict[str, Any]] = []

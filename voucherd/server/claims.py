@@ -51,6 +51,15 @@ def user_and_key(body: dict[str, Any]) -> tuple[str, str]:
     return user_id, string(key, "idempotency_key", max_length=MAX_IDEMPOTENCY_KEY, min_length=0)
 
 
+def batch_users(body: dict[str, Any], limit: int) -> list[str]:
+    """Whom a batch claim or a batch of rewards is for: 1 to `limit` user ids."""
+    users = body.get("user_ids")
+    if not isinstance(users, list) or not 1 <= len(users) <= limit:
+        raise errors.InvalidRequest(f"user_ids must be a list of 1 to {limit} user ids")
+    strings(users, "each user id", max_length=MAX_USER_ID)
+    return users
+
+
 def _metadata(value: Any) -> str | None:
     if value is None:
         return None
@@ -69,11 +78,7 @@ async def create_claims(request: web.Request) -> web.Response:
     list_id = path_id(request, "list_id", "list")
     actor = request.app[DIRECTORY].actor(list_id)
     body = await json_body(request)
-    users = body.get("user_ids")
-    limit = request.app[SETTINGS].max_batch_users
-    if not isinstance(users, list) or not 1 <= len(users) <= limit:
-        raise errors.InvalidRequest(f"user_ids must be a list of 1 to {limit} user ids")
-    strings(users, "each user id", max_length=MAX_USER_ID)
+    users = batch_users(body, request.app[SETTINGS].max_batch_users)
     outcome: BatchOutcome = await actor.ask(TakeCodes(users))
     claims = outcome.claims + await read_claims(request.app[JOURNAL].reader, outcome.repeat_ids)
     expires_at = clock.format_time(actor.info.expires_at)
