@@ -111,8 +111,13 @@ _CLAIMS_OF_LIST = (
     " group_concat(user_id || char(31) || idempotency_key || IFNULL(char(31) || campaign_id, ''),"
     f" char(30)) FILTER (WHERE NOT ({_PLAIN})),"
     f" json_group_array(id) FILTER (WHERE NOT ({_PLAIN}))"
-    " FROM claims NOT INDEXED WHERE list_id = ?"
+    " FROM claims {how} WHERE list_id = ?"
 )
+# A list holding at least this share of all claims is read by scanning the whole table in
+# order; a smaller one through its index, a row lookup per claim. A scan of a million claims
+# costs about as much as 60,000 lookups, and at most this many lists can hold such a share,
+# so recovery never scans the table more than that many times however many lists there are.
+_SCAN_SHARE = 8
 
 
 def recover(db: sqlite3.Connection) -> Recovered:
@@ -154,13 +159,24 @@ def recover(db: sqlite3.Connection) -> Recovered:
     # array, which orjson reads four times faster than int() reads them one by one. A
     # keyless direct claim's identity is its user id and \x1f (see claims.identity), added in
     # C; the others (keyed claims, rewards) are few, and the tray also finds them by what
-    # follows the user id. The scan reads the table in order rather than through the list's
-    # index, which would look up each row apart.
+    # follows the user id. A list's code ids come first, through its index: they count its
+    # claims, which decide how its claims are read (see _SCAN_SHARE).
     taken: dict[int, list[int]] = {}
+    for list_id, state in lists.items():
+        (code_ids,) = db.execute(
+            "SELECT json_group_array(code_id) FROM"
+            " (SELECT code_id FROM claims WHERE list_id = ? ORDER BY code_id)",
+            (list_id,),
+        ).fetchone()
+        taken[list_id] = wire.loads(code_ids)
+        state.info.counts.distributed = len(taken[list_id])
+    all_claims = sum(state.info.counts.distributed for state in lists.values())
     claim_ids_by_list: dict[int, list[int]] = {}
     for list_id, state in lists.items():
+        scan = state.info.counts.distributed * _SCAN_SHARE >= all_claims
+        how = "NOT INDEXED" if scan else "INDEXED BY claims_by_list"
         users, plain_json, identities, others_json = db.execute(
-            _CLAIMS_OF_LIST, (list_id,)
+            _CLAIMS_OF_LIST.format(how=how), (list_id,)
         ).fetchone()
         claim_ids: list[int] = []
         if users is not None:
@@ -175,16 +191,9 @@ def recover(db: sqlite3.Connection) -> Recovered:
             for identity in keys:
                 user_id, _, suffix = identity.partition("\x1f")
                 state.keys_by_user.setdefault(user_id, []).append(suffix)
-        (code_ids,) = db.execute(
-            "SELECT json_group_array(code_id) FROM"
-            " (SELECT code_id FROM claims WHERE list_id = ? ORDER BY code_id)",
-            (list_id,),
-        ).fetchone()
-        taken[list_id] = wire.loads(code_ids)
         # In the table's order already, nearly always: then sorting is one pass.
         claim_ids.sort()
         claim_ids_by_list[list_id] = claim_ids
-        state.info.counts.distributed = len(taken[list_id])
 
     # A withdrawn upload's withdrawn codes are those no claim names: counted from the claims
     # themselves, so no stored tally can drift from them.
