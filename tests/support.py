@@ -6,6 +6,7 @@ import asyncio
 import os
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
@@ -16,6 +17,8 @@ from typing import Any
 
 import aiohttp
 from aiohttp.test_utils import TestClient
+
+from voucherd.pool import unpack
 
 FUTURE = "2030-01-01T00:00:00Z"
 
@@ -172,3 +175,12 @@ class ServerProcess:
         if self.process is not None and self.process.poll() is None:
             self.process.kill()
             self.process.wait(10)
+
+
+def to_schema_5(db: sqlite3.Connection) -> None:
+    """Bring a journal back to schema 5's blocks: every code ended by a newline, no width."""
+    blocks = db.execute("SELECT first_id, codes, width FROM code_blocks").fetchall()
+    lines = [(b"\n".join([*unpack(data, width), b""]), first) for first, data, width in blocks]
+    db.executemany("UPDATE code_blocks SET codes = ? WHERE first_id = ?", lines)
+    db.execute("ALTER TABLE code_blocks DROP COLUMN width")
+    db.execute("UPDATE meta SET value = '5' WHERE key = 'schema_version'")

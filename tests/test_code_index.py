@@ -6,8 +6,17 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Awaitable, Callable
 
-from support import Client, codes_csv, create_list, get_list, make_codes, upload
+from support import (
+    Client,
+    codes_csv,
+    create_list,
+    get_list,
+    make_codes,
+    to_schema_5,
+    upload,
+)
 
+from voucherd.persistence.schema import VERSION
 from voucherd.settings import Settings
 
 Restart = Callable[[], Awaitable[Client]]
@@ -87,6 +96,7 @@ async def test_a_database_with_the_index_in_the_journals_file_moves_it_out(
             " WITHOUT ROWID"
         )
         db.executemany("INSERT INTO codes VALUES (?, ?)", [(c, i) for c, i, _ in entries])
+        to_schema_5(db)
         db.execute("UPDATE meta SET value = '4' WHERE key = 'schema_version'")
 
     client = await restartable()
@@ -101,7 +111,52 @@ async def test_a_database_with_the_index_in_the_journals_file_moves_it_out(
     with sqlite3.connect(settings.database) as db:
         assert not db.execute("SELECT 1 FROM sqlite_master WHERE name = 'codes'").fetchone()
         version = db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
-    assert version == ("5",)
+    assert version == (str(VERSION),)
+
+
+async def claimed_code(client: Client, list_id: int, user_id: str) -> str:
+    response = await client.post(f"/v1/lists/{list_id}/claims", json={"user_id": user_id})
+    assert response.status in (200, 201), await response.text()
+    code: str = (await response.json())["claim"]["code"]
+    return code
+
+
+async def test_blocks_stored_with_a_newline_per_code_still_load(
+    restartable: Restart, settings: Settings
+) -> None:
+    # Schema 5 ended every stored code with a newline; schema 6 packs codes of one length
+    # end to end. Old blocks stay as they were and must load, claim and check as before.
+    client = await restartable()
+    same = (await create_list(client, partner="P", tag="same"))["id"]
+    mixed = (await create_list(client, partner="P", tag="mixed"))["id"]
+    assert (await upload(client, same, codes_csv(make_codes(6, prefix="S"))))[0] == 201
+    assert (await upload(client, mixed, codes_csv(["M1", "M22", "M333", "M4444"])))[0] == 201
+    first = {}
+    for list_id in (same, mixed):
+        first[list_id] = await claimed_code(client, list_id, "early")
+    await client.close()
+    with sqlite3.connect(settings.database) as db:
+        assert db.execute("SELECT width FROM code_blocks ORDER BY first_id").fetchall() == [
+            (12,),
+            (0,),
+        ]
+        to_schema_5(db)
+
+    client = await restartable()
+    for list_id in (same, mixed):
+        assert await claimed_code(client, list_id, "early") == first[list_id]
+    rest = {
+        list_id: [await claimed_code(client, list_id, f"u{n}") for n in range(3)]
+        for list_id in (same, mixed)
+    }
+    assert rest[same] == make_codes(6, prefix="S")[1:4]
+    assert rest[mixed] == ["M22", "M333", "M4444"]
+    status, reply = await upload(client, same, codes_csv(["S00000000005", "M1"]))
+    assert status == 201, reply
+    assert reply["errors"] == {"duplicate_in_list": 1, "duplicate_in_partner": 1}
+    with sqlite3.connect(settings.database) as db:
+        version = db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+    assert version == (str(VERSION),)
 
 
 async def test_a_lost_index_file_is_rebuilt_from_the_journals_blocks(

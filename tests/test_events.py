@@ -34,6 +34,7 @@ from support import (
     list_body,
     list_with_codes,
     make_codes,
+    to_schema_5,
     upload,
 )
 
@@ -465,6 +466,7 @@ async def test_events_stored_before_the_compact_layout_are_served_unchanged_afte
         db.execute("DELETE FROM events")
         db.execute("ALTER TABLE events DROP COLUMN base")
         db.execute("DROP TABLE event_bases")
+        to_schema_5(db)
         db.executemany("INSERT INTO events (seq, type, time, data) VALUES (?, ?, ?, ?)", whole)
         db.execute("UPDATE meta SET value = '3' WHERE key = 'schema_version'")
 

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from voucherd.pool import Code, CodePool, Segment, rebuild
+from voucherd.pool import Code, CodePool, Segment, pack, pack_lines, rebuild, unpack
 
 
 def codes_of(upload_id: int, first_id: int, count: int) -> list[bytes]:
@@ -191,6 +191,44 @@ def test_clear_empties_the_pool() -> None:
     assert list(pool.codes()) == []
 
 
+def test_codes_of_one_length_are_packed_without_newlines() -> None:
+    same = Segment.of(1, 1, [b"AAAA", b"BBBB", b"CCCC"])
+    mixed = Segment.of(2, 4, [b"AAAA", b"BBB", b"CCCCC"])
+    assert (same.data, same.width) == (b"AAAABBBBCCCC", 4)
+    assert (mixed.data, mixed.width) == (b"AAAA\nBBB\nCCCCC\n", 0)
+    pool = CodePool()
+    pool.add([same, mixed])
+    assert pool.pop() == Code(1, "AAAA", 1)
+    assert pool.take(3) == [Code(2, "BBBB", 1), Code(3, "CCCC", 1), Code(4, "AAAA", 2)]
+    assert drain(pool) == [Code(5, "BBB", 2), Code(6, "CCCCC", 2)]
+
+
+@given(lengths=st.lists(st.integers(min_value=1, max_value=4), min_size=1, max_size=8))
+def test_a_segment_holds_its_codes_whatever_their_lengths(lengths: list[int]) -> None:
+    # Lengths that add up like one shared length's must not pass for one.
+    codes = [bytes([65 + n % 26]) * length for n, length in enumerate(lengths)]
+    pool = CodePool()
+    pool.add([Segment.of(1, 1, codes)])
+    assert [code.code.encode() for code in pool.take(len(codes))] == codes
+
+
+@given(
+    reads=st.lists(
+        st.lists(st.integers(min_value=1, max_value=4), min_size=1, max_size=6),
+        min_size=1,
+        max_size=4,
+    )
+)
+def test_packing_keeps_every_code_whatever_their_lengths(reads: list[list[int]]) -> None:
+    # An upload's codes arrive as blocks of newline-ended lines, a block per read.
+    codes = [[bytes([65 + n % 26]) * length for n, length in enumerate(read)] for read in reads]
+    blocks = [b"".join(code + b"\n" for code in read) for read in codes]
+    every = [code for read in codes for code in read]
+    for data, width in (pack_lines(blocks), pack(every)):
+        assert unpack(data, width) == every
+        assert width == (len(every[0]) if len({len(code) for code in every}) == 1 else 0)
+
+
 # -- rebuild -----------------------------------------------------------------------------------
 
 
@@ -206,7 +244,12 @@ def assert_well_formed(segments: list[Segment], upload_id: int) -> None:
     for part in segments:
         assert part.upload_id == upload_id
         assert part.count > 0
-        assert part.data[part.pos :].count(b"\n") == part.count
+        rest = part.data[part.pos :]
+        if part.width:
+            assert b"\n" not in rest
+            assert len(rest) == part.count * part.width
+        else:
+            assert rest.count(b"\n") == part.count
 
 
 def test_rebuild_with_no_code_taken_is_the_whole_block() -> None:
@@ -288,6 +331,7 @@ OPERATIONS = st.lists(
     st.one_of(
         st.tuples(st.just("add"), st.integers(min_value=0, max_value=4)),
         st.tuples(st.just("pop"), st.integers(min_value=1, max_value=5)),
+        st.tuples(st.just("take"), st.integers(min_value=1, max_value=7)),
         st.tuples(st.just("give_back"), st.integers(min_value=1, max_value=3)),
         st.tuples(st.just("withdraw"), st.integers(min_value=1, max_value=4)),
     ),
@@ -315,6 +359,11 @@ def test_available_always_matches_what_pop_yields(operations: list[tuple[str, in
                 assert code == (shadow.queue.pop(0) if shadow.queue else None)
                 if code is not None:
                     out.append(code)
+        elif name == "take":
+            codes = pool.take(arg)
+            assert codes == shadow.queue[:arg]
+            del shadow.queue[:arg]
+            out.extend(codes)
         elif name == "give_back":
             for _ in range(min(arg, len(out))):
                 code = out.pop()

@@ -230,6 +230,25 @@ async def test_a_small_file_in_small_chunks_keeps_its_order_and_line_numbers(
     assert await claim_all(chunked, list_id) == codes
 
 
+@pytest.mark.parametrize("restart", [False, True])
+async def test_codes_of_one_length_and_of_mixed_lengths_go_out_as_uploaded(
+    restartable: Callable[[], Awaitable[Client]], restart: bool
+) -> None:
+    # Stored and held packed end to end where a chunk's codes share one length, a newline
+    # after each where they do not: several reads of one length, then reads that mix.
+    client = await restartable()
+    same = make_codes(12_000)
+    mixed = [f"M{n}-{'X' * (n % 7)}" for n in range(12_000)]
+    list_id = (await create_list(client))["id"]
+    reply = await uploaded(client, list_id, codes_csv([*same, *mixed]))
+    assert reply["accepted"] == 24_000
+    first = await claim(client, list_id, "first")
+    assert first[1]["claim"]["code"] == same[0]
+    if restart:
+        client = await restartable()
+    assert await claim_all(client, list_id) == [*same[1:], *mixed]
+
+
 async def test_a_code_of_an_earlier_upload_is_a_duplicate_in_list(client: Client) -> None:
     list_id = await list_with_codes(client, ["A1", "A2"])
     reply = await uploaded(client, list_id, "A2\nA3\n")

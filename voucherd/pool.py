@@ -1,8 +1,9 @@
 """The available codes of one list, packed: not a Python string per code.
 
 Codes sit in segments, each a run of consecutive code ids from one upload stored as one bytes
-object of newline-terminated codes, so a 12-character code costs 13 bytes plus a share of the
-segment header. Claims take codes from the front in upload order.
+object. Codes of one length, as an upload's nearly always are, are packed end to end, so a
+12-character code costs 12 bytes plus a share of the segment's header; codes of mixed lengths
+end with a newline each. Claims take codes from the front in upload order.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from itertools import repeat
 from typing import NamedTuple
 
 _NEWLINE = ord("\n")
@@ -22,11 +24,50 @@ class Segment:
     data: bytes
     pos: int = 0
     count: int = 0
+    # The length every code has when they share one, and are packed without newlines; 0
+    # when each code ends with a newline.
+    width: int = 0
 
     @classmethod
     def of(cls, upload_id: int, first_id: int, codes: list[bytes]) -> Segment:
-        data = b"\n".join(codes) + b"\n"
-        return cls(upload_id, first_id, data, 0, len(codes))
+        data, width = pack(codes)
+        return cls(upload_id, first_id, data, 0, len(codes), width)
+
+
+# A stored block of codes: the first code's id, the codes as pack() made them, their width.
+StoredBlock = tuple[int, bytes, int]
+
+
+def pack(codes: list[bytes]) -> tuple[bytes, int]:
+    """Codes as one bytes object, the way blocks are stored and segments hold them, and their
+    width: end to end when all share one length (width), else each ended by a newline (0)."""
+    lengths = set(map(len, codes))
+    if len(lengths) == 1:
+        return b"".join(codes), lengths.pop()
+    return b"\n".join([*codes, b""]), 0
+
+
+def pack_lines(blocks: list[bytes]) -> tuple[bytes, int]:
+    """pack() for codes given as blocks of newline-ended lines, a block at a time."""
+    width = blocks[0].find(b"\n") if blocks else 0
+    for block in blocks:
+        # One width for all if each newline sits where that width puts one, and no other.
+        lines, odd = divmod(len(block), width + 1)
+        if (
+            width <= 0
+            or odd
+            or block.count(b"\n") != lines
+            or block[width :: width + 1] != b"\n" * lines
+        ):
+            return b"".join(blocks), 0
+    return b"".join([block.replace(b"\n", b"") for block in blocks]), width
+
+
+def unpack(data: bytes, width: int) -> list[bytes]:
+    """The codes of a block packed by pack()."""
+    if width:
+        return [data[at : at + width] for at in range(0, len(data), width)]
+    return data.split(b"\n")[:-1]
 
 
 class Code(NamedTuple):
@@ -56,11 +97,13 @@ class CodePool:
         if not self._segments:
             return None
         segment = self._segments[0]
-        end = segment.data.index(b"\n", segment.pos)
-        code = Code(
-            segment.next_id, segment.data[segment.pos : end].decode("ascii"), segment.upload_id
-        )
-        segment.pos = end + 1
+        start = segment.pos
+        if segment.width:
+            end = segment.pos = start + segment.width
+        else:
+            end = segment.data.index(b"\n", start)
+            segment.pos = end + 1
+        code = Code(segment.next_id, segment.data[start:end].decode("ascii"), segment.upload_id)
         segment.next_id += 1
         segment.count -= 1
         if not segment.count:
@@ -76,14 +119,9 @@ class CodePool:
         while self._segments and len(taken) < count:
             segment = self._segments[0]
             wanted = min(count - len(taken), segment.count)
-            # One split for the whole run instead of a search per code.
-            parts = segment.data[segment.pos :].split(b"\n", wanted)
-            first, upload_id = segment.next_id, segment.upload_id
-            taken.extend(
-                Code(first + offset, parts[offset].decode("ascii"), upload_id)
-                for offset in range(wanted)
-            )
-            segment.pos += sum(map(len, parts[:wanted])) + wanted
+            codes, segment.pos = _cut(segment, wanted)
+            first = segment.next_id
+            taken.extend(map(Code, range(first, first + wanted), codes, repeat(segment.upload_id)))
             segment.next_id += wanted
             segment.count -= wanted
             if not segment.count:
@@ -119,26 +157,45 @@ class CodePool:
         """Every available code in the order claims would take them (for exports and checks)."""
         yield from reversed(self._returned)
         for segment in self._segments:
-            codes = segment.data[segment.pos :].split(b"\n")[:-1]
+            codes, _ = _cut(segment, segment.count)
             for offset, code in enumerate(codes):
-                yield Code(segment.next_id + offset, code.decode("ascii"), segment.upload_id)
+                yield Code(segment.next_id + offset, code, segment.upload_id)
 
 
-def rebuild(upload_id: int, first_id: int, data: bytes, taken: list[int]) -> list[Segment]:
-    """Segments for a stored block of codes minus the ids already taken, sorted (recovery)."""
-    count = data.count(b"\n")
+def _cut(segment: Segment, count: int) -> tuple[list[str], int]:
+    """The next `count` codes of a segment, and the offset past them: one decode or one split
+    for the whole run instead of a search per code."""
+    start = segment.pos
+    if segment.width:
+        width = segment.width
+        end = start + count * width
+        text = segment.data[start:end].decode("ascii")
+        return [text[at : at + width] for at in range(0, end - start, width)], end
+    parts = segment.data[start:].split(b"\n", count)[:count]
+    end = start + sum(map(len, parts)) + count
+    return [part.decode("ascii") for part in parts], end
+
+
+def rebuild(
+    upload_id: int, first_id: int, data: bytes, taken: list[int], width: int = 0
+) -> list[Segment]:
+    """Segments for a stored block of codes (packed at `width`, see pack()) minus the ids
+    already taken, sorted (recovery)."""
+    count = len(data) // width if width else data.count(b"\n")
     if not taken:
-        return [Segment(upload_id, first_id, data, 0, count)]
+        return [Segment(upload_id, first_id, data, 0, count, width)]
     if taken[0] == first_id and taken[-1] == first_id + len(taken) - 1:
         # Claims take codes from the front, so the taken ones are nearly always a prefix.
-        pos = _past_lines(data, len(taken))
+        pos = len(taken) * width if width else _past_lines(data, len(taken))
         rest = count - len(taken)
-        return [Segment(upload_id, first_id + len(taken), data[pos:], 0, rest)] if rest else []
+        return (
+            [Segment(upload_id, first_id + len(taken), data[pos:], 0, rest, width)] if rest else []
+        )
     skip = set(taken)
     segments: list[Segment] = []
     run: list[bytes] = []
     run_first = first_id
-    for offset, code in enumerate(data.split(b"\n")[:-1]):
+    for offset, code in enumerate(unpack(data, width)):
         code_id = first_id + offset
         if code_id in skip:
             if run:

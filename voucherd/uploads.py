@@ -30,7 +30,7 @@ from voucherd.persistence import code_index
 from voucherd.persistence.code_index import CodeIndex
 from voucherd.persistence.journal import Events, Journal, Op, Rows, Step
 from voucherd.persistence.recovery import drop_upload_codes
-from voucherd.pool import Segment
+from voucherd.pool import Segment, StoredBlock, pack, pack_lines
 from voucherd.settings import Settings
 from voucherd.statuses import Action, Status, check
 
@@ -41,7 +41,8 @@ UPLOAD_COLUMNS = (
     " error_message, started_at, finished_at, uploaded_by"
 )
 _INSERT_BLOCK = (
-    "INSERT INTO code_blocks (first_id, upload_id, list_id, count, codes) VALUES (?, ?, ?, ?, ?)"
+    "INSERT INTO code_blocks (first_id, upload_id, list_id, count, codes, width)"
+    " VALUES (?, ?, ?, ?, ?, ?)"
 )
 _INSERT_ERRORS = "INSERT INTO upload_errors (upload_id, line, code, reason) VALUES (?, ?, ?, ?)"
 _PROGRESS = "UPDATE uploads SET rows = ?, accepted = ?, rejected = ?, errors = ? WHERE id = ?"
@@ -155,6 +156,7 @@ class _Checked:
     first_id: int
     accepted: int
     block: bytes
+    width: int
     rejected: list[tuple[int, int, str, str]]
 
 
@@ -327,11 +329,11 @@ class Uploader:
                 # The usual case: every distinct code is new, and the JSON is already made.
                 accepted, accepted_json = list(unique), unique_json
                 # Every code of the chunk, in its order, unless some repeat.
-                block = None if repeated else parsed.block
+                packed = None if repeated else pack_lines(parsed.blocks)
             else:
                 # A code's line is where it first appears: later ones are repeats.
                 lines = dict(zip(reversed(codes), reversed(parsed.lines), strict=True))
-                accepted, block = [], None
+                accepted, packed = [], None
                 for code in unique:
                     reason = first_clash(target, holders[code]) if code in holders else None
                     if reason is None and len(accepted) >= room:
@@ -348,9 +350,8 @@ class Uploader:
             if db.in_transaction:
                 db.execute("ROLLBACK")
             raise
-        if block is None:
-            block = b"\n".join(accepted) + b"\n" if accepted else b""
-        return _Checked(parsed.rows, first_id, len(accepted), block, rejected)
+        block, width = packed or pack(accepted)
+        return _Checked(parsed.rows, first_id, len(accepted), block, width, rejected)
 
     def _store_chunk(self, checked: _Checked, db: sqlite3.Connection) -> Segment | None:
         """Runs on the journal's thread inside its transaction: the block and the errors."""
@@ -360,9 +361,12 @@ class Uploader:
         if checked.accepted:
             db.execute(
                 _INSERT_BLOCK,
-                (checked.first_id, upload.id, upload.list_id, checked.accepted, checked.block),
+                (checked.first_id, upload.id, upload.list_id, checked.accepted, checked.block,
+                 checked.width),
+            )  # fmt: skip
+            segment = Segment(
+                upload.id, checked.first_id, checked.block, 0, checked.accepted, checked.width
             )
-            segment = Segment(upload.id, checked.first_id, checked.block, 0, checked.accepted)
         if checked.rejected:
             db.executemany(_INSERT_ERRORS, checked.rejected)
         tally.rows += checked.rows
@@ -437,7 +441,7 @@ class Uploader:
         upload.finished_at = clock.now()
         self.segments.clear()
 
-        def drop(db: sqlite3.Connection) -> list[tuple[int, bytes]]:
+        def drop(db: sqlite3.Connection) -> list[StoredBlock]:
             db.execute(_FINISH, upload.finish_row())
             return drop_upload_codes(db, upload.id)
 

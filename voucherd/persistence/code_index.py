@@ -34,6 +34,7 @@ import aiosqlite
 
 from voucherd import errors, wire
 from voucherd.persistence.journal import shrink_memory
+from voucherd.pool import StoredBlock, unpack
 
 log = logging.getLogger(__name__)
 
@@ -126,7 +127,7 @@ class CodeIndex:
         with contextlib.suppress(errors.VoucherdError):
             await self.call(shrink_memory)
 
-    async def forget(self, blocks: list[tuple[int, bytes]]) -> int:
+    async def forget(self, blocks: list[StoredBlock]) -> int:
         """Delete the entries of a failed upload's blocks, as (first id, packed codes)."""
         return await self.call(_forget, blocks)
 
@@ -172,10 +173,10 @@ def _rebuild(db: sqlite3.Connection) -> int:
     journal holds codes (lost, or from a version that kept the index in the journal's file)."""
     db.execute("BEGIN")
     entered = 0
-    for first_id, upload_id, data in db.execute(
-        "SELECT first_id, upload_id, codes FROM journal.code_blocks ORDER BY first_id"
+    for first_id, upload_id, data, width in db.execute(
+        "SELECT first_id, upload_id, codes, width FROM journal.code_blocks ORDER BY first_id"
     ).fetchall():
-        codes = data.split(b"\n")[:-1]
+        codes = unpack(data, width)
         db.execute(INSERT, (first_id, upload_id, json_array(codes)))
         entered += len(codes)
     db.execute("COMMIT")
@@ -194,19 +195,19 @@ def _forget_interrupted(db: sqlite3.Connection) -> int:
     """Delete the entries of the uploads the journal still has in progress, through their
     blocks: run at start-up, before recovery marks them failed and drops the blocks."""
     blocks = db.execute(
-        "SELECT b.first_id, b.codes FROM journal.code_blocks AS b"
+        "SELECT b.first_id, b.codes, b.width FROM journal.code_blocks AS b"
         " JOIN journal.uploads AS u ON u.id = b.upload_id WHERE u.status = 'in_progress'"
     ).fetchall()
     return _forget(db, blocks)
 
 
-def _forget(db: sqlite3.Connection, blocks: list[tuple[int, bytes]]) -> int:
+def _forget(db: sqlite3.Connection, blocks: list[StoredBlock]) -> int:
     if not blocks:
         return 0
     db.execute("BEGIN")
     forgotten = 0
-    for first_id, data in blocks:
-        codes = data.decode("ascii").split("\n")[:-1]
+    for first_id, data, width in blocks:
+        codes = [code.decode("ascii") for code in unpack(data, width)]
         db.executemany(
             "DELETE FROM codes WHERE code = ? AND id = ?",
             [(code, first_id + offset) for offset, code in enumerate(codes)],

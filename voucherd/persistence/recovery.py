@@ -17,7 +17,7 @@ from voucherd import clock, events, wire
 from voucherd.campaigns import SELECT_CAMPAIGNS, CampaignInfo
 from voucherd.duplicates import Scope
 from voucherd.lists import SELECT_LISTS, ClaimRate, ListInfo
-from voucherd.pool import CodePool, rebuild
+from voucherd.pool import CodePool, StoredBlock, rebuild
 from voucherd.statuses import Status
 from voucherd.stream import FIRST_AND_LAST_SEQ
 
@@ -94,11 +94,11 @@ def fail_interrupted_uploads(db: sqlite3.Connection) -> int:
     return len(ids)
 
 
-def drop_upload_codes(db: sqlite3.Connection, upload_id: int) -> list[tuple[int, bytes]]:
+def drop_upload_codes(db: sqlite3.Connection, upload_id: int) -> list[StoredBlock]:
     """Delete the blocks of codes a failed upload had written so far, and return them as
-    (first id, packed codes), so the code index can forget them too."""
-    blocks: list[tuple[int, bytes]] = db.execute(
-        "SELECT first_id, codes FROM code_blocks WHERE upload_id = ?", (upload_id,)
+    (first id, packed codes, width), so the code index can forget them too."""
+    blocks: list[StoredBlock] = db.execute(
+        "SELECT first_id, codes, width FROM code_blocks WHERE upload_id = ?", (upload_id,)
     ).fetchall()
     db.execute("DELETE FROM code_blocks WHERE upload_id = ?", (upload_id,))
     return blocks
@@ -212,16 +212,16 @@ def recover(db: sqlite3.Connection) -> Recovered:
                 state.info.counts.withdrawn += unclaimed[upload_id]
 
     cursor = db.execute(
-        "SELECT b.list_id, b.upload_id, b.first_id, b.count, b.codes FROM code_blocks b"
+        "SELECT b.list_id, b.upload_id, b.first_id, b.count, b.codes, b.width FROM code_blocks b"
         " JOIN uploads u ON u.id = b.upload_id JOIN lists l ON l.id = b.list_id"
         " WHERE u.status = 'completed' AND l.status != 'archived' ORDER BY b.first_id"
     )
     while blocks := cursor.fetchmany(256):
-        for list_id, upload_id, first_id, count, data in blocks:
+        for list_id, upload_id, first_id, count, data, width in blocks:
             ids = taken.get(list_id, [])
             low = bisect.bisect_left(ids, first_id)
             high = bisect.bisect_left(ids, first_id + count)
-            lists[list_id].pool.add(rebuild(upload_id, first_id, data, ids[low:high]))
+            lists[list_id].pool.add(rebuild(upload_id, first_id, data, ids[low:high], width))
     cursor.close()
 
     for state in lists.values():

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import sqlite3
 
-VERSION = 5
+VERSION = 6
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (
@@ -52,12 +52,15 @@ CREATE TABLE IF NOT EXISTS uploads (
     uploaded_by TEXT
 );
 CREATE INDEX IF NOT EXISTS uploads_by_list ON uploads (list_id);
+-- `width` is the length all the block's codes share, packed end to end; 0 when each code
+-- ends with a newline (pool.pack).
 CREATE TABLE IF NOT EXISTS code_blocks (
     first_id INTEGER PRIMARY KEY,
     upload_id INTEGER NOT NULL,
     list_id INTEGER NOT NULL,
     count INTEGER NOT NULL,
-    codes BLOB NOT NULL
+    codes BLOB NOT NULL,
+    width INTEGER NOT NULL DEFAULT 0
 );
 CREATE TABLE IF NOT EXISTS upload_errors (
     upload_id INTEGER NOT NULL,
@@ -130,6 +133,8 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
     # The code index moved to a file of its own, rebuilt there from the blocks at start-up;
     # then code_index.drop_journal_copy drops the old table.
     5: (),
+    # Blocks of codes of one length are stored without newlines (pool.pack).
+    6: ("ALTER TABLE code_blocks ADD COLUMN width INTEGER NOT NULL DEFAULT 0",),
 }
 
 
