@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import operator
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
+from itertools import repeat
 from typing import Any, NamedTuple
 
 from voucherd import clock, errors, events
@@ -277,22 +279,32 @@ class ListActor(Actor[Message]):
         return pending
 
     def _take_codes(
-        self, fresh: list[tuple[str, str]], codes: list[Code], message: TakeCodes, now: float
+        self, keys: list[str], users: list[str], codes: list[Code], message: TakeCodes, now: float
     ) -> list[_Pending]:
-        """New keyless claims for a batch: the codes are taken, the users are (key, user id)."""
-        first = self.ids.next_claims(len(codes))
+        """New keyless claims for a batch: the codes are taken, one for each user and key."""
+        count = len(codes)
+        first = self.ids.next_claims(count)
         info, source, campaign_id = self.info, message.source, message.campaign_id
-        reward = events.Rewards(info, source, campaign_id, message.render).event
-        taken = []
-        for n, ((key, user_id), code) in enumerate(zip(fresh, codes, strict=False)):
-            event, text = reward(code.code, user_id, now)
-            claim = Claim(
-                first + n, info.id, user_id, "", code.id, code.code, now, source, campaign_id,
-                None, text,
-            )  # fmt: skip
-            taken.append(_Pending(claim, code, key, event))
-        self._pending.update(zip((key for key, _ in fresh), taken, strict=False))
-        self.info.counts.distributed += len(taken)
+        keys, users = keys[:count], users[:count]
+        code_strings = [code.code for code in codes]
+        rewards = events.Rewards(info, source, campaign_id, message.render)
+        made: list[Event]
+        texts: Iterable[str | None]
+        if message.render is None:
+            # The usual batch: no message to render, so no Python function call per reward.
+            made = rewards.events(code_strings, users, now)
+            texts = repeat(None, count)
+        else:
+            pairs = [rewards.event(*both, now) for both in zip(code_strings, users, strict=True)]
+            made, texts = [event for event, _ in pairs], [text for _, text in pairs]
+        claims = map(
+            Claim, range(first, first + count), repeat(info.id, count), users, repeat(""),
+            [code.id for code in codes], code_strings, repeat(now),
+            repeat(source), repeat(campaign_id), repeat(None), texts,
+        )  # fmt: skip
+        taken = list(map(_Pending, claims, codes, keys, made))
+        self._pending.update(zip(keys, taken, strict=True))
+        info.counts.distributed += count
         return taken
 
     def _commit_turn(self, turn: _Turn) -> None:
@@ -401,6 +413,7 @@ class ListActor(Actor[Message]):
         outcome = BatchOutcome()
         waits: list[_Pending] = []
         users = list(dict.fromkeys(message.user_ids))
+        suffix = identity("", "", message.campaign_id)
         for start in range(0, len(users), BATCH_SLICE):
             turn = _Turn()
             try:
@@ -408,26 +421,18 @@ class ListActor(Actor[Message]):
                 refusal = None
             except errors.VoucherdError as exc:
                 refusal = exc
-            fresh: list[tuple[str, str]] = []
-            for user_id in users[start : start + BATCH_SLICE]:
-                key = identity(user_id, "", message.campaign_id)
-                claim_id = self._claims.get(key)
-                if claim_id is not None:
-                    outcome.repeat_ids.append(claim_id)
-                    continue
-                pending = self._pending.get(key)
-                if pending is not None:
-                    waits.append(pending)
-                elif refusal is not None:
-                    outcome.failed.append((user_id, refusal))
-                else:
-                    fresh.append((key, user_id))
+            part = users[start : start + BATCH_SLICE]
+            keys = list(map(operator.add, part, repeat(suffix)))
+            if refusal is not None or not (
+                self._claims.keys().isdisjoint(keys) and self._pending.keys().isdisjoint(keys)
+            ):
+                keys, part = self._sort_out(keys, part, refusal, outcome, waits)
             turn.now, turn.available = clock.now(), self.info.counts.available
-            codes = self.pool.take(len(fresh))
-            if len(codes) < len(fresh):
+            codes = self.pool.take(len(keys))
+            if len(codes) < len(keys):
                 exhausted = errors.ListExhausted(f"list {self.info.id} has no codes left")
-                outcome.failed.extend((user_id, exhausted) for _, user_id in fresh[len(codes) :])
-            turn.taken = self._take_codes(fresh, codes, message, turn.now)
+                outcome.failed.extend((user_id, exhausted) for user_id in part[len(codes) :])
+            turn.taken = self._take_codes(keys, part, codes, message, turn.now)
             waits.extend(turn.taken)
             self._commit_turn(turn)
             if turn.taken and turn.taken[0].durable is None:
@@ -441,6 +446,32 @@ class ListActor(Actor[Message]):
         durables = {id(p.durable): p.durable for p in waits if p.durable is not None}
         done = asyncio.gather(*durables.values(), return_exceptions=True)
         done.add_done_callback(partial(_answer_batch, envelope, outcome, waits))
+
+    def _sort_out(
+        self,
+        keys: list[str],
+        users: list[str],
+        refusal: errors.VoucherdError | None,
+        outcome: BatchOutcome,
+        waits: list[_Pending],
+    ) -> tuple[list[str], list[str]]:
+        """A batch's users who already hold a claim, or have one in flight, or are refused:
+        each is answered apart. Returns the keys and ids of the users left to claim for."""
+        fresh_keys, fresh_users = [], []
+        for key, user_id in zip(keys, users, strict=True):
+            claim_id = self._claims.get(key)
+            if claim_id is not None:
+                outcome.repeat_ids.append(claim_id)
+                continue
+            pending = self._pending.get(key)
+            if pending is not None:
+                waits.append(pending)
+            elif refusal is not None:
+                outcome.failed.append((user_id, refusal))
+            else:
+                fresh_keys.append(key)
+                fresh_users.append(user_id)
+        return fresh_keys, fresh_users
 
     # -- administration ------------------------------------------------------------------------
 
@@ -579,6 +610,11 @@ def _answer_batch(
     waits: Iterable[_Pending],
     done: asyncio.Future[list[Any]],
 ) -> None:
+    if not any(isinstance(result, BaseException) for result in done.result()):
+        # Every record written: the usual case, answered without a look at each claim.
+        outcome.claims.extend(pending.claim for pending in waits)
+        envelope.reply(outcome)
+        return
     for pending in waits:
         durable = pending.durable
         assert durable is not None

@@ -19,9 +19,10 @@ import ctypes
 import ctypes.util
 import functools
 import logging
+import operator
 import sqlite3
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from itertools import chain
@@ -352,8 +353,8 @@ class Journal:
             if numbering.written:
                 self.last_seq, self.last_event_time = numbering.last, numbering.last_time
                 counted = self.metrics.events
-                for event in numbering.written:
-                    counted.labels(event.type).inc()
+                for kind, count in Counter(map(_TYPE, numbering.written)).items():
+                    counted.labels(kind).inc(count)
                 if self.on_events is not None:
                     self.on_events(numbering.written)
             for entry, (result, failure) in zip(group, outcomes, strict=True):
@@ -489,6 +490,7 @@ def _transaction(
 
 
 _EVENT_COLUMNS = ("seq", "type", "time", "data", "base")
+_TYPE = operator.attrgetter("type")
 _MAX_BASES = 10_000
 CHECKPOINT_INTERVAL = 0.25
 
