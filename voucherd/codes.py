@@ -9,6 +9,7 @@ from __future__ import annotations
 import bisect
 import re
 from array import array
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from enum import StrEnum
 
@@ -69,6 +70,11 @@ class ParsedChunk:
     def codes(self) -> list[bytes]:
         """The good codes, in file order, made when asked for."""
         return self.block.split(b"\n")[:-1]
+
+    def codes_by_read(self) -> Iterator[list[bytes]]:
+        """The good codes, in file order, a read's at a time."""
+        for block in self.blocks:
+            yield block.split(b"\n")[:-1]
 
     def extend(self, other: ParsedChunk) -> None:
         self.blocks.extend(other.blocks)

@@ -309,13 +309,21 @@ class Uploader:
             for line, raw in parsed.invalid
         ]
         # This thread shares the GIL with the event loop: the usual chunk (no repeats, no
-        # holders) is handled by whole-list operations in C, with no Python per code.
-        codes = parsed.codes
-        unique = dict.fromkeys(codes)
+        # holders) is handled by whole-list operations in C, with no Python per code, a piece
+        # at a time with the GIL let go between pieces.
+        codes: list[bytes] = []
+        for read in parsed.codes_by_read():
+            codes += read
+            code_index.give_way()
+        unique: dict[bytes, None] = {}
+        for start in range(0, len(codes), code_index.PIECE):
+            unique.update(dict.fromkeys(codes[start : start + code_index.PIECE]))
+            code_index.give_way()
         repeated = len(unique) < len(codes)
         if repeated:
             rejected.extend(_repeats(upload.id, codes, parsed.lines))
-        unique_json = code_index.json_array(unique)
+        distinct = list(unique)
+        unique_json = code_index.json_array(distinct)
         db.execute("BEGIN")
         try:
             holders: dict[bytes, list[Holder]] = {}
@@ -327,7 +335,7 @@ class Uploader:
                 holders.setdefault(code.encode("ascii"), []).append(holder)
             if not holders and len(unique) <= room:
                 # The usual case: every distinct code is new, and the JSON is already made.
-                accepted, accepted_json = list(unique), unique_json
+                accepted, accepted_json = distinct, unique_json
                 # Every code of the chunk, in its order, unless some repeat.
                 packed = None if repeated else pack_lines(parsed.blocks)
             else:
