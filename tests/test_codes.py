@@ -372,3 +372,37 @@ def test_a_parsed_stretch_splits_by_rows_in_file_order() -> None:
     whole, nothing = parsed.split(10)
     assert whole is parsed
     assert nothing.rows == 0
+
+
+def _line_by_line(data: bytes, max_line_bytes: int) -> ParsedChunk | UploadAborted:
+    """The model: every line parsed one by one, as reads of anything but clean codes are."""
+    try:
+        return CsvParser(max_line_bytes)._parse(data.split(b"\n"))
+    except UploadAborted as exc:
+        return exc
+
+
+@given(
+    data=BODIES,
+    sizes=st.lists(st.integers(min_value=0, max_value=40), max_size=30),
+    max_line_bytes=st.integers(min_value=1, max_value=80),
+)
+def test_reads_checked_whole_parse_as_line_by_line(
+    data: bytes, sizes: list[int], max_line_bytes: int
+) -> None:
+    # A read of nothing but valid codes is checked by one regex; the rows must be the same.
+    data = data.replace(b"\0", b"")
+    outcome = _outcome(data, sizes, max_line_bytes)
+    model = _line_by_line(data, max_line_bytes)
+    if isinstance(outcome, UploadAborted) or isinstance(model, UploadAborted):
+        assert isinstance(outcome, UploadAborted)
+        assert isinstance(model, UploadAborted)
+        return
+    assert rows(outcome) == rows(model)
+
+
+def test_a_large_clean_file_in_reads_keeps_every_code_and_line() -> None:
+    codes = [f"C{n:011d}".encode() for n in range(20_000)]
+    data = b"code\n" + b"".join(code + b"\n" for code in codes)
+    parsed = parse(data, [65536] * (len(data) // 65536))
+    assert rows(parsed) == (list(zip(range(2, 20_002), codes, strict=True)), [])

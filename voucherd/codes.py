@@ -15,6 +15,8 @@ from enum import StrEnum
 
 MAX_CODE_LENGTH = 64
 _VALID = re.compile(rb"[!#-+\--~]{1,64}")
+# A read made only of valid codes, one a line with nothing around them: the usual read.
+_CLEAN_LINES = re.compile(rb"(?:[!#-+\--~]{1,64}\n)+")
 _HEADER = b"code"
 
 
@@ -127,9 +129,10 @@ class CsvParser:
         # The rows before a fault are parsed first, so the first bad line decides how the file
         # fails, however the network happened to cut it.
         nul = data.find(b"\0")
-        lines = (self._partial + (data if nul < 0 else data[:nul])).split(b"\n")
-        self._partial = lines.pop()
-        chunk = self._parse(lines)
+        text = self._partial + (data if nul < 0 else data[:nul])
+        end = text.rfind(b"\n") + 1
+        whole, self._partial = text[:end], text[end:]
+        chunk = self._parse_clean(whole) or self._parse(whole.split(b"\n")[:-1])
         if nul >= 0:
             raise UploadAborted(
                 "binary_content", f"line {self.line + 1} holds a NUL byte: the file is not a CSV"
@@ -141,6 +144,19 @@ class CsvParser:
     def finish(self) -> ParsedChunk:
         rest, self._partial = self._partial, b""
         return self._parse([rest] if rest else [])
+
+    def _parse_clean(self, whole: bytes) -> ParsedChunk | None:
+        """The usual read, past the header, checked whole by one regex with no Python per
+        line (a 64 KiB read took 3-5 ms of the event loop line by line); None for any other,
+        which is parsed line by line."""
+        if not self._seen_content or self.max_line_bytes < MAX_CODE_LENGTH:
+            return None
+        if _CLEAN_LINES.fullmatch(whole) is None:
+            return None
+        count = whole.count(b"\n")
+        lines = array("q", range(self.line + 1, self.line + count + 1))
+        self.line += count
+        return ParsedChunk([whole], lines)
 
     def _parse(self, lines: list[bytes]) -> ParsedChunk:
         chunk = ParsedChunk()

@@ -259,7 +259,10 @@ class Uploader:
         held = min(size, room)
         self.actor.incoming += held
         self._reserved += held
+        began = time.perf_counter()
         checked = await self.index.call(self._check, parsed, first_id, room)
+        # The check shares the core with claims too, so it counts with the parsing.
+        await self._give_way(time.perf_counter() - began)
         # The index has the chunk's codes (committed) before the journal has their block, so
         # the index never misses a stored code. A chunk waits for room in the journal's queue
         # rather than failing the upload because claims are busy; it counts there as its rows
@@ -281,13 +284,13 @@ class Uploader:
             self.segments.append(segment)
 
     async def _give_way(self, worked: float) -> None:
-        """After each read of the body: while claims are being written, rest so that parsing
-        the upload takes at most `upload_share` of the event loop; claims come first. Resting
-        after every read rather than every chunk keeps each stretch of work a few milliseconds
-        long, so claims never queue behind a long one. The checks and writes run on other
-        threads (the index's at a lower priority). On a server with nothing else to do the
-        upload runs flat out, and a body already buffered still gives others a turn between
-        reads."""
+        """After each read of the body and each chunk's check: while claims are being written,
+        rest so that the upload's parsing and checking take at most `upload_share` of the time;
+        claims come first. Resting after every read rather than every chunk keeps each stretch
+        of work a few milliseconds long, so claims never queue behind a long one. The checks
+        run on the index's thread at a lower priority, and their time counts too: they share
+        the core with the claims. On a server with nothing else to do the upload runs flat
+        out, and a body already buffered still gives others a turn between reads."""
         claims_busy = self.journal.shared_records != self._seen_records
         self._seen_records = self.journal.shared_records
         share = self.settings.upload_share
