@@ -319,6 +319,11 @@ BODIES = st.one_of(
 )
 
 
+# How a body is cut into reads, and the longest line the parser accepts.
+CUTS = st.lists(st.integers(min_value=0, max_value=40), max_size=30)
+LINE_LIMITS = st.integers(min_value=1, max_value=80)
+
+
 def _outcome(
     data: bytes, sizes: list[int] | None, max_line_bytes: int
 ) -> ParsedChunk | UploadAborted:
@@ -328,11 +333,7 @@ def _outcome(
         return exc
 
 
-@given(
-    data=BODIES,
-    sizes=st.lists(st.integers(min_value=0, max_value=40), max_size=30),
-    max_line_bytes=st.integers(min_value=1, max_value=80),
-)
+@given(data=BODIES, sizes=CUTS, max_line_bytes=LINE_LIMITS)
 def test_any_bytes_in_any_chunking_parse_or_abort_cleanly(
     data: bytes, sizes: list[int], max_line_bytes: int
 ) -> None:
@@ -382,11 +383,7 @@ def _line_by_line(data: bytes, max_line_bytes: int) -> ParsedChunk | UploadAbort
         return exc
 
 
-@given(
-    data=BODIES,
-    sizes=st.lists(st.integers(min_value=0, max_value=40), max_size=30),
-    max_line_bytes=st.integers(min_value=1, max_value=80),
-)
+@given(data=BODIES, sizes=CUTS, max_line_bytes=LINE_LIMITS)
 def test_reads_checked_whole_parse_as_line_by_line(
     data: bytes, sizes: list[int], max_line_bytes: int
 ) -> None:

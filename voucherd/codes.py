@@ -64,14 +64,9 @@ class ParsedChunk:
         return len(self.lines) + len(self.invalid)
 
     @property
-    def block(self) -> bytes:
-        """The good codes, each followed by a newline."""
-        return b"".join(self.blocks)
-
-    @property
     def codes(self) -> list[bytes]:
         """The good codes, in file order, made when asked for."""
-        return self.block.split(b"\n")[:-1]
+        return [code for read in self.codes_by_read() for code in read]
 
     def codes_by_read(self) -> Iterator[list[bytes]]:
         """The good codes, in file order, a read's at a time."""

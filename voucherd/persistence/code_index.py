@@ -129,7 +129,7 @@ class CodeIndex:
             await self.call(shrink_memory)
 
     async def forget(self, blocks: list[StoredBlock]) -> int:
-        """Delete the entries of a failed upload's blocks, as (first id, packed codes)."""
+        """Delete the entries of a failed upload's blocks (see StoredBlock)."""
         return await self.call(_forget, blocks)
 
 
