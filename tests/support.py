@@ -177,8 +177,19 @@ class ServerProcess:
             self.process.wait(10)
 
 
+def to_schema_6(db: sqlite3.Connection) -> None:
+    """Bring a journal back to schema 6: no runs of claims or of events (it must hold none)."""
+    assert not db.execute("SELECT 1 FROM claim_runs").fetchone()
+    assert not db.execute("SELECT 1 FROM events WHERE count > 1").fetchone()
+    db.execute("DROP VIEW every_claim")
+    db.execute("DROP TABLE claim_runs")
+    db.execute("ALTER TABLE events DROP COLUMN count")
+    db.execute("UPDATE meta SET value = '6' WHERE key = 'schema_version'")
+
+
 def to_schema_5(db: sqlite3.Connection) -> None:
     """Bring a journal back to schema 5's blocks: every code ended by a newline, no width."""
+    to_schema_6(db)
     blocks = db.execute("SELECT first_id, codes, width FROM code_blocks").fetchall()
     lines = [(b"\n".join([*unpack(data, width), b""]), first) for first, data, width in blocks]
     db.executemany("UPDATE code_blocks SET codes = ? WHERE first_id = ?", lines)

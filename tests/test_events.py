@@ -43,7 +43,7 @@ from voucherd.clock import parse_time
 from voucherd.server import watch
 from voucherd.server.keys import STREAM
 from voucherd.settings import Settings
-from voucherd.stream import SELECT_EVENTS, EventStream, delete_events
+from voucherd.stream import EventStream, delete_events, read_events
 
 Caller = Client | aiohttp.ClientSession
 WebSocket = aiohttp.ClientWebSocketResponse[Literal[True]]
@@ -462,7 +462,10 @@ async def test_events_stored_before_the_compact_layout_are_served_unchanged_afte
     await client.close()
     # Back to the layout of schema 3: every event whole, no bases.
     with sqlite3.connect(settings.data_dir / "voucherd.sqlite3") as db:
-        whole = db.execute(f"{SELECT_EVENTS} ORDER BY e.seq").fetchall()
+        whole = [
+            (e.seq, e.type, e.time, e.data.decode())
+            for e in read_events(db, 0, 1_000_000, None, 1_000_000)
+        ]
         db.execute("DELETE FROM events")
         db.execute("ALTER TABLE events DROP COLUMN base")
         db.execute("DROP TABLE event_bases")
@@ -1082,8 +1085,11 @@ async def test_retention_deletes_the_oldest_events_in_contiguous_batches_and_kee
     client = await start_client(settings)
     stream.append(client.app[STREAM])
     list_id = await list_with_codes(client, make_codes(100), low_stock_threshold=0)
-    reply = await claim_batch(client, list_id, [f"old-{n}" for n in range(24)])
-    assert len(reply["claims"]) == 24
+    for n in range(12):
+        assert (await claim(client, list_id, f"old-{n}"))[0] == 201
+    # A batch's rewards are stored as one row, 14 to 25: deleted whole, though more than 7.
+    reply = await claim_batch(client, list_id, [f"old-{n}" for n in range(12, 24)])
+    assert len(reply["claims"]) == 12
     # The clock stands still: however long they wait, these events are not older than 0.4 s.
     await asyncio.sleep(0.6)
     assert seqs(await all_events(client)) == list(range(1, 26))
@@ -1102,13 +1108,14 @@ async def test_retention_deletes_the_oldest_events_in_contiguous_batches_and_kee
 
     await poll(purged)
     # The 25 old events went in batches of at most 7, oldest first, each the range after the
-    # last, and the stream knew the new oldest event before each delete. (A purge that runs
-    # between the clock's move and the first new event keeps the newest old event, 25, for the
-    # next batch: so the batches are not always the same.)
+    # last, and the stream knew the new oldest event before each delete; the batch's run went
+    # whole, alone. (A purge that runs between the clock's move and the first new event keeps
+    # the newest old row, the run, for the next batch: so the batches are not always the same.)
     uptos = [upto for upto, _ in deletes]
-    assert uptos[-1] == 25
+    assert uptos[-2:] == [13, 25]
     assert all(
-        0 < upto - previous <= 7 for previous, upto in zip([0, *uptos[:-1]], uptos, strict=True)
+        0 < upto - previous <= 7
+        for previous, upto in zip([0, *uptos[:-2]], uptos[:-1], strict=True)
     )
     assert [first for _, first in deletes] == [upto + 1 for upto in uptos]
     new = await all_events(client, since=25)

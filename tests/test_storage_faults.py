@@ -30,7 +30,7 @@ import pytest
 from support import Client, ServerProcess, codes_csv, list_body, make_codes
 
 from voucherd.settings import Settings
-from voucherd.stream import SELECT_EVENTS
+from voucherd.stream import read_events
 
 ClientFactory = Callable[[Settings], Awaitable[Client]]
 
@@ -199,7 +199,7 @@ def read_disk(database: Path, list_id: int) -> OnDisk:
     conn = sqlite3.connect(database)
     try:
         rows = conn.execute(
-            "SELECT user_id, idempotency_key, campaign_id, code FROM claims WHERE list_id = ?",
+            "SELECT user_id, idempotency_key, campaign_id, code FROM every_claim WHERE list_id = ?",
             (list_id,),
         ).fetchall()
         claims = {(user, key, campaign): code for user, key, campaign, code in rows}
@@ -221,10 +221,7 @@ def read_disk(database: Path, list_id: int) -> OnDisk:
         upload_status = dict(
             conn.execute("SELECT id, status FROM uploads WHERE list_id = ?", (list_id,))
         )
-        events = [
-            (seq, kind, data)
-            for seq, kind, _, data in conn.execute(f"{SELECT_EVENTS} ORDER BY e.seq")
-        ]
+        events = [(e.seq, e.type, e.data) for e in read_events(conn, 0, 10**9, None, 10**9)]
     finally:
         conn.close()
     rewarded = Counter(

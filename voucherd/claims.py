@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, NamedTuple
+
+import orjson
 
 from voucherd import clock, wire
 
@@ -26,6 +29,17 @@ CLAIM_COLUMNS = (
 SELECT_CLAIM = (
     "SELECT id, list_id, user_id, idempotency_key, code_id, code, claimed_at, source,"
     " campaign_id, metadata, message FROM claims"
+)
+RUN_COLUMNS = (
+    "first_id",
+    "list_id",
+    "count",
+    "claimed_at",
+    "source",
+    "campaign_id",
+    "low_code",
+    "high_code",
+    "claims",
 )
 
 
@@ -78,3 +92,21 @@ class Claim(NamedTuple):
             "campaign_id": self.campaign_id,
             "metadata": wire.loads(self.metadata) if self.metadata else {},
         }
+
+
+def run_row(
+    first_id: int,
+    list_id: int,
+    claimed_at: float,
+    source: str,
+    campaign_id: int | None,
+    users: Sequence[str],
+    code_ids: Sequence[int],
+    codes: Sequence[str],
+    messages: Sequence[str | None],
+) -> tuple[Any, ...]:
+    """The row of `claim_runs` that stores a batch slice's claims, numbered on from
+    `first_id` (see the schema)."""
+    claims = orjson.dumps(list(zip(users, code_ids, codes, messages, strict=True)))
+    return (first_id, list_id, len(users), claimed_at, source, campaign_id, min(code_ids),
+            max(code_ids), claims.decode())  # fmt: skip

@@ -20,7 +20,7 @@ import sqlite3
 from collections import deque
 from collections.abc import Awaitable, Callable, Collection, Iterable
 
-from voucherd.events import Event
+from voucherd.events import Event, join
 
 PAGE = 1000
 
@@ -138,40 +138,55 @@ class EventStream:
             subscription.offer(events)
 
 
-# Events as they were published: an event stored with a base gets that base's properties
-# back, joined as events.join joins them.
+# Events as they were stored: a row with a base holds the properties the event adds to that
+# base's, and a row with a count above one holds that many events, their own properties one a
+# line (see the schema). Both are joined back as they were published.
 SELECT_EVENTS = (
-    "SELECT e.seq, e.type, e.time, CASE WHEN e.base IS NULL THEN e.data"
-    " ELSE substr(b.data, 1, length(b.data) - 1) || ',' || substr(e.data, 2) END"
+    "SELECT e.seq, e.type, e.time, e.data, b.data, e.count"
     " FROM events AS e LEFT JOIN event_bases AS b ON b.id = e.base"
 )
 
 
-# Two subqueries, not MIN and MAX in one: SQLite finds a lone MIN or MAX of the key at one
-# end of the index, but both in one query scan the whole table.
-FIRST_AND_LAST_SEQ = "SELECT (SELECT MIN(seq) FROM events), (SELECT MAX(seq) FROM events)"
+# Subqueries, not MIN and MAX in one: SQLite finds a lone MIN or MAX of the key at one end of
+# the index, but both in one query scan the whole table.
+FIRST_AND_LAST_SEQ = (
+    "SELECT (SELECT MIN(seq) FROM events),"
+    " (SELECT seq + count - 1 FROM events ORDER BY seq DESC LIMIT 1)"
+)
+# The number and time of the newest event.
+LAST_EVENT = "SELECT seq + count - 1, time FROM events ORDER BY seq DESC LIMIT 1"
+# The row that holds event `seq`: the last that starts at or before it.
+_ROW_OF = "SELECT seq, count, time FROM events WHERE seq <= ? ORDER BY seq DESC LIMIT 1"
 
 
 def read_events(
     db: sqlite3.Connection, after: int, upto: int, types: Iterable[str] | None, limit: int
 ) -> list[Event]:
-    sql = f"{SELECT_EVENTS} WHERE e.seq > ? AND e.seq <= ?"
-    args: list[object] = [after, upto]
+    row = db.execute(_ROW_OF, (after + 1,)).fetchone()
+    sql = f"{SELECT_EVENTS} WHERE e.seq >= ? AND e.seq <= ?"
+    args: list[object] = [after + 1 if row is None else row[0], upto]
     if types is not None:
         wanted = sorted(types)
         sql += f" AND e.type IN ({', '.join('?' * len(wanted))})"
         args.extend(wanted)
     sql += " ORDER BY e.seq LIMIT ?"
     args.append(limit)
-    return [
-        Event(type, data.encode(), time, seq) for seq, type, time, data in db.execute(sql, args)
-    ]
+    found: list[Event] = []
+    for seq, type, time, data, base, count in db.execute(sql, args):
+        owns = data.encode().split(b"\n") if count > 1 else [data.encode()]
+        for number, own in enumerate(owns, seq):
+            if after < number <= upto:
+                whole = own if base is None else join(base.encode(), own)
+                found.append(Event(type, whole, time, number))
+    return found[:limit]
 
 
 def retention_cutoff(db: sqlite3.Connection, before: float, limit: int) -> int | None:
     """The last seq to delete: events are numbered in the order they were written, so times
     grow with seq and a binary search over seq finds where `before` falls. At most `limit`
-    events, and never the newest, so numbering goes on from it after a restart."""
+    events, and never the newest, so numbering goes on from it after a restart. A row is
+    deleted whole: a cut that falls inside a run of events moves back to before it, or when
+    the run is the oldest row, on to its end, whatever the limit."""
     first, last = db.execute(FIRST_AND_LAST_SEQ).fetchone()
     if first is None or first == last:
         return None
@@ -184,13 +199,18 @@ def retention_cutoff(db: sqlite3.Connection, before: float, limit: int) -> int |
             low = middle
         else:
             high = middle - 1
-    return int(low)
+    start, count, _ = db.execute(_ROW_OF, (low,)).fetchone()
+    end = start + count - 1
+    if end > low:
+        low = start - 1 if start > first else end
+    return int(low) if low < last else None
 
 
 def _time_of(db: sqlite3.Connection, seq: int) -> float:
-    (time,) = db.execute("SELECT time FROM events WHERE seq = ?", (seq,)).fetchone()
+    (_, _, time) = db.execute(_ROW_OF, (seq,)).fetchone()
     return float(time)
 
 
 def delete_events(db: sqlite3.Connection, upto: int) -> None:
+    """Delete the rows of events up to `upto`, which ends a row (see retention_cutoff)."""
     db.execute("DELETE FROM events WHERE seq <= ?", (upto,))

@@ -20,7 +20,7 @@ from typing import Any, NamedTuple
 
 from voucherd import clock, errors, events
 from voucherd.actors.base import Actor, Envelope
-from voucherd.claims import CLAIM_COLUMNS, Claim, identity
+from voucherd.claims import CLAIM_COLUMNS, RUN_COLUMNS, Claim, identity, run_row
 from voucherd.events import Event, Render
 from voucherd.lists import UPDATE_LIST, ListInfo, update_row
 from voucherd.metrics import Metrics
@@ -136,6 +136,8 @@ class _Turn:
     now: float = 0.0
     status: Status | None = None
     available: int = 0
+    # A batch slice's claims, stored as one row of claim_runs (claims.run_row).
+    run: tuple[Any, ...] | None = None
 
 
 class Ids:
@@ -279,48 +281,54 @@ class ListActor(Actor[Message]):
         return pending
 
     def _take_codes(
-        self, keys: list[str], users: list[str], codes: list[Code], message: TakeCodes, now: float
-    ) -> list[_Pending]:
-        """New keyless claims for a batch: the codes are taken, one for each user and key."""
+        self, turn: _Turn, keys: list[str], users: list[str], codes: list[Code], message: TakeCodes
+    ) -> None:
+        """New keyless claims for a batch slice: the codes are taken, one for each user and
+        key, and the turn's run is made of them."""
         count = len(codes)
+        if not count:
+            return
         first = self.ids.next_claims(count)
-        info, source, campaign_id = self.info, message.source, message.campaign_id
+        info, source, campaign_id, now = self.info, message.source, message.campaign_id, turn.now
         keys, users = keys[:count], users[:count]
         code_strings = [code.code for code in codes]
+        code_ids = [code.id for code in codes]
         rewards = events.Rewards(info, source, campaign_id, message.render)
         made: list[Event]
-        texts: Iterable[str | None]
+        texts: Sequence[str | None]
         if message.render is None:
             # The usual batch: no message to render, so no Python function call per reward.
             made = rewards.events(code_strings, users, now)
-            texts = repeat(None, count)
+            texts = [None] * count
         else:
             pairs = [rewards.event(*both, now) for both in zip(code_strings, users, strict=True)]
             made, texts = [event for event, _ in pairs], [text for _, text in pairs]
         claims = map(
             Claim, range(first, first + count), repeat(info.id, count), users, repeat(""),
-            [code.id for code in codes], code_strings, repeat(now),
-            repeat(source), repeat(campaign_id), repeat(None), texts,
+            code_ids, code_strings, repeat(now), repeat(source), repeat(campaign_id),
+            repeat(None), texts,
         )  # fmt: skip
-        taken = list(map(_Pending, claims, codes, keys, made))
-        self._pending.update(zip(keys, taken, strict=True))
+        turn.taken = list(map(_Pending, claims, codes, keys, made))
+        turn.run = run_row(first, info.id, now, source, campaign_id, users, code_ids,
+                           code_strings, texts)  # fmt: skip
+        self._pending.update(zip(keys, turn.taken, strict=True))
         info.counts.distributed += count
-        return taken
 
     def _commit_turn(self, turn: _Turn) -> None:
         if turn.taken:
             try:
                 # Each claim and its reward event, in one transaction.
-                written = [p.event for p in turn.taken]
+                rewards = [p.event for p in turn.taken]
                 available = self.info.counts.available
-                written.extend(self._stock_events(turn.available, available, turn.now))
-                durable = self.journal.submit(
-                    [
-                        Insert("claims", CLAIM_COLUMNS, [p.claim for p in turn.taken]),
-                        Events(written),
-                    ],
-                    records=len(turn.taken),
-                )
+                stock = self._stock_events(turn.available, available, turn.now)
+                ops: list[Op] = (
+                    [Insert("claim_runs", RUN_COLUMNS, [turn.run]), Events(rewards, run=True)]
+                    if turn.run is not None
+                    else [Insert("claims", CLAIM_COLUMNS, [p.claim for p in turn.taken]),
+                          Events(rewards)]
+                )  # fmt: skip
+                ops.append(Events(stock))
+                durable = self.journal.submit(ops, records=len(turn.taken))
             except errors.VoucherdError as exc:
                 self._give_back(turn.taken)
                 refused = {id(pending) for pending in turn.taken}
@@ -432,7 +440,7 @@ class ListActor(Actor[Message]):
             if len(codes) < len(keys):
                 exhausted = errors.ListExhausted(f"list {self.info.id} has no codes left")
                 outcome.failed.extend((user_id, exhausted) for user_id in part[len(codes) :])
-            turn.taken = self._take_codes(keys, part, codes, message, turn.now)
+            self._take_codes(turn, keys, part, codes, message)
             waits.extend(turn.taken)
             self._commit_turn(turn)
             if turn.taken and turn.taken[0].durable is None:

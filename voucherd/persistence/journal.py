@@ -93,9 +93,11 @@ def _values_sql(table: str, columns: tuple[str, ...], count: int) -> str:
 class Events:
     """Events to append to the stream, in the same transaction as the rest of their entry.
     The writer numbers them as it writes them, so numbers run without gaps: a transaction
-    that fails hands its numbers back."""
+    that fails hands its numbers back. A `run` of events of one type, time and base (a batch
+    slice's rewards) is stored as one row."""
 
     events: Sequence[Event]
+    run: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -489,7 +491,7 @@ def _transaction(
     return outcomes
 
 
-_EVENT_COLUMNS = ("seq", "type", "time", "data", "base")
+_EVENT_COLUMNS = ("seq", "type", "time", "data", "base", "count")
 _TYPE = operator.attrgetter("type")
 _MAX_BASES = 10_000
 CHECKPOINT_INTERVAL = 0.25
@@ -503,6 +505,8 @@ class _Pending:
         self._inserts: dict[tuple[str, tuple[str, ...]], list[Row]] = {}
         self._rows: dict[str, list[Row]] = {}
         self._events: list[Event] = []
+        # Where each run of events starts in _events, and how long it is.
+        self._runs: list[tuple[int, int]] = []
 
     def add(self, ops: Sequence[Op]) -> None:
         for op in ops:
@@ -511,6 +515,8 @@ class _Pending:
             elif isinstance(op, Rows):
                 self._rows.setdefault(op.sql, []).extend(op.rows)
             elif isinstance(op, Events):
+                if op.run and len(op.events) > 1:
+                    self._runs.append((len(self._events), len(op.events)))
                 self._events.extend(op.events)
 
     def flush(self, conn: sqlite3.Connection, numbering: _Numbering) -> None:
@@ -524,15 +530,38 @@ class _Pending:
             base_ids = {
                 base: numbering.base_id(conn, base) for base in {e.base for e in self._events}
             }
-            rows = [
-                (e.seq, e.type, e.time, (e.data if e.own is None else e.own).decode(),
-                 base_ids[e.base])
-                for e in self._events
-            ]  # fmt: skip
-            insert_rows(conn, "events", _EVENT_COLUMNS, rows)
+            insert_rows(
+                conn, "events", _EVENT_COLUMNS, _event_rows(self._events, self._runs, base_ids)
+            )
         self._inserts.clear()
         self._rows.clear()
         self._events = []
+        self._runs = []
+
+
+def _event_rows(
+    events: list[Event], runs: list[tuple[int, int]], base_ids: dict[bytes | None, int | None]
+) -> list[Row]:
+    """The rows of numbered events: one an event, but one a run (see Events)."""
+    rows: list[Row] = []
+    done = 0
+    for start, count in [*runs, (len(events), 0)]:
+        rows.extend(
+            (e.seq, e.type, e.time, _stored(e).decode(), base_ids[e.base], 1)
+            for e in events[done:start]
+        )
+        if count:
+            run = events[start : start + count]
+            first = run[0]
+            data = b"\n".join(map(_stored, run)).decode()
+            rows.append((first.seq, first.type, first.time, data, base_ids[first.base], count))
+        done = start + count
+    return rows
+
+
+def _stored(event: Event) -> bytes:
+    """What the events table keeps of an event's data: with a base, only its own part."""
+    return event.data if event.own is None else event.own
 
 
 def shrink_memory(conn: sqlite3.Connection) -> None:

@@ -19,7 +19,7 @@ from voucherd.duplicates import Scope
 from voucherd.lists import SELECT_LISTS, ClaimRate, ListInfo
 from voucherd.pool import CodePool, StoredBlock, rebuild
 from voucherd.statuses import Status
-from voucherd.stream import FIRST_AND_LAST_SEQ
+from voucherd.stream import FIRST_AND_LAST_SEQ, LAST_EVENT
 
 log = logging.getLogger(__name__)
 
@@ -62,10 +62,7 @@ def fail_interrupted_uploads(db: sqlite3.Connection) -> int:
     ).fetchall()
     if not rows:
         return 0
-    last_seq, last_time = db.execute(
-        "SELECT COALESCE(MAX(seq), 0), (SELECT time FROM events ORDER BY seq DESC LIMIT 1)"
-        " FROM events"
-    ).fetchone()
+    last_seq, last_time = db.execute(LAST_EVENT).fetchone() or (0, None)
     # Event times never go back along the stream (see the journal's numbering).
     now = max(clock.now(), last_time or 0.0)
     db.execute("BEGIN IMMEDIATE")
@@ -111,7 +108,13 @@ _CLAIMS_OF_LIST = (
     " group_concat(user_id || char(31) || idempotency_key || IFNULL(char(31) || campaign_id, ''),"
     f" char(30)) FILTER (WHERE NOT ({_PLAIN})),"
     f" json_group_array(id) FILTER (WHERE NOT ({_PLAIN}))"
-    " FROM claims {how} WHERE list_id = ?"
+    " FROM (SELECT id, user_id, idempotency_key, campaign_id FROM claims {how} WHERE list_id = ?"
+    " UNION ALL SELECT r.first_id + j.key, j.value ->> 0, '', r.campaign_id"
+    " FROM claim_runs AS r, json_each(r.claims) AS j WHERE r.list_id = ?)"
+)
+_RUN_CODE_IDS = (
+    "SELECT json_group_array(j.value ->> 1) FROM claim_runs AS r, json_each(r.claims) AS j"
+    " WHERE r.list_id = ?"
 )
 # A list holding at least this share of all claims is read by scanning the whole table in
 # order; a smaller one through its index, a row lookup per claim. A scan of a million claims
@@ -161,22 +164,30 @@ def recover(db: sqlite3.Connection) -> Recovered:
     # C; the others (keyed claims, rewards) are few, and the tray also finds them by what
     # follows the user id. A list's code ids come first, through its index: they count its
     # claims, which decide how its claims are read (see _SCAN_SHARE).
+    # Claims in batch slices' runs are read through their list's index, element by element.
     taken: dict[int, list[int]] = {}
+    alone: dict[int, int] = {}
     for list_id, state in lists.items():
         (code_ids,) = db.execute(
             "SELECT json_group_array(code_id) FROM"
             " (SELECT code_id FROM claims WHERE list_id = ? ORDER BY code_id)",
             (list_id,),
         ).fetchone()
-        taken[list_id] = wire.loads(code_ids)
-        state.info.counts.distributed = len(taken[list_id])
-    all_claims = sum(state.info.counts.distributed for state in lists.values())
+        ids = taken[list_id] = wire.loads(code_ids)
+        alone[list_id] = len(ids)
+        (in_runs,) = db.execute(_RUN_CODE_IDS, (list_id,)).fetchone()
+        if in_runs != "[]":
+            # Runs' codes are taken in pool order, nearly always rising: then sorting is a pass.
+            ids.extend(wire.loads(in_runs))
+            ids.sort()
+        state.info.counts.distributed = len(ids)
+    all_alone = sum(alone.values())
     claim_ids_by_list: dict[int, list[int]] = {}
     for list_id, state in lists.items():
-        scan = state.info.counts.distributed * _SCAN_SHARE >= all_claims
+        scan = alone[list_id] * _SCAN_SHARE >= all_alone
         how = "NOT INDEXED" if scan else "INDEXED BY claims_by_list"
         users, plain_json, identities, others_json = db.execute(
-            _CLAIMS_OF_LIST.format(how=how), (list_id,)
+            _CLAIMS_OF_LIST.format(how=how), (list_id, list_id)
         ).fetchone()
         claim_ids: list[int] = []
         if users is not None:
@@ -241,8 +252,11 @@ def recover(db: sqlite3.Connection) -> Recovered:
         # Every stored code sits in a block; a failed upload's ids may be used again, but
         # never one a claim names.
         " (SELECT MAX(COALESCE((SELECT MAX(first_id + count - 1) FROM code_blocks), 0),"
-        " COALESCE((SELECT MAX(code_id) FROM claims), 0))),"
-        " (SELECT COALESCE(MAX(id), 0) FROM claims)"
+        " COALESCE((SELECT MAX(code_id) FROM claims), 0),"
+        " COALESCE((SELECT MAX(high_code) FROM claim_runs), 0))),"
+        " (SELECT MAX(COALESCE((SELECT MAX(id) FROM claims), 0),"
+        " COALESCE((SELECT first_id + count - 1 FROM claim_runs ORDER BY first_id DESC LIMIT 1),"
+        " 0)))"
     )
     max_list, max_upload, max_code, max_claim = maxima.fetchone()
     log.info(
@@ -257,9 +271,7 @@ def recover(db: sqlite3.Connection) -> Recovered:
     first_seq, last_seq = db.execute(FIRST_AND_LAST_SEQ).fetchone()
     recovered.last_seq = last_seq or 0
     if last_seq is not None:
-        (recovered.last_event_time,) = db.execute(
-            "SELECT time FROM events WHERE seq = ?", (last_seq,)
-        ).fetchone()
+        (_, recovered.last_event_time) = db.execute(LAST_EVENT).fetchone()
     recovered.first_seq = first_seq or recovered.last_seq + 1
     return recovered
 
@@ -292,14 +304,39 @@ def _first_claim_at(db: sqlite3.Connection, moment: float, last: int) -> int:
     low, high = 1, last + 1
     while low < high:
         middle = (low + high) // 2
-        row = db.execute(
-            "SELECT claimed_at FROM claims WHERE id >= ? LIMIT 1", (middle,)
-        ).fetchone()
-        if row is None or row[0] >= moment:
+        when = _time_from(db, middle)
+        if when is None or when >= moment:
             high = middle
         else:
             low = middle + 1
     return low
+
+
+def _time_from(db: sqlite3.Connection, claim_id: int) -> float | None:
+    """When the first claim numbered `claim_id` or above was made, whether stored alone or in
+    a run; None if there is none."""
+    found = []
+    alone = db.execute(
+        "SELECT id, claimed_at FROM claims WHERE id >= ? ORDER BY id LIMIT 1", (claim_id,)
+    ).fetchone()
+    if alone is not None:
+        found.append(alone)
+    run = db.execute(
+        "SELECT first_id, count, claimed_at FROM claim_runs WHERE first_id <= ?"
+        " ORDER BY first_id DESC LIMIT 1",
+        (claim_id,),
+    ).fetchone()
+    if run is not None and run[0] + run[1] > claim_id:
+        found.append((claim_id, run[2]))
+    else:
+        after = db.execute(
+            "SELECT first_id, claimed_at FROM claim_runs WHERE first_id > ?"
+            " ORDER BY first_id LIMIT 1",
+            (claim_id,),
+        ).fetchone()
+        if after is not None:
+            found.append(after)
+    return float(min(found)[1]) if found else None
 
 
 def recover_campaigns(db: sqlite3.Connection, recovered: Recovered) -> None:
@@ -311,8 +348,10 @@ def recover_campaigns(db: sqlite3.Connection, recovered: Recovered) -> None:
         identities, claim_ids, users = db.execute(
             "SELECT group_concat(user_id || char(31) || idempotency_key, char(30)),"
             " json_group_array(id), group_concat(user_id, char(30))"
-            " FROM claims WHERE campaign_id = ?",
-            (info.id,),
+            " FROM (SELECT id, user_id, idempotency_key FROM claims WHERE campaign_id = ?"
+            " UNION ALL SELECT r.first_id + j.key, j.value ->> 0, ''"
+            " FROM claim_runs AS r, json_each(r.claims) AS j WHERE r.campaign_id = ?)",
+            (info.id, info.id),
         ).fetchone()
         if identities is not None:
             campaign.rewards = dict(

@@ -239,7 +239,7 @@ async def create_rewards(request: web.Request) -> web.Response:
 async def _claims_of(request: web.Request, rewarded: list[Rewarded]) -> list[Claim]:
     """The claims of these rewards, in the same order; earlier ones are read back."""
     earlier = [outcome.claim_id for outcome in rewarded if outcome.claim is None]
-    found = {claim.id: claim for claim in await read_claims(request.app[JOURNAL].reader, earlier)}
+    found = {claim.id: claim for claim in await read_claims(request.app[JOURNAL], earlier)}
     return [outcome.claim or found[outcome.claim_id] for outcome in rewarded]
 
 

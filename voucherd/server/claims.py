@@ -5,7 +5,6 @@ from __future__ import annotations
 import time
 from typing import Any
 
-import aiosqlite
 from aiohttp import web
 
 from voucherd import clock, errors, wire
@@ -14,9 +13,10 @@ from voucherd.claims import (
     MAX_IDEMPOTENCY_KEY,
     MAX_METADATA_BYTES,
     MAX_USER_ID,
-    SELECT_CLAIM,
     Claim,
 )
+from voucherd.persistence.claim_store import find_claims
+from voucherd.persistence.journal import Journal
 from voucherd.server.inputs import json_body, path_id, string, strings
 from voucherd.server.keys import DIRECTORY, JOURNAL, METRICS, SETTINGS
 
@@ -34,7 +34,7 @@ async def create_claim(request: web.Request) -> web.Response:
     except errors.VoucherdError as exc:
         metrics.claims.labels(exc.code).inc()
         raise
-    claim = outcome.claim or await _read_claim(request.app[JOURNAL].reader, outcome.claim_id)
+    claim = outcome.claim or await _read_claim(request.app[JOURNAL], outcome.claim_id)
     (metrics.claims_created if outcome.created else metrics.claims_repeated).inc()
     metrics.claim_seconds.observe(time.perf_counter() - started)
     return wire.response(
@@ -80,7 +80,7 @@ async def create_claims(request: web.Request) -> web.Response:
     body = await json_body(request)
     users = batch_users(body, request.app[SETTINGS].max_batch_users)
     outcome: BatchOutcome = await actor.ask(TakeCodes(users))
-    claims = outcome.claims + await read_claims(request.app[JOURNAL].reader, outcome.repeat_ids)
+    claims = outcome.claims + await read_claims(request.app[JOURNAL], outcome.repeat_ids)
     expires_at = clock.format_time(actor.info.expires_at)
     metrics = request.app[METRICS]
     metrics.claims_created.inc(len(outcome.claims))
@@ -97,22 +97,17 @@ async def create_claims(request: web.Request) -> web.Response:
     )
 
 
-async def _read_claim(reader: aiosqlite.Connection, claim_id: int) -> Claim:
-    found = await read_claims(reader, [claim_id])
+async def _read_claim(journal: Journal, claim_id: int) -> Claim:
+    found = await read_claims(journal, [claim_id])
     if not found:
         # The actor knows the claim, so it is committed; the reader must see it.
         raise errors.StorageUnavailable(f"claim {claim_id} could not be read back; retry")
     return found[0]
 
 
-async def read_claims(reader: aiosqlite.Connection, ids: list[int]) -> list[Claim]:
-    claims: list[Claim] = []
-    for start in range(0, len(ids), 500):
-        part = ids[start : start + 500]
-        marks = ",".join("?" * len(part))
-        rows = await reader.execute_fetchall(f"{SELECT_CLAIM} WHERE id IN ({marks})", part)
-        claims.extend(Claim.from_row(tuple(row)) for row in rows)
-    return claims
+async def read_claims(journal: Journal, ids: list[int]) -> list[Claim]:
+    """The claims of these ids, read on the reader's thread in one hop."""
+    return await journal.read(find_claims, ids) if ids else []
 
 
 async def user_vouchers(request: web.Request) -> web.Response:
@@ -120,7 +115,7 @@ async def user_vouchers(request: web.Request) -> web.Response:
     directory = request.app[DIRECTORY]
     ids = sorted(claim_id for actor in directory for claim_id in actor.claim_ids_of(user_id))
     vouchers = []
-    for claim in sorted(await read_claims(request.app[JOURNAL].reader, ids)):
+    for claim in sorted(await read_claims(request.app[JOURNAL], ids)):
         info = directory.actor(claim.list_id).info
         vouchers.append(
             {

@@ -1,0 +1,179 @@
+"""Batch claims are stored a slice to a row (`claim_runs`), and a slice's reward events a run to
+a row of `events`. Everything read back from them — repeats, the voucher tray, counts, claim
+rates, campaign limits, duplicate checks, the event stream from any point inside a run — must be
+what claims stored one by one give, before a restart and after it."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from support import Client, call, create_list, get_list, list_with_codes, make_codes, upload
+
+from voucherd.settings import Settings
+
+Restart = Callable[[], Awaitable[Client]]
+
+
+async def batch(client: Client, list_id: int, user_ids: list[str]) -> dict[str, Any]:
+    status, reply = await call(
+        client, "POST", f"/v1/lists/{list_id}/claims/batch", {"user_ids": user_ids}
+    )
+    assert status == 200, reply
+    assert isinstance(reply, dict)
+    return reply
+
+
+async def every_event(client: Client, since: int = 0, limit: int = 10_000) -> list[Any]:
+    found: list[Any] = []
+    while True:
+        status, reply = await call(client, "GET", "/v1/events", since=str(since), limit=str(limit))
+        assert status == 200, reply
+        if not reply["events"]:
+            return found
+        found.extend(reply["events"])
+        since = reply["last_seq"]
+
+
+def stored_rows(settings: Settings) -> tuple[list[int], list[int]]:
+    """The sizes of the stored runs of claims and of events (rows of one event left out)."""
+    with sqlite3.connect(settings.database) as db:
+        claims = [n for (n,) in db.execute("SELECT count FROM claim_runs ORDER BY first_id")]
+        events = [n for (n,) in db.execute("SELECT count FROM events WHERE count > 1")]
+    return claims, events
+
+
+async def test_a_batch_is_stored_a_slice_to_a_row_and_comes_back_whole_after_a_restart(
+    restartable: Restart, settings: Settings
+) -> None:
+    client = await restartable()
+    codes = make_codes(3000)
+    list_id = await list_with_codes(client, codes)
+    status, single = await call(client, "POST", f"/v1/lists/{list_id}/claims", {"user_id": "one"})
+    assert status == 201
+    users = [f"user-{n}" for n in range(2500)]
+    made = (await batch(client, list_id, users))["claims"]
+    status, keyed = await call(
+        client,
+        "POST",
+        f"/v1/lists/{list_id}/claims",
+        {"user_id": "user-7", "idempotency_key": "order-1"},
+    )
+    assert status == 201
+    # Slices of 1,000: three rows of claims, three of events.
+    assert stored_rows(settings) == ([1000, 1000, 500], [1000, 1000, 500])
+    events_before = await every_event(client)
+    tray_before = (await call(client, "GET", "/v1/users/user-7/vouchers"))[1]
+    listing = await get_list(client, list_id)
+
+    client = await restartable()
+
+    # The same batch again: every user gets the same claim back, none a new one.
+    again = await batch(client, list_id, users)
+    assert again["claims"] == made
+    assert again["failed"] == []
+    for user_id, key, before in (("one", "", single), ("user-7", "order-1", keyed)):
+        status, reply = await call(
+            client,
+            "POST",
+            f"/v1/lists/{list_id}/claims",
+            {"user_id": user_id, "idempotency_key": key},
+        )
+        assert (status, reply["claim"]) == (200, before["claim"])
+    assert (await call(client, "GET", "/v1/users/user-7/vouchers"))[1] == tray_before
+    assert len(tray_before["vouchers"]) == 2
+    after = await get_list(client, list_id)
+    assert after["codes"] == listing["codes"]
+    assert after["codes"]["distributed"] == 2502
+    # The claim rate is counted from the runs too.
+    assert after["claim_rate"] == listing["claim_rate"] > 0
+    assert await every_event(client) == events_before
+
+    # New claims go on past the runs' ids and codes.
+    status, fresh = await call(client, "POST", f"/v1/lists/{list_id}/claims", {"user_id": "new"})
+    assert status == 201
+    assert fresh["claim"]["id"] > max(claim["id"] for claim in made)
+    handed_out = {claim["code"] for claim in made} | {single["claim"]["code"]}
+    assert fresh["claim"]["code"] not in handed_out
+    assert fresh["claim"]["code"] in codes
+
+
+async def test_events_of_a_run_are_served_from_any_point_inside_it(
+    restartable: Restart,
+) -> None:
+    client = await restartable()
+    list_id = await list_with_codes(client, make_codes(40), low_stock_threshold=0)
+    await batch(client, list_id, [f"a-{n}" for n in range(15)])
+    await call(client, "POST", f"/v1/lists/{list_id}/claims", {"user_id": "alone"})
+    await batch(client, list_id, [f"b-{n}" for n in range(15)])
+    whole = await every_event(client)
+    assert [event["seq"] for event in whole] == list(range(1, 33))
+    rewarded = [e for e in whole if e["type"] == "voucher.rewarded"]
+    assert [e["data"]["userId"] for e in rewarded] == [
+        *(f"a-{n}" for n in range(15)),
+        "alone",
+        *(f"b-{n}" for n in range(15)),
+    ]
+
+    for _ in range(2):
+        for since in (0, 1, 2, 9, 16, 17, 18, 25, 31, 32):
+            # Pages of 4 events start and end inside runs.
+            assert await every_event(client, since, limit=4) == whole[since:]
+        status, reply = await call(
+            client, "GET", "/v1/events", since="5", limit="3", type="voucher.rewarded"
+        )
+        assert (status, reply["events"]) == (200, whole[5:8])
+        client = await restartable()
+
+    ws = await client.ws_connect("/v1/events", params={"since": "20"})
+    received = [json.loads((await ws.receive(timeout=10)).data) for _ in range(12)]
+    await ws.close()
+    assert received == whole[20:]
+
+
+async def test_a_campaigns_batch_rewards_count_toward_its_limits_after_a_restart(
+    restartable: Restart, settings: Settings
+) -> None:
+    client = await restartable()
+    list_id = await list_with_codes(client, make_codes(50))
+    body = {"name": "C", "lists": [list_id], "max_codes_per_campaign": 12,
+            "message_template": "Hi {{ Event.userId }}"}  # fmt: skip
+    status, campaign = await call(client, "POST", "/v1/campaigns", body)
+    assert status == 201, campaign
+    path = f"/v1/campaigns/{campaign['id']}/rewards/batch"
+    status, reply = await call(client, "POST", path, {"user_ids": ["r-1", "r-2", "r-3"]})
+    assert status == 200, reply
+    made = reply["results"]
+    assert [result["reward"]["message"] for result in made] == ["Hi r-1", "Hi r-2", "Hi r-3"]
+    assert stored_rows(settings) == ([3], [3])
+
+    client = await restartable()
+
+    status, again = await call(client, "POST", path, {"user_ids": ["r-1", "r-2", "r-3"]})
+    assert (status, again["results"]) == (200, made)
+    status, reply = await call(client, "POST", path, {"user_ids": [f"s-{n}" for n in range(20)]})
+    assert status == 200
+    # Three of the twelve went before the restart.
+    assert sum(1 for result in reply["results"] if "reward" in result) == 9
+
+
+async def test_codes_claimed_in_a_batch_stay_distributed_when_their_upload_is_withdrawn(
+    restartable: Restart,
+) -> None:
+    # The duplicate check finds the withdrawn upload's claimed code inside a run.
+    client = await restartable()
+    list_id = (await create_list(client))["id"]
+    status, first = await upload(client, list_id, "A1\nA2\nA3\n")
+    assert status == 201
+    assert [claim["code"] for claim in (await batch(client, list_id, ["u-1"]))["claims"]] == ["A1"]
+    status, reply = await call(client, "DELETE", f"/v1/lists/{list_id}/uploads/{first['id']}")
+    assert (status, reply) == (200, {"withdrawn": 2})
+    for _ in range(2):
+        status, again = await upload(client, list_id, "A1\nA2\nA3\n")
+        assert status == 201
+        assert (again["accepted"], again["errors"]) == (2, {"duplicate_in_list": 1})
+        path = f"/v1/lists/{list_id}/uploads/{again['id']}"
+        assert await call(client, "DELETE", path) == (200, {"withdrawn": 2})
+        client = await restartable()
