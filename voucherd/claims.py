@@ -107,6 +107,6 @@ def run_row(
 ) -> tuple[Any, ...]:
     """The row of `claim_runs` that stores a batch slice's claims, numbered on from
     `first_id` (see the schema)."""
-    claims = orjson.dumps(list(zip(users, code_ids, codes, messages, strict=True)))
+    claims = orjson.dumps((users, code_ids, codes, messages))
     return (first_id, list_id, len(users), claimed_at, source, campaign_id, min(code_ids),
             max(code_ids), claims.decode())  # fmt: skip

@@ -5,7 +5,8 @@ from its `first_id` to `first_id + count - 1`."""
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from typing import Literal, NamedTuple
 
 import orjson
 
@@ -42,7 +43,30 @@ def find_claims(db: sqlite3.Connection, ids: Iterable[int]) -> list[Claim]:
             end, run = first_id + count, orjson.loads(claims)
         if run is None or claim_id >= end:
             continue
-        user_id, code_id, code, message = run[claim_id - first_id]
+        users, code_ids, codes, messages = run
+        at = claim_id - first_id
+        user_id, code_id, code, message = users[at], code_ids[at], codes[at], messages[at]
         found.append(Claim(claim_id, list_id, user_id, "", code_id, code, claimed_at, source,
                            campaign_id, None, message))  # fmt: skip
     return found
+
+
+class Run(NamedTuple):
+    ids: range
+    campaign_id: int | None
+    users: list[str]
+    code_ids: list[int]
+
+
+def read_runs(
+    db: sqlite3.Connection, column: Literal["list_id", "campaign_id"], value: int
+) -> Iterator[Run]:
+    """The runs of one list or one campaign, in id order, each decoded whole by orjson:
+    element by element in SQL (json_each), a million claims took seconds."""
+    for first_id, count, campaign_id, claims in db.execute(
+        f"SELECT first_id, count, campaign_id, claims FROM claim_runs WHERE {column} = ?"
+        " ORDER BY first_id",
+        (value,),
+    ):
+        users, code_ids, _, _ = orjson.loads(claims)
+        yield Run(range(first_id, first_id + count), campaign_id, users, code_ids)

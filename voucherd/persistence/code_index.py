@@ -61,9 +61,9 @@ CREATE TABLE IF NOT EXISTS high_id (
 HOLDERS = (
     "SELECT j.value, u.list_id, c.upload_id, l.partner, l.status, u.status,"
     " (EXISTS (SELECT 1 FROM journal.claims WHERE code_id = c.id)"
-    " OR EXISTS (SELECT 1 FROM journal.claim_runs AS r, json_each(r.claims) AS k"
+    " OR EXISTS (SELECT 1 FROM journal.claim_runs AS r, json_each(r.claims, '$[1]') AS k"
     " WHERE r.list_id = u.list_id AND r.low_code <= c.id AND r.high_code >= c.id"
-    " AND k.value ->> 1 = c.id))"
+    " AND k.value = c.id))"
     " FROM json_each(?) AS j CROSS JOIN codes AS c ON c.code = j.value"
     " JOIN journal.uploads AS u ON u.id = c.upload_id"
     " JOIN journal.lists AS l ON l.id = u.list_id"

@@ -8,15 +8,19 @@ from __future__ import annotations
 
 import bisect
 import logging
+import operator
 import sqlite3
 import time
 from collections import Counter
 from dataclasses import dataclass, field
+from itertools import repeat
 
 from voucherd import clock, events, wire
 from voucherd.campaigns import SELECT_CAMPAIGNS, CampaignInfo
+from voucherd.claims import identity as identity_of
 from voucherd.duplicates import Scope
 from voucherd.lists import SELECT_LISTS, ClaimRate, ListInfo
+from voucherd.persistence.claim_store import read_runs
 from voucherd.pool import CodePool, StoredBlock, rebuild
 from voucherd.statuses import Status
 from voucherd.stream import FIRST_AND_LAST_SEQ, LAST_EVENT
@@ -108,13 +112,7 @@ _CLAIMS_OF_LIST = (
     " group_concat(user_id || char(31) || idempotency_key || IFNULL(char(31) || campaign_id, ''),"
     f" char(30)) FILTER (WHERE NOT ({_PLAIN})),"
     f" json_group_array(id) FILTER (WHERE NOT ({_PLAIN}))"
-    " FROM (SELECT id, user_id, idempotency_key, campaign_id FROM claims {how} WHERE list_id = ?"
-    " UNION ALL SELECT r.first_id + j.key, j.value ->> 0, '', r.campaign_id"
-    " FROM claim_runs AS r, json_each(r.claims) AS j WHERE r.list_id = ?)"
-)
-_RUN_CODE_IDS = (
-    "SELECT json_group_array(j.value ->> 1) FROM claim_runs AS r, json_each(r.claims) AS j"
-    " WHERE r.list_id = ?"
+    " FROM claims {how} WHERE list_id = ?"
 )
 # A list holding at least this share of all claims is read by scanning the whole table in
 # order; a smaller one through its index, a row lookup per claim. A scan of a million claims
@@ -163,31 +161,23 @@ def recover(db: sqlite3.Connection) -> Recovered:
     # keyless direct claim's identity is its user id and \x1f (see claims.identity), added in
     # C; the others (keyed claims, rewards) are few, and the tray also finds them by what
     # follows the user id. A list's code ids come first, through its index: they count its
-    # claims, which decide how its claims are read (see _SCAN_SHARE).
-    # Claims in batch slices' runs are read through their list's index, element by element.
+    # claims, which decide how its claims are read (see _SCAN_SHARE). Then its batch slices'
+    # runs, each decoded whole by orjson, its columns split apart in C.
     taken: dict[int, list[int]] = {}
-    alone: dict[int, int] = {}
-    for list_id, state in lists.items():
+    for list_id in lists:
         (code_ids,) = db.execute(
             "SELECT json_group_array(code_id) FROM"
             " (SELECT code_id FROM claims WHERE list_id = ? ORDER BY code_id)",
             (list_id,),
         ).fetchone()
-        ids = taken[list_id] = wire.loads(code_ids)
-        alone[list_id] = len(ids)
-        (in_runs,) = db.execute(_RUN_CODE_IDS, (list_id,)).fetchone()
-        if in_runs != "[]":
-            # Runs' codes are taken in pool order, nearly always rising: then sorting is a pass.
-            ids.extend(wire.loads(in_runs))
-            ids.sort()
-        state.info.counts.distributed = len(ids)
-    all_alone = sum(alone.values())
+        taken[list_id] = wire.loads(code_ids)
+    all_alone = sum(map(len, taken.values()))
     claim_ids_by_list: dict[int, list[int]] = {}
     for list_id, state in lists.items():
-        scan = alone[list_id] * _SCAN_SHARE >= all_alone
+        scan = len(taken[list_id]) * _SCAN_SHARE >= all_alone
         how = "NOT INDEXED" if scan else "INDEXED BY claims_by_list"
         users, plain_json, identities, others_json = db.execute(
-            _CLAIMS_OF_LIST.format(how=how), (list_id, list_id)
+            _CLAIMS_OF_LIST.format(how=how), (list_id,)
         ).fetchone()
         claim_ids: list[int] = []
         if users is not None:
@@ -202,9 +192,23 @@ def recover(db: sqlite3.Connection) -> Recovered:
             for identity in keys:
                 user_id, _, suffix = identity.partition("\x1f")
                 state.keys_by_user.setdefault(user_id, []).append(suffix)
-        # In the table's order already, nearly always: then sorting is one pass.
+        code_ids = taken[list_id]
+        for run in read_runs(db, "list_id", list_id):
+            suffix = identity_of("", "", run.campaign_id)
+            state.claims.update(
+                zip(map(operator.add, run.users, repeat(suffix)), run.ids, strict=True)
+            )
+            if run.campaign_id is not None:
+                for user_id in run.users:
+                    state.keys_by_user.setdefault(user_id, []).append(suffix[1:])
+            claim_ids.extend(run.ids)
+            code_ids.extend(run.code_ids)
+        # In the table's order already, nearly always, and runs' codes are taken in the pool's
+        # order: then sorting is a pass or two.
         claim_ids.sort()
+        code_ids.sort()
         claim_ids_by_list[list_id] = claim_ids
+        state.info.counts.distributed = len(code_ids)
 
     # A withdrawn upload's withdrawn codes are those no claim names: counted from the claims
     # themselves, so no stored tally can drift from them.
@@ -348,16 +352,19 @@ def recover_campaigns(db: sqlite3.Connection, recovered: Recovered) -> None:
         identities, claim_ids, users = db.execute(
             "SELECT group_concat(user_id || char(31) || idempotency_key, char(30)),"
             " json_group_array(id), group_concat(user_id, char(30))"
-            " FROM (SELECT id, user_id, idempotency_key FROM claims WHERE campaign_id = ?"
-            " UNION ALL SELECT r.first_id + j.key, j.value ->> 0, ''"
-            " FROM claim_runs AS r, json_each(r.claims) AS j WHERE r.campaign_id = ?)",
-            (info.id, info.id),
+            " FROM claims WHERE campaign_id = ?",
+            (info.id,),
         ).fetchone()
         if identities is not None:
             campaign.rewards = dict(
                 zip(identities.split("\x1e"), wire.loads(claim_ids), strict=True)
             )
             campaign.per_user = Counter(users.split("\x1e"))
+        for run in read_runs(db, "campaign_id", info.id):
+            campaign.rewards.update(
+                zip(map(operator.add, run.users, repeat("\x1f")), run.ids, strict=True)
+            )
+            campaign.per_user.update(run.users)
         for list_id in info.lists:
             if list_id in recovered.lists:
                 recovered.lists[list_id].info.campaigns.append(info.id)
