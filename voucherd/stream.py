@@ -173,12 +173,22 @@ def read_events(
     args.append(limit)
     found: list[Event] = []
     for seq, type, time, data, base, count in db.execute(sql, args):
-        owns = data.encode().split(b"\n") if count > 1 else [data.encode()]
-        for number, own in enumerate(owns, seq):
-            if after < number <= upto:
-                whole = own if base is None else join(base.encode(), own)
-                found.append(Event(type, whole, time, number))
-    return found[:limit]
+        # Only the events of a run past `after`, up to `upto` and the page's end.
+        first = max(seq, after + 1)
+        last = min(seq + count - 1, upto, first + limit - len(found) - 1)
+        if first > last:
+            continue
+        owns = (
+            data.encode().split(b"\n")[first - seq : last - seq + 1]
+            if count > 1
+            else [data.encode()]
+        )
+        for number, own in enumerate(owns, first):
+            whole = own if base is None else join(base.encode(), own)
+            found.append(Event(type, whole, time, number))
+        if len(found) >= limit:
+            break
+    return found
 
 
 def retention_cutoff(db: sqlite3.Connection, before: float, limit: int) -> int | None:

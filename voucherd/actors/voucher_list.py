@@ -317,7 +317,8 @@ class ListActor(Actor[Message]):
     def _commit_turn(self, turn: _Turn) -> None:
         if turn.taken:
             try:
-                # Each claim and its reward event, in one transaction.
+                # The turn's claims and their reward events, in one transaction: a batch
+                # slice's as two rows in all, a run of claims and a run of events.
                 rewards = [p.event for p in turn.taken]
                 available = self.info.counts.available
                 stock = self._stock_events(turn.available, available, turn.now)

@@ -21,7 +21,7 @@ _RUN_AT = (
 
 
 def find_claims(db: sqlite3.Connection, ids: Iterable[int]) -> list[Claim]:
-    """The claims of these ids that are stored, in no particular order."""
+    """The claims of these ids that are stored, in id order."""
     wanted = sorted(set(ids))
     found: list[Claim] = []
     for start in range(0, len(wanted), _PART):
@@ -48,6 +48,7 @@ def find_claims(db: sqlite3.Connection, ids: Iterable[int]) -> list[Claim]:
         user_id, code_id, code, message = users[at], code_ids[at], codes[at], messages[at]
         found.append(Claim(claim_id, list_id, user_id, "", code_id, code, claimed_at, source,
                            campaign_id, None, message))  # fmt: skip
+    found.sort()
     return found
 
 

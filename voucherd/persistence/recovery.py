@@ -13,7 +13,7 @@ import sqlite3
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from itertools import repeat
+from itertools import islice, repeat
 
 from voucherd import clock, events, wire
 from voucherd.campaigns import SELECT_CAMPAIGNS, CampaignInfo
@@ -209,6 +209,9 @@ def recover(db: sqlite3.Connection) -> Recovered:
         code_ids.sort()
         claim_ids_by_list[list_id] = claim_ids
         state.info.counts.distributed = len(code_ids)
+        if any(map(operator.eq, code_ids, islice(code_ids, 1, None))):
+            # Only the claims stored alone have a unique index on their code.
+            log.error("list %d: a code is named by two claims", list_id)
 
     # A withdrawn upload's withdrawn codes are those no claim names: counted from the claims
     # themselves, so no stored tally can drift from them.

@@ -115,9 +115,10 @@ CREATE VIEW IF NOT EXISTS every_claim AS
     SELECT id, list_id, user_id, idempotency_key, code_id, code, claimed_at, source,
         campaign_id, metadata, message FROM claims
     UNION ALL
-    SELECT r.first_id + u.key, r.list_id, u.value, '', r.claims ->> ('$[1][' || u.key || ']'),
-        r.claims ->> ('$[2][' || u.key || ']'), r.claimed_at, r.source, r.campaign_id, NULL,
-        r.claims ->> ('$[3][' || u.key || ']')
+    SELECT r.first_id + u.key, r.list_id, u.value, '',
+        json_extract(r.claims, '$[1][' || u.key || ']'),
+        json_extract(r.claims, '$[2][' || u.key || ']'), r.claimed_at, r.source, r.campaign_id,
+        NULL, json_extract(r.claims, '$[3][' || u.key || ']')
     FROM claim_runs AS r, json_each(r.claims, '$[0]') AS u;
 CREATE TABLE IF NOT EXISTS campaigns (
     id INTEGER PRIMARY KEY,
