@@ -3,10 +3,12 @@
 The same tables and indexes as voucherd's, WAL, synchronous=FULL, 1,000 claims a transaction.
 Claim rows alone are written the three ways a journal could: multi-row `INSERT … VALUES` blocks
 (voucherd's way, `journal.insert_rows`), one `INSERT … SELECT … FROM json_each(?)` per group, and
-`executemany`. Then what voucherd really writes for each claim: its row and its reward event's
+`executemany`. Then what voucherd writes for each single claim: its row and its reward event's
 row (the properties that vary per reward, about 90 bytes of JSON text; the list's are stored
-once), both in blocks. That bounds batch claims from above: no Python on top can store claims
-faster than this.
+once), both in blocks. Last, what it writes for a batch slice of 1,000 claims: one row of
+`claim_runs` (its JSON columns made in the timed loop, `claims.run_row`) and one row of events
+holding the slice's 1,000 (`events.count`). Each bounds its kind of claims from above: no Python
+on top can store claims faster than this.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from typing import Any
 import orjson
 
 from voucherd import events
-from voucherd.claims import CLAIM_COLUMNS
+from voucherd.claims import CLAIM_COLUMNS, RUN_COLUMNS, run_row
 from voucherd.duplicates import Scope
 from voucherd.lists import ListInfo
 from voucherd.persistence.journal import insert_rows
@@ -75,6 +77,19 @@ def with_events(db: sqlite3.Connection, group: Group) -> None:
     insert_rows(db, "events", _EVENT_COLUMNS, group[1])
 
 
+def runs(db: sqlite3.Connection, group: Group) -> None:
+    claims, written = group
+    users, code_ids, codes = [c[2] for c in claims], [c[4] for c in claims], [c[5] for c in claims]
+    row = run_row(claims[0][0], 1, NOW, "API", None, users, code_ids, codes, [None] * len(claims))
+    insert_rows(db, "claim_runs", RUN_COLUMNS, [row])
+    first = written[0]
+    data = "\n".join(event[3] for event in written)
+    db.execute(
+        "INSERT INTO events (seq, type, time, data, base, count) VALUES (?, ?, ?, ?, 1, ?)",
+        (first[0], first[1], first[2], data, len(written)),
+    )
+
+
 def measure(path: Path, made: list[Group], write: Write) -> float:
     db = sqlite3.connect(path, isolation_level=None)
     db.execute("PRAGMA journal_mode=WAL")
@@ -102,6 +117,7 @@ def main() -> None:
         ("claim rows, json_each", json_each),
         ("claim rows, executemany", executemany),
         ("claim rows and their events", with_events),
+        ("a run of claims and a run of events a group", runs),
     ):
         with tempfile.TemporaryDirectory() as scratch:
             rate = measure(Path(scratch) / "claims.sqlite3", made, write)
