@@ -93,9 +93,10 @@ CREATE INDEX IF NOT EXISTS claims_by_campaign ON claims (campaign_id) WHERE camp
 -- A batch claim's slice of up to 1,000 claims, stored as one row: its claims share a list, a
 -- time, a source and a campaign, have no idempotency key or metadata, and are numbered on from
 -- `first_id`. `claims` holds them as a JSON array of four columns, [[user_id…], [code_id…],
--- [code…], [message…]], in id order: read back whole, columns cost far less than a row a
--- claim; `low_code` and `high_code` bound its code ids. A row a claim (and its index
--- entries) cost SQLite four times the work of the claim's Python; `every_claim` reads both.
+-- [code…], [message…]], in id order: decoded whole, columns cost far less than an array a
+-- claim. `low_code` and `high_code` bound its code ids. A row a claim and its index entries
+-- cost the journal's thread nearly as much as all of the claim's Python; `every_claim` shows
+-- both tables as one.
 CREATE TABLE IF NOT EXISTS claim_runs (
     first_id INTEGER PRIMARY KEY,
     list_id INTEGER NOT NULL,
