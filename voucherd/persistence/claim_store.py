@@ -53,6 +53,8 @@ def find_claims(db: sqlite3.Connection, ids: Iterable[int]) -> list[Claim]:
 
 
 class Run(NamedTuple):
+    """A run's claim ids, campaign, and the user and code id of each claim, in id order."""
+
     ids: range
     campaign_id: int | None
     users: list[str]

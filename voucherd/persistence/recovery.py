@@ -114,10 +114,11 @@ _CLAIMS_OF_LIST = (
     f" json_group_array(id) FILTER (WHERE NOT ({_PLAIN}))"
     " FROM claims {how} WHERE list_id = ?"
 )
-# A list holding at least this share of all claims is read by scanning the whole table in
-# order; a smaller one through its index, a row lookup per claim. A scan of a million claims
-# costs about as much as 60,000 lookups, and at most this many lists can hold such a share,
-# so recovery never scans the table more than that many times however many lists there are.
+# A list holding at least this share of the claims stored alone (not in runs) is read by
+# scanning the whole table in order; a smaller one through its index, a row lookup per claim.
+# A scan of a million claims costs about as much as 60,000 lookups, and at most this many lists
+# can hold such a share, so recovery never scans the table more than that many times however
+# many lists there are.
 _SCAN_SHARE = 8
 
 
@@ -162,7 +163,7 @@ def recover(db: sqlite3.Connection) -> Recovered:
     # C; the others (keyed claims, rewards) are few, and the tray also finds them by what
     # follows the user id. A list's code ids come first, through its index: they count its
     # claims, which decide how its claims are read (see _SCAN_SHARE). Then its batch slices'
-    # runs, each decoded whole by orjson, its columns split apart in C.
+    # runs, each decoded whole by orjson (claim_store.read_runs).
     taken: dict[int, list[int]] = {}
     for list_id in lists:
         (code_ids,) = db.execute(

@@ -115,7 +115,7 @@ async def user_vouchers(request: web.Request) -> web.Response:
     directory = request.app[DIRECTORY]
     ids = sorted(claim_id for actor in directory for claim_id in actor.claim_ids_of(user_id))
     vouchers = []
-    for claim in sorted(await read_claims(request.app[JOURNAL], ids)):
+    for claim in await read_claims(request.app[JOURNAL], ids):
         info = directory.actor(claim.list_id).info
         vouchers.append(
             {
