@@ -55,7 +55,7 @@ async def measure(claims: int, claimers: int, batch: int, data_dir: Path) -> tup
             part = [f"user-{user}" for user in range(start, min(start + batch, claims))]
             outcome = await actor.ask(TakeCodes(part))
             expires = clock.format_time(info.expires_at)
-            wire.dumps({"claims": [claim.shown(expires) for claim in outcome.claims]})
+            wire.dumps({"claims": [view for run in outcome.runs for view in run.shown(expires)]})
 
     started, cpu = time.perf_counter(), time.thread_time()
     if batch:

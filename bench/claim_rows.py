@@ -6,9 +6,9 @@ Claim rows alone are written the three ways a journal could: multi-row `INSERT â
 `executemany`. Then what voucherd writes for each single claim: its row and its reward event's
 row (the properties that vary per reward, about 90 bytes of JSON text; the list's are stored
 once), both in blocks. Last, what it writes for a batch slice of 1,000 claims: one row of
-`claim_runs` (its JSON columns made in the timed loop, `claims.run_row`) and one row of events
-holding the slice's 1,000 (`events.count`). Each bounds its kind of claims from above: no Python
-on top can store claims faster than this.
+`claim_runs` and one row of events holding the slice's 1,000 (`events.count`), their JSON
+columns made in the timed loop (`claims.ClaimRun.row`, `events.RewardRun.stored`). Each bounds
+its kind of claims from above: no Python on top can store claims faster than this.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from typing import Any
 import orjson
 
 from voucherd import events
-from voucherd.claims import CLAIM_COLUMNS, RUN_COLUMNS, run_row
+from voucherd.claims import CLAIM_COLUMNS, RUN_COLUMNS, ClaimRun
 from voucherd.duplicates import Scope
 from voucherd.lists import ListInfo
 from voucherd.persistence.journal import insert_rows
@@ -80,13 +80,14 @@ def with_events(db: sqlite3.Connection, group: Group) -> None:
 def runs(db: sqlite3.Connection, group: Group) -> None:
     claims, written = group
     users, code_ids, codes = [c[2] for c in claims], [c[4] for c in claims], [c[5] for c in claims]
-    row = run_row(claims[0][0], 1, NOW, "API", None, users, code_ids, codes, [None] * len(claims))
-    insert_rows(db, "claim_runs", RUN_COLUMNS, [row])
+    messages: list[str | None] = [None] * len(claims)
+    run = ClaimRun(claims[0][0], 1, NOW, "API", None, users, code_ids, codes, messages)
+    insert_rows(db, "claim_runs", RUN_COLUMNS, [run.row()])
+    rewards = events.RewardRun(b"{}", NOW, int(NOW), codes, users, messages)
     first = written[0]
-    data = "\n".join(event[3] for event in written)
     db.execute(
         "INSERT INTO events (seq, type, time, data, base, count) VALUES (?, ?, ?, ?, 1, ?)",
-        (first[0], first[1], first[2], data, len(written)),
+        (first[0], first[1], first[2], rewards.stored().decode(), len(written)),
     )
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import socket
@@ -175,6 +176,25 @@ class ServerProcess:
         if self.process is not None and self.process.poll() is None:
             self.process.kill()
             self.process.wait(10)
+
+
+def to_schema_7(db: sqlite3.Connection) -> None:
+    """Bring a journal back to schema 7: a run of reward events as their own objects, one a
+    line, as schema 7 stored them."""
+    runs = db.execute("SELECT seq, data FROM events WHERE count > 1").fetchall()
+    for seq, data in runs:
+        timestamp, codes, users, messages = json.loads(data)
+        owns = [
+            json.dumps(
+                {"eventTimestamp": timestamp, "voucherCode": code, "userId": user,
+                 "message": message},
+                separators=(",", ":"),
+                ensure_ascii=False,
+            )
+            for code, user, message in zip(codes, users, messages, strict=True)
+        ]  # fmt: skip
+        db.execute("UPDATE events SET data = ? WHERE seq = ?", ("\n".join(owns), seq))
+    db.execute("UPDATE meta SET value = '7' WHERE key = 'schema_version'")
 
 
 def to_schema_6(db: sqlite3.Connection) -> None:

@@ -10,7 +10,16 @@ import sqlite3
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from support import Client, call, create_list, get_list, list_with_codes, make_codes, upload
+from support import (
+    Client,
+    call,
+    create_list,
+    get_list,
+    list_with_codes,
+    make_codes,
+    to_schema_7,
+    upload,
+)
 
 from voucherd.settings import Settings
 
@@ -35,6 +44,23 @@ async def every_event(client: Client, since: int = 0, limit: int = 10_000) -> li
             return found
         found.extend(reply["events"])
         since = reply["last_seq"]
+
+
+async def campaign_batch(
+    client: Client, body: dict[str, Any], user_ids: list[str]
+) -> tuple[str, list[Any]]:
+    """A new campaign's batch of rewards: its path, and the results."""
+    status, campaign = await call(client, "POST", "/v1/campaigns", body)
+    assert status == 201, campaign
+    path = f"/v1/campaigns/{campaign['id']}/rewards/batch"
+    status, reply = await call(client, "POST", path, {"user_ids": user_ids})
+    assert status == 200, reply
+    return path, reply["results"]
+
+
+def stored_event_runs(settings: Settings) -> list[str]:
+    with sqlite3.connect(settings.database) as db:
+        return [data for (data,) in db.execute("SELECT data FROM events WHERE count > 1")]
 
 
 def stored_rows(settings: Settings) -> tuple[list[int], list[int]]:
@@ -129,8 +155,44 @@ async def test_events_of_a_run_are_served_from_any_point_inside_it(
 
     ws = await client.ws_connect("/v1/events", params={"since": "20"})
     received = [json.loads((await ws.receive(timeout=10)).data) for _ in range(12)]
-    await ws.close()
     assert received == whole[20:]
+    # Live: a run published as it commits reaches the subscriber event by event; a batch of
+    # one user is a run of one.
+    await batch(client, list_id, [f"c-{n}" for n in range(5)])
+    await batch(client, list_id, ["d-0"])
+    live = [json.loads((await ws.receive(timeout=10)).data) for _ in range(6)]
+    await ws.close()
+    assert live == (await every_event(client))[32:]
+    assert [event["data"]["userId"] for event in live] == [*(f"c-{n}" for n in range(5)), "d-0"]
+    client = await restartable()
+    assert (await every_event(client))[32:] == live
+
+
+async def test_runs_of_events_stored_by_schema_7_are_served_the_same_after_the_upgrade(
+    restartable: Restart, settings: Settings
+) -> None:
+    client = await restartable()
+    list_id = await list_with_codes(client, make_codes(40))
+    body = {"name": "C", "lists": [list_id],
+            "message_template": "Hi {{ Event.userId }}, \"{{ Event.voucherCode }}\""}  # fmt: skip
+    _, results = await campaign_batch(client, body, ["r-1", "r-2", "r-é"])
+    await batch(client, list_id, [f"a-{n}" for n in range(15)])
+    before = await every_event(client)
+    with sqlite3.connect(settings.database) as db:
+        to_schema_7(db)
+    stored = stored_event_runs(settings)
+    assert len(stored) == 2
+    assert all(data.startswith("{") for data in stored)
+
+    client = await restartable()
+
+    assert await every_event(client) == before
+    assert await every_event(client, 2, limit=4) == before[2:]
+    assert all(data.startswith("[") for data in stored_event_runs(settings))
+    rewards = [event["data"] for event in before if event["type"] == "voucher.rewarded"]
+    messages = [data["message"] for data in rewards if data["userId"].startswith("r-")]
+    assert messages == [result["reward"]["message"] for result in results]
+    assert messages[2].startswith('Hi r-é, "')
 
 
 async def test_a_campaigns_batch_rewards_count_toward_its_limits_after_a_restart(
@@ -140,12 +202,7 @@ async def test_a_campaigns_batch_rewards_count_toward_its_limits_after_a_restart
     list_id = await list_with_codes(client, make_codes(50))
     body = {"name": "C", "lists": [list_id], "max_codes_per_campaign": 12,
             "message_template": "Hi {{ Event.userId }}"}  # fmt: skip
-    status, campaign = await call(client, "POST", "/v1/campaigns", body)
-    assert status == 201, campaign
-    path = f"/v1/campaigns/{campaign['id']}/rewards/batch"
-    status, reply = await call(client, "POST", path, {"user_ids": ["r-1", "r-2", "r-3"]})
-    assert status == 200, reply
-    made = reply["results"]
+    path, made = await campaign_batch(client, body, ["r-1", "r-2", "r-3"])
     assert [result["reward"]["message"] for result in made] == ["Hi r-1", "Hi r-2", "Hi r-3"]
     assert stored_rows(settings) == ([3], [3])
 

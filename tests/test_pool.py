@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from voucherd.pool import Code, CodePool, Segment, pack, pack_lines, rebuild, unpack
+from voucherd.pool import Code, CodePool, Segment, Taken, pack, pack_lines, rebuild, unpack
 
 
 def codes_of(upload_id: int, first_id: int, count: int) -> list[bytes]:
@@ -31,6 +31,10 @@ def drain(pool: CodePool) -> list[Code]:
     while (code := pool.pop()) is not None:
         taken.append(code)
     return taken
+
+
+def one_by_one(taken: Taken) -> list[Code]:
+    return list(map(Code, *taken))
 
 
 def flatten(segments: list[Segment]) -> list[Code]:
@@ -199,7 +203,7 @@ def test_codes_of_one_length_are_packed_without_newlines() -> None:
     pool = CodePool()
     pool.add([same, mixed])
     assert pool.pop() == Code(1, "AAAA", 1)
-    assert pool.take(3) == [Code(2, "BBBB", 1), Code(3, "CCCC", 1), Code(4, "AAAA", 2)]
+    assert pool.take(3) == ([2, 3, 4], ["BBBB", "CCCC", "AAAA"], [1, 1, 2])
     assert drain(pool) == [Code(5, "BBB", 2), Code(6, "CCCCC", 2)]
 
 
@@ -209,7 +213,7 @@ def test_a_segment_holds_its_codes_whatever_their_lengths(lengths: list[int]) ->
     codes = [bytes([65 + n % 26]) * length for n, length in enumerate(lengths)]
     pool = CodePool()
     pool.add([Segment.of(1, 1, codes)])
-    assert [code.code.encode() for code in pool.take(len(codes))] == codes
+    assert [code.encode() for code in pool.take(len(codes)).codes] == codes
 
 
 @given(
@@ -333,6 +337,7 @@ OPERATIONS = st.lists(
         st.tuples(st.just("pop"), st.integers(min_value=1, max_value=5)),
         st.tuples(st.just("take"), st.integers(min_value=1, max_value=7)),
         st.tuples(st.just("give_back"), st.integers(min_value=1, max_value=3)),
+        st.tuples(st.just("give_back_taken"), st.integers(min_value=1, max_value=4)),
         st.tuples(st.just("withdraw"), st.integers(min_value=1, max_value=4)),
     ),
     max_size=40,
@@ -360,7 +365,7 @@ def test_available_always_matches_what_pop_yields(operations: list[tuple[str, in
                 if code is not None:
                     out.append(code)
         elif name == "take":
-            codes = pool.take(arg)
+            codes = one_by_one(pool.take(arg))
             assert codes == shadow.queue[:arg]
             del shadow.queue[:arg]
             out.extend(codes)
@@ -369,6 +374,14 @@ def test_available_always_matches_what_pop_yields(operations: list[tuple[str, in
                 code = out.pop()
                 pool.give_back(code)
                 shadow.queue.insert(0, code)
+        elif name == "give_back_taken":
+            # The last codes out, given back at once as a batch slice gives them.
+            back = out[len(out) - min(arg, len(out)) :]
+            del out[len(out) - len(back) :]
+            pool.give_back_taken(
+                Taken(*map(list, zip(*back, strict=True))) if back else Taken([], [], [])
+            )
+            shadow.queue[:0] = back
         else:
             held = pool.held(arg)
             count = pool.withdraw(arg)

@@ -1,14 +1,16 @@
-"""Reward events made a batch at a time are the events made one by one, byte for byte."""
+"""Reward events made a batch at a time, as a run, are the events made one by one, byte for
+byte: as published, and as read back from the row the journal stores."""
 
 from __future__ import annotations
 
 import json
+from typing import Any
 
 from hypothesis import given
 from hypothesis import strategies as st
 
 from voucherd.duplicates import Scope
-from voucherd.events import Rewards
+from voucherd.events import RewardRun, Rewards
 from voucherd.lists import ListInfo
 from voucherd.statuses import Status
 
@@ -21,21 +23,42 @@ CODES = st.text(st.sampled_from([chr(c) for c in range(33, 127) if chr(c) not in
 USERS = st.text(st.characters(blacklist_categories=("Cc", "Cs")), min_size=1)
 
 
+def greeting(properties: dict[str, Any]) -> str:
+    return f"Hi {properties['userId']}, your code is {properties['voucherCode']}"
+
+
 @given(
-    pairs=st.lists(st.tuples(CODES, USERS), max_size=8),
+    pairs=st.lists(st.tuples(CODES, USERS), min_size=1, max_size=8),
     now=st.floats(min_value=0, max_value=4e9),
     campaign_id=st.none() | st.integers(min_value=1, max_value=10**6),
+    seq=st.integers(min_value=1, max_value=10**9),
+    data=st.data(),
 )
-def test_a_batch_of_reward_events_equals_them_made_one_by_one(
-    pairs: list[tuple[str, str]], now: float, campaign_id: int | None
+def test_a_run_of_reward_events_equals_them_made_one_by_one(
+    pairs: list[tuple[str, str]], now: float, campaign_id: int | None, seq: int, data: st.DataObject
 ) -> None:
-    rewards = Rewards(INFO, "Campaign" if campaign_id else "API", campaign_id)
+    render = greeting if campaign_id else None
+    rewards = Rewards(INFO, "Campaign" if campaign_id else "API", campaign_id, render)
     codes, users = [code for code, _ in pairs], [user for _, user in pairs]
-    batch = rewards.events(codes, users, now)
-    single = [rewards.event(code, user, now)[0] for code, user in pairs]
-    assert [(e.type, e.time, e.base, e.own, e.data) for e in batch] == [
-        (e.type, e.time, e.base, e.own, e.data) for e in single
-    ]
-    for event, (code, user) in zip(batch, pairs, strict=True):
-        data = json.loads(event.data)
-        assert (data["voucherCode"], data["userId"], data["voucherListId"]) == (code, user, 7)
+    messages = [rewards.message(code, user, now) for code, user in pairs]
+    run = rewards.run(codes, users, messages, now)
+    run.seq = seq
+    single = [rewards.event(code, user, now) for code, user in pairs]
+    assert messages == [message for _, message in single]
+    for number, (event, _) in enumerate(single, seq):
+        event.seq = number
+    expected = [(e.seq, e.type, e.time, e.base, e.data) for e, _ in single]
+    assert [(e.seq, e.type, e.time, e.base, e.data) for e in run.events()] == expected
+    for event, (code, user) in zip(run.events(), pairs, strict=True):
+        got = json.loads(event.data)
+        assert (got["voucherCode"], got["userId"], got["voucherListId"]) == (code, user, 7)
+    if len(pairs) == 1:
+        # A run of one is stored as its event is.
+        assert run.stored() == single[0][0].stored()
+        return
+    # Read back from its row, whole or from any event to any later one.
+    stored = RewardRun.from_stored(run.base, run.time, seq, run.stored())
+    first = data.draw(st.integers(min_value=seq, max_value=seq + len(pairs) - 1))
+    last = data.draw(st.integers(min_value=first, max_value=seq + len(pairs) - 1))
+    part = [(e.seq, e.type, e.time, e.base, e.data) for e in stored.events(first, last)]
+    assert part == expected[first - seq : last - seq + 1]

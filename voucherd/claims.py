@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from dataclasses import dataclass
+from itertools import repeat
 from typing import Any, NamedTuple
 
 import orjson
@@ -94,19 +95,55 @@ class Claim(NamedTuple):
         }
 
 
-def run_row(
-    first_id: int,
-    list_id: int,
-    claimed_at: float,
-    source: str,
-    campaign_id: int | None,
-    users: Sequence[str],
-    code_ids: Sequence[int],
-    codes: Sequence[str],
-    messages: Sequence[str | None],
-) -> tuple[Any, ...]:
-    """The row of `claim_runs` that stores a batch slice's claims, numbered on from
-    `first_id` (see the schema)."""
-    claims = orjson.dumps((users, code_ids, codes, messages))
-    return (first_id, list_id, len(users), claimed_at, source, campaign_id, min(code_ids),
-            max(code_ids), claims.decode())  # fmt: skip
+@dataclass(slots=True, eq=False)
+class ClaimRun:
+    """The claims of one batch slice, as columns: no object a claim, because a batch is bound
+    by its Python per claim. Their ids run on from `first_id`; they share a list, a time, a
+    source and a campaign, and have no idempotency key or metadata."""
+
+    first_id: int
+    list_id: int
+    claimed_at: float
+    source: str
+    campaign_id: int | None
+    users: list[str]
+    code_ids: list[int]
+    codes: list[str]
+    messages: list[str | None]
+
+    def __len__(self) -> int:
+        return len(self.users)
+
+    def ids(self) -> range:
+        return range(self.first_id, self.first_id + len(self.users))
+
+    def claim(self, index: int) -> Claim:
+        return Claim(self.first_id + index, self.list_id, self.users[index], "",
+                     self.code_ids[index], self.codes[index], self.claimed_at, self.source,
+                     self.campaign_id, None, self.messages[index])  # fmt: skip
+
+    def claims(self) -> list[Claim]:
+        count = len(self.users)
+        return list(map(
+            Claim, self.ids(), repeat(self.list_id, count), self.users, repeat(""),
+            self.code_ids, self.codes, repeat(self.claimed_at), repeat(self.source),
+            repeat(self.campaign_id), repeat(None), self.messages,
+        ))  # fmt: skip
+
+    def shown(self, expires_at: str) -> list[dict[str, Any]]:
+        """Each claim as Claim.shown() shows it."""
+        list_id, source, campaign_id = self.list_id, self.source, self.campaign_id
+        claimed_at = clock.format_time(self.claimed_at)
+        return [
+            {"id": claim_id, "list_id": list_id, "user_id": user_id, "idempotency_key": "",
+             "code": code, "claimed_at": claimed_at, "expires_at": expires_at, "source": source,
+             "campaign_id": campaign_id, "metadata": {}}
+            for claim_id, user_id, code in zip(self.ids(), self.users, self.codes, strict=True)
+        ]  # fmt: skip
+
+    def row(self) -> tuple[Any, ...]:
+        """The row of `claim_runs` that stores the run (see the schema)."""
+        claims = orjson.dumps((self.users, self.code_ids, self.codes, self.messages))
+        return (self.first_id, self.list_id, len(self.users), self.claimed_at, self.source,
+                self.campaign_id, min(self.code_ids), max(self.code_ids),
+                claims.decode())  # fmt: skip

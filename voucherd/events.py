@@ -7,7 +7,7 @@ transaction that fails hands its numbers back.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from functools import lru_cache
 from typing import Any
 
@@ -54,6 +54,9 @@ class Event:
 
     __slots__ = ("_data", "_json", "_msgpack", "base", "own", "seq", "time", "type")
 
+    # How many events it is: a RewardRun is many.
+    count = 1
+
     def __init__(
         self,
         type: str,
@@ -89,6 +92,10 @@ class Event:
             assert self.own is not None
             self._data = join(self.base, self.own)
         return self._data
+
+    def stored(self) -> bytes:
+        """What the events table keeps of the event's data: with a base, only its own part."""
+        return self.data if self.own is None else self.own
 
     @property
     def name(self) -> str:
@@ -145,28 +152,113 @@ class Rewards:
     def event(self, code: str, user_id: str, now: float) -> tuple[Event, str | None]:
         """The reward event for a code handed out, and its message, rendered from the event's
         properties (None without a template). The template must not raise."""
-        own: dict[str, Any] = {
-            "eventTimestamp": int(now),
-            "voucherCode": code,
-            "userId": user_id,
-            "message": None,
-        }
-        if self._render is not None:
-            # The template sees every property of the event, its message still empty.
-            own["message"] = self._render({**orjson.loads(self._base), **own})
+        own = _own(code, user_id, now)
+        own["message"] = self._message(own)
         return Event.joined(VOUCHER_REWARDED, self._base, wire.encode(own), now), own["message"]
 
-    def events(self, codes: list[str], users: list[str], now: float) -> list[Event]:
-        """The reward events of a batch without a message template: the same as event() gives,
-        each reward's own properties written straight into their JSON object."""
-        assert self._render is None
-        head = b'{"eventTimestamp":%d,"voucherCode":' % int(now)
-        base, dumps = self._base, orjson.dumps
+    def message(self, code: str, user_id: str, now: float) -> str | None:
+        """The message event() renders for this reward, without the event."""
+        return self._message(_own(code, user_id, now))
+
+    def _message(self, own: dict[str, Any]) -> str | None:
+        if self._render is None:
+            return None
+        # The template sees every property of the event, its message still empty.
+        return self._render({**orjson.loads(self._base), **own})
+
+    def run(
+        self, codes: list[str], users: list[str], messages: list[str | None], now: float
+    ) -> RewardRun:
+        """The reward events of a batch slice, as one run: the same events as event() gives
+        one by one, never made one by one unless they are read or published."""
+        return RewardRun(self._base, now, int(now), codes, users, messages)
+
+
+class RewardRun:
+    """A batch slice's reward events: one list, source and time, their own properties kept as
+    columns. The journal numbers the run as `count` events from `seq` and stores it as one
+    row; the events themselves are made only for a subscriber or a reader (events()), so a
+    batch costs no Python per reward here."""
+
+    __slots__ = ("base", "codes", "messages", "seq", "time", "timestamp", "users")
+
+    type = VOUCHER_REWARDED
+
+    def __init__(
+        self,
+        base: bytes,
+        time: float,
+        timestamp: int,
+        codes: list[str],
+        users: list[str],
+        messages: list[str | None],
+        seq: int = 0,
+    ) -> None:
+        self.base = base
+        self.time = time
+        self.timestamp = timestamp
+        self.codes = codes
+        self.users = users
+        self.messages = messages
+        self.seq = seq
+
+    @property
+    def count(self) -> int:
+        return len(self.codes)
+
+    def stored(self) -> bytes:
+        """The row's data: [eventTimestamp, [voucherCode…], [userId…], [message…]]; a run of
+        one is stored as its event is, as rows of one event are read."""
+        if self.count == 1:
+            (event,) = self.events()
+            return event.stored()
+        return orjson.dumps([self.timestamp, self.codes, self.users, self.messages])
+
+    @classmethod
+    def from_stored(cls, base: bytes, time: float, seq: int, stored: bytes) -> RewardRun:
+        timestamp, codes, users, messages = orjson.loads(stored)
+        return cls(base, time, timestamp, codes, users, messages, seq)
+
+    def events(self, first: int | None = None, last: int | None = None) -> list[Event]:
+        """The run's events numbered `first` to `last` (all of them by default), each the
+        event Rewards.event() makes, byte for byte."""
+        start = 0 if first is None else first - self.seq
+        stop = self.count if last is None else last - self.seq + 1
+        head = b'{"eventTimestamp":%d,"voucherCode":' % self.timestamp
+        base, time, dumps = self.base, self.time, orjson.dumps
+        columns = zip(
+            range(self.seq + start, self.seq + stop),
+            self.codes[start:stop],
+            self.users[start:stop],
+            self.messages[start:stop],
+            strict=True,
+        )
         return [
-            Event(VOUCHER_REWARDED, None, now, 0, base,
-                  head + dumps(code) + b',"userId":' + dumps(user) + b',"message":null}')
-            for code, user in zip(codes, users, strict=True)
+            Event(VOUCHER_REWARDED, None, time, seq, base,
+                  head + dumps(code) + b',"userId":' + dumps(user) + b',"message":'
+                  + dumps(message) + b"}")
+            for seq, code, user, message in columns
         ]  # fmt: skip
+
+
+# What the journal numbers and stores: an event, or a run of them.
+Numbered = Event | RewardRun
+
+
+def expand(numbered: Sequence[Numbered]) -> list[Event]:
+    """Events one by one: each run made into its events."""
+    found: list[Event] = []
+    for item in numbered:
+        if isinstance(item, Event):
+            found.append(item)
+        else:
+            found += item.events()
+    return found
+
+
+def _own(code: str, user_id: str, now: float) -> dict[str, Any]:
+    """A reward's own properties, in the order every reward event has them."""
+    return {"eventTimestamp": int(now), "voucherCode": code, "userId": user_id, "message": None}
 
 
 @lru_cache(maxsize=1024)

@@ -78,6 +78,17 @@ class Code(NamedTuple):
     upload_id: int
 
 
+class Taken(NamedTuple):
+    """Codes taken at once, as columns: the ids, the codes, the upload of each."""
+
+    ids: list[int]
+    codes: list[str]
+    upload_ids: list[int]
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+
 class CodePool:
     def __init__(self) -> None:
         self._segments: deque[Segment] = deque()
@@ -111,28 +122,39 @@ class CodePool:
         self.available -= 1
         return code
 
-    def take(self, count: int) -> list[Code]:
-        """Up to `count` codes at once, in the order pop() would give them (batch claims)."""
-        taken: list[Code] = []
-        while self._returned and len(taken) < count:
-            taken.append(self._returned.pop())
-        while self._segments and len(taken) < count:
+    def take(self, count: int) -> Taken:
+        """Up to `count` codes at once, in the order pop() would give them (batch claims), as
+        columns: no object a code."""
+        taken = Taken([], [], [])
+        ids, codes, upload_ids = taken
+        while self._returned and len(ids) < count:
+            code = self._returned.pop()
+            ids.append(code.id)
+            codes.append(code.code)
+            upload_ids.append(code.upload_id)
+        while self._segments and len(ids) < count:
             segment = self._segments[0]
-            wanted = min(count - len(taken), segment.count)
-            codes, segment.pos = _cut(segment, wanted)
-            first = segment.next_id
-            taken.extend(map(Code, range(first, first + wanted), codes, repeat(segment.upload_id)))
+            wanted = min(count - len(ids), segment.count)
+            cut, segment.pos = _cut(segment, wanted)
+            ids += range(segment.next_id, segment.next_id + wanted)
+            codes += cut
+            upload_ids += repeat(segment.upload_id, wanted)
             segment.next_id += wanted
             segment.count -= wanted
             if not segment.count:
                 self._segments.popleft()
-        self.available -= len(taken)
+        self.available -= len(ids)
         return taken
 
     def give_back(self, code: Code) -> None:
         """Return a code whose claim was never made durable; it goes out next."""
         self._returned.append(code)
         self.available += 1
+
+    def give_back_taken(self, taken: Taken) -> None:
+        """Return codes taken at once; they go out next, in the order they were taken."""
+        self._returned += reversed(list(map(Code, *taken)))
+        self.available += len(taken)
 
     def held(self, upload_id: int) -> int:
         """How many codes of one upload are here."""

@@ -20,7 +20,7 @@ import sqlite3
 from collections import deque
 from collections.abc import Awaitable, Callable, Collection, Iterable
 
-from voucherd.events import Event, join
+from voucherd.events import Event, Numbered, RewardRun, expand, join
 
 PAGE = 1000
 
@@ -131,16 +131,21 @@ class EventStream:
         for subscription in self._subscribers:
             subscription.ended.set()
 
-    def publish(self, events: list[Event]) -> None:
-        """Called by the journal's writer with each group's events, once committed."""
-        self.last_seq = events[-1].seq
+    def publish(self, numbered: list[Numbered]) -> None:
+        """Called by the journal's writer with each group's events, once committed. A run of
+        events is made into its events only if someone listens."""
+        last = numbered[-1]
+        self.last_seq = last.seq + last.count - 1
+        if not self._subscribers:
+            return
+        events = expand(numbered)
         for subscription in self._subscribers:
             subscription.offer(events)
 
 
 # Events as they were stored: a row with a base holds the properties the event adds to that
-# base's, and a row with a count above one holds that many events, their own properties one a
-# line (see the schema). Both are joined back as they were published.
+# base's, and a row with a count above one holds a run of reward events, their own properties
+# as columns (see the schema and events.RewardRun). Both are made back as they were published.
 SELECT_EVENTS = (
     "SELECT e.seq, e.type, e.time, e.data, b.data, e.count"
     " FROM events AS e LEFT JOIN event_bases AS b ON b.id = e.base"
@@ -178,14 +183,12 @@ def read_events(
         last = min(seq + count - 1, upto, first + limit - len(found) - 1)
         if first > last:
             continue
-        owns = (
-            data.encode().split(b"\n")[first - seq : last - seq + 1]
-            if count > 1
-            else [data.encode()]
-        )
-        for number, own in enumerate(owns, first):
-            whole = own if base is None else join(base.encode(), own)
-            found.append(Event(type, whole, time, number))
+        if count > 1:
+            run = RewardRun.from_stored(base.encode(), time, seq, data.encode())
+            found += run.events(first, last)
+        else:
+            whole = data.encode() if base is None else join(base.encode(), data.encode())
+            found.append(Event(type, whole, time, seq))
         if len(found) >= limit:
             break
     return found

@@ -240,7 +240,7 @@ class Campaign(Actor[Message]):
                 outcomes.update((user, exc) for user in users)
                 return outcomes
             outcomes.update(
-                (claim.user_id, Rewarded(claim.id, claim, True)) for claim in batch.claims
+                (claim.user_id, Rewarded(claim.id, claim, True)) for claim in batch.new_claims()
             )
             users = []
             for user, error in batch.failed:

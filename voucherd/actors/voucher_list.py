@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import operator
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from itertools import repeat
@@ -20,12 +20,12 @@ from typing import Any, NamedTuple
 
 from voucherd import clock, errors, events
 from voucherd.actors.base import Actor, Envelope
-from voucherd.claims import CLAIM_COLUMNS, RUN_COLUMNS, Claim, identity, run_row
-from voucherd.events import Event, Render
+from voucherd.claims import CLAIM_COLUMNS, RUN_COLUMNS, Claim, ClaimRun, identity
+from voucherd.events import Event, Render, RewardRun
 from voucherd.lists import UPDATE_LIST, ListInfo, update_row
 from voucherd.metrics import Metrics
 from voucherd.persistence.journal import Events, Insert, Journal, Op, Rows
-from voucherd.pool import Code, CodePool, Segment
+from voucherd.pool import Code, CodePool, Segment, Taken
 from voucherd.statuses import STORED_AFTER, Action, Status, check
 
 log = logging.getLogger(__name__)
@@ -108,9 +108,20 @@ class ClaimOutcome(NamedTuple):
 
 @dataclass(slots=True)
 class BatchOutcome:
+    # The batch's new claims, a run a slice.
+    runs: list[ClaimRun] = field(default_factory=list)
+    # Claims some of its users had in flight already, from an earlier request.
     claims: list[Claim] = field(default_factory=list)
     repeat_ids: list[int] = field(default_factory=list)
     failed: list[tuple[str, errors.VoucherdError]] = field(default_factory=list)
+
+    @property
+    def created(self) -> int:
+        return sum(map(len, self.runs)) + len(self.claims)
+
+    def new_claims(self) -> list[Claim]:
+        """The runs' claims and the others, one object each."""
+        return [claim for run in self.runs for claim in run.claims()] + self.claims
 
 
 # -- state -------------------------------------------------------------------------------------
@@ -127,17 +138,38 @@ class _Pending:
     durable: asyncio.Future[Any] | None = None
 
 
+class _InFlight(NamedTuple):
+    """A claim of a batch slice in flight, looked up by its key."""
+
+    claim: Claim
+    durable: asyncio.Future[Any] | None
+
+
+@dataclass(slots=True, eq=False)
+class _Slice:
+    """A batch slice's claims taken from the pool, not committed yet: a run of claims and a
+    run of reward events, no object a claim."""
+
+    run: ClaimRun
+    keys: list[str]
+    taken: Taken
+    rewards: RewardRun
+    durable: asyncio.Future[Any] | None = None
+
+    def in_flight(self, key: str) -> _InFlight:
+        # A user's claim while its batch is in flight: rare, so a search will do.
+        return _InFlight(self.run.claim(self.keys.index(key)), self.durable)
+
+
 @dataclass(slots=True)
 class _Turn:
     taken: list[_Pending] = field(default_factory=list)
-    waits: list[tuple[Envelope[Any], _Pending, bool]] = field(default_factory=list)
+    waits: list[tuple[Envelope[Any], _Pending | _InFlight, bool]] = field(default_factory=list)
     # The clock and the list's status, read once for every claim of the turn, and the codes
     # available before its first claim.
     now: float = 0.0
     status: Status | None = None
     available: int = 0
-    # A batch slice's claims, stored as one row of claim_runs (claims.run_row).
-    run: tuple[Any, ...] | None = None
 
 
 class Ids:
@@ -197,7 +229,7 @@ class ListActor(Actor[Message]):
         # idempotency answers from here, and so does a user's voucher tray.
         self._claims: dict[str, int] = claims or {}
         self._keys_by_user: dict[str, list[str]] = keys_by_user or {}
-        self._pending: dict[str, _Pending] = {}
+        self._pending: dict[str, _Pending | _Slice] = {}
         # Status of each finished upload of this list: completed or withdrawn.
         self.uploads: dict[int, str] = uploads or {}
         # Codes stored by uploads still in progress: they count against the list's cap.
@@ -238,9 +270,9 @@ class ListActor(Actor[Message]):
         if claim_id is not None:
             envelope.reply(ClaimOutcome(claim_id, None, created=False))
             return
-        pending = self._pending.get(key)
-        if pending is not None:
-            turn.waits.append((envelope, pending, False))
+        in_flight = self._in_flight(key)
+        if in_flight is not None:
+            turn.waits.append((envelope, in_flight, False))
             return
         if turn.status is None:
             turn.now = clock.now()
@@ -280,55 +312,79 @@ class ListActor(Actor[Message]):
         self._pending[key] = pending
         return pending
 
-    def _take_codes(
-        self, turn: _Turn, keys: list[str], users: list[str], codes: list[Code], message: TakeCodes
-    ) -> None:
-        """New keyless claims for a batch slice: the codes are taken, one for each user and
-        key, and the turn's run is made of them."""
-        count = len(codes)
-        if not count:
-            return
-        first = self.ids.next_claims(count)
-        info, source, campaign_id, now = self.info, message.source, message.campaign_id, turn.now
+    def _in_flight(self, key: str) -> _Pending | _InFlight | None:
+        """The claim in flight for this key, if one is."""
+        pending = self._pending.get(key)
+        return pending.in_flight(key) if isinstance(pending, _Slice) else pending
+
+    def _take_slice(
+        self, keys: list[str], users: list[str], taken: Taken, message: TakeCodes, now: float
+    ) -> _Slice:
+        """New keyless claims for a batch slice, one for each user and key, with the codes
+        taken for them."""
+        count = len(taken)
+        info = self.info
         keys, users = keys[:count], users[:count]
-        code_strings = [code.code for code in codes]
-        code_ids = [code.id for code in codes]
-        rewards = events.Rewards(info, source, campaign_id, message.render)
-        made: list[Event]
-        texts: Sequence[str | None]
-        if message.render is None:
-            # The usual batch: no message to render, so no Python function call per reward.
-            made = rewards.events(code_strings, users, now)
-            texts = [None] * count
-        else:
-            pairs = [rewards.event(*both, now) for both in zip(code_strings, users, strict=True)]
-            made, texts = [event for event, _ in pairs], [text for _, text in pairs]
-        claims = map(
-            Claim, range(first, first + count), repeat(info.id, count), users, repeat(""),
-            code_ids, code_strings, repeat(now), repeat(source), repeat(campaign_id),
-            repeat(None), texts,
-        )  # fmt: skip
-        turn.taken = list(map(_Pending, claims, codes, keys, made))
-        turn.run = run_row(first, info.id, now, source, campaign_id, users, code_ids,
-                           code_strings, texts)  # fmt: skip
-        self._pending.update(zip(keys, turn.taken, strict=True))
+        rewards = events.Rewards(info, message.source, message.campaign_id, message.render)
+        messages: list[str | None] = (
+            [None] * count
+            if message.render is None
+            else list(map(rewards.message, taken.codes, users, repeat(now)))
+        )
+        run = ClaimRun(self.ids.next_claims(count), info.id, now, message.source,
+                       message.campaign_id, users, taken.ids, taken.codes, messages)  # fmt: skip
+        made = _Slice(run, keys, taken, rewards.run(taken.codes, users, messages, now))
+        self._pending.update(zip(keys, repeat(made)))
         info.counts.distributed += count
+        return made
+
+    def _commit_slice(self, made: _Slice, available: int) -> bool:
+        """Hand a slice's claims and reward events to the journal, two rows in all; False if
+        it refused them (their codes went back to the pool)."""
+        run = made.run
+        stock = self._stock_events(available, self.info.counts.available, run.claimed_at)
+        rows = Insert("claim_runs", RUN_COLUMNS, [run.row()])
+        ops: list[Op] = [rows, Events([made.rewards, *stock])]
+        try:
+            made.durable = self.journal.submit(ops, records=len(run))
+        except errors.VoucherdError:
+            self._give_back_slice(made)
+            return False
+        made.durable.add_done_callback(partial(self._settle_slice, made))
+        return True
+
+    def _settle_slice(self, made: _Slice, durable: asyncio.Future[Any]) -> None:
+        if durable.cancelled() or durable.exception() is not None:
+            self._give_back_slice(made)
+            return
+        run, keys, in_flight = made.run, made.keys, self._pending
+        self.info.rate.record(run.claimed_at, len(run))
+        for key in keys:
+            del in_flight[key]
+        self._claims.update(zip(keys, run.ids(), strict=True))
+        if run.campaign_id is not None:
+            # The tray finds rewards by what follows the user id.
+            for user_id, key in zip(run.users, keys, strict=True):
+                self._keys_by_user.setdefault(user_id, []).append(key[len(user_id) + 1 :])
+
+    def _give_back_slice(self, made: _Slice) -> None:
+        """Undo a slice whose records were never written (see _give_back)."""
+        for key in made.keys:
+            self._pending.pop(key, None)
+        self.info.counts.distributed -= len(made.keys)
+        self.pool.give_back_taken(made.taken)
 
     def _commit_turn(self, turn: _Turn) -> None:
         if turn.taken:
             try:
-                # The turn's claims and their reward events, in one transaction: a batch
-                # slice's as two rows in all, a run of claims and a run of events.
+                # The turn's claims and their reward events, in one transaction.
                 rewards = [p.event for p in turn.taken]
                 available = self.info.counts.available
                 stock = self._stock_events(turn.available, available, turn.now)
-                ops: list[Op] = (
-                    [Insert("claim_runs", RUN_COLUMNS, [turn.run]), Events(rewards, run=True)]
-                    if turn.run is not None
-                    else [Insert("claims", CLAIM_COLUMNS, [p.claim for p in turn.taken]),
-                          Events(rewards)]
-                )  # fmt: skip
-                ops.append(Events(stock))
+                ops: list[Op] = [
+                    Insert("claims", CLAIM_COLUMNS, [p.claim for p in turn.taken]),
+                    Events([*rewards, *stock]),
+                ]
                 durable = self.journal.submit(ops, records=len(turn.taken))
             except errors.VoucherdError as exc:
                 self._give_back(turn.taken)
@@ -373,7 +429,7 @@ class ListActor(Actor[Message]):
     def _settle(
         self,
         taken: list[_Pending],
-        answers: list[tuple[Envelope[Any], _Pending, bool]],
+        answers: list[tuple[Envelope[Any], _Pending | _InFlight, bool]],
         durable: asyncio.Future[Any],
     ) -> None:
         if durable.cancelled() or durable.exception() is not None:
@@ -389,8 +445,8 @@ class ListActor(Actor[Message]):
                     # The tray finds keyed claims and rewards by what follows the user id.
                     suffix = pending.key[len(claim.user_id) + 1 :]
                     self._keys_by_user.setdefault(claim.user_id, []).append(suffix)
-        for envelope, pending, created in answers:
-            _answer(envelope, pending.claim, created, durable)
+        for envelope, waiting, created in answers:
+            _answer(envelope, waiting.claim, created, durable)
 
     def _give_back(self, taken: list[_Pending]) -> None:
         """Undo claims whose records were never written: their codes go out next.
@@ -420,11 +476,11 @@ class ListActor(Actor[Message]):
 
     async def _take_many(self, envelope: Envelope[Message], message: TakeCodes) -> None:
         outcome = BatchOutcome()
-        waits: list[_Pending] = []
+        slices: list[_Slice] = []
+        waits: list[_Pending | _InFlight] = []
         users = list(dict.fromkeys(message.user_ids))
         suffix = identity("", "", message.campaign_id)
         for start in range(0, len(users), BATCH_SLICE):
-            turn = _Turn()
             try:
                 check(self.info.status(), Action.CLAIM, self.info.id)
                 refusal = None
@@ -436,25 +492,23 @@ class ListActor(Actor[Message]):
                 self._claims.keys().isdisjoint(keys) and self._pending.keys().isdisjoint(keys)
             ):
                 keys, part = self._sort_out(keys, part, refusal, outcome, waits)
-            turn.now, turn.available = clock.now(), self.info.counts.available
-            codes = self.pool.take(len(keys))
-            if len(codes) < len(keys):
+            now, available = clock.now(), self.info.counts.available
+            taken = self.pool.take(len(keys))
+            if len(taken) < len(keys):
                 exhausted = errors.ListExhausted(f"list {self.info.id} has no codes left")
-                outcome.failed.extend((user_id, exhausted) for user_id in part[len(codes) :])
-            self._take_codes(turn, keys, part, codes, message)
-            waits.extend(turn.taken)
-            self._commit_turn(turn)
-            if turn.taken and turn.taken[0].durable is None:
-                # The journal refused the slice; its codes went back to the pool.
-                refused = {id(pending) for pending in turn.taken}
-                waits = [pending for pending in waits if id(pending) not in refused]
-                overloaded = errors.Overloaded("the journal queue is full")
-                outcome.failed.extend((p.claim.user_id, overloaded) for p in turn.taken)
+                outcome.failed.extend((user_id, exhausted) for user_id in part[len(taken) :])
+            if taken:
+                made = self._take_slice(keys, part, taken, message, now)
+                if self._commit_slice(made, available):
+                    slices.append(made)
+                else:
+                    overloaded = errors.Overloaded("the journal queue is full")
+                    outcome.failed.extend((user_id, overloaded) for user_id in made.run.users)
             # Let other lists and requests run between slices of a large batch.
             await asyncio.sleep(0)
-        durables = {id(p.durable): p.durable for p in waits if p.durable is not None}
+        durables = {id(p.durable): p.durable for p in (*slices, *waits) if p.durable is not None}
         done = asyncio.gather(*durables.values(), return_exceptions=True)
-        done.add_done_callback(partial(_answer_batch, envelope, outcome, waits))
+        done.add_done_callback(partial(_answer_batch, envelope, outcome, slices, waits))
 
     def _sort_out(
         self,
@@ -462,7 +516,7 @@ class ListActor(Actor[Message]):
         users: list[str],
         refusal: errors.VoucherdError | None,
         outcome: BatchOutcome,
-        waits: list[_Pending],
+        waits: list[_Pending | _InFlight],
     ) -> tuple[list[str], list[str]]:
         """A batch's users who already hold a claim, or have one in flight, or are refused:
         each is answered apart. Returns the keys and ids of the users left to claim for."""
@@ -472,9 +526,9 @@ class ListActor(Actor[Message]):
             if claim_id is not None:
                 outcome.repeat_ids.append(claim_id)
                 continue
-            pending = self._pending.get(key)
-            if pending is not None:
-                waits.append(pending)
+            in_flight = self._in_flight(key)
+            if in_flight is not None:
+                waits.append(in_flight)
             elif refusal is not None:
                 outcome.failed.append((user_id, refusal))
             else:
@@ -616,21 +670,24 @@ def _answer(
 def _answer_batch(
     envelope: Envelope[Any],
     outcome: BatchOutcome,
-    waits: Iterable[_Pending],
+    slices: list[_Slice],
+    waits: list[_Pending | _InFlight],
     done: asyncio.Future[list[Any]],
 ) -> None:
-    if not any(isinstance(result, BaseException) for result in done.result()):
-        # Every record written: the usual case, answered without a look at each claim.
-        outcome.claims.extend(pending.claim for pending in waits)
-        envelope.reply(outcome)
-        return
-    for pending in waits:
-        durable = pending.durable
-        assert durable is not None
-        if durable.cancelled() or durable.exception() is not None:
-            outcome.failed.append(
-                (pending.claim.user_id, errors.StorageUnavailable("the claim was not written"))
-            )
+    unwritten = errors.StorageUnavailable("the claim was not written")
+    for made in slices:
+        if _written(made.durable):
+            outcome.runs.append(made.run)
         else:
+            outcome.failed.extend((user_id, unwritten) for user_id in made.run.users)
+    for pending in waits:
+        if _written(pending.durable):
             outcome.claims.append(pending.claim)
+        else:
+            outcome.failed.append((pending.claim.user_id, unwritten))
     envelope.reply(outcome)
+
+
+def _written(durable: asyncio.Future[Any] | None) -> bool:
+    assert durable is not None
+    return not durable.cancelled() and durable.exception() is None

@@ -19,7 +19,6 @@ import ctypes
 import ctypes.util
 import functools
 import logging
-import operator
 import sqlite3
 import time
 from collections import Counter, deque
@@ -32,7 +31,7 @@ from typing import Any, TypeVar
 import aiosqlite
 
 from voucherd import errors
-from voucherd.events import Event
+from voucherd.events import Numbered
 from voucherd.metrics import Metrics
 from voucherd.persistence.schema import install
 
@@ -93,11 +92,10 @@ def _values_sql(table: str, columns: tuple[str, ...], count: int) -> str:
 class Events:
     """Events to append to the stream, in the same transaction as the rest of their entry.
     The writer numbers them as it writes them, so numbers run without gaps: a transaction
-    that fails hands its numbers back. A `run` of events of one type, time and base (a batch
-    slice's rewards) is stored as one row."""
+    that fails hands its numbers back. A run of events (a batch slice's rewards) is numbered
+    as its events and stored as one row."""
 
-    events: Sequence[Event]
-    run: bool = False
+    events: Sequence[Numbered]
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,7 +157,7 @@ class Journal:
         self.last_event_time = 0.0
         # Ids of the event bases stored so far, by their JSON; only the writer's thread uses it.
         self._bases: dict[bytes, int] = {}
-        self.on_events: Callable[[list[Event]], None] | None = None
+        self.on_events: Callable[[list[Numbered]], None] | None = None
         # Records written in groups not alone (claims and their kin): an upload gives way to
         # claims while this grows.
         self.shared_records = 0
@@ -354,9 +352,11 @@ class Journal:
         else:
             if numbering.written:
                 self.last_seq, self.last_event_time = numbering.last, numbering.last_time
-                counted = self.metrics.events
-                for kind, count in Counter(map(_TYPE, numbering.written)).items():
-                    counted.labels(kind).inc(count)
+                kinds: Counter[str] = Counter()
+                for event in numbering.written:
+                    kinds[event.type] += event.count
+                for kind, count in kinds.items():
+                    self.metrics.events.labels(kind).inc(count)
                 if self.on_events is not None:
                     self.on_events(numbering.written)
             for entry, (result, failure) in zip(group, outcomes, strict=True):
@@ -401,14 +401,14 @@ class _Numbering:
     def __init__(self, last: int, last_time: float, bases: dict[bytes, int]) -> None:
         self.last = last
         self.last_time = last_time
-        self.written: list[Event] = []
+        self.written: list[Numbered] = []
         self.bases = bases
 
-    def number(self, events: Sequence[Event]) -> None:
+    def number(self, events: Sequence[Numbered]) -> None:
         last, last_time = self.last, self.last_time
         for event in events:
-            last += 1
-            event.seq = last
+            event.seq = last + 1
+            last += event.count
             # Times never go back along the stream, even if the clock does: retention finds
             # its cut by a binary search over seq.
             if event.time < last_time:
@@ -492,7 +492,6 @@ def _transaction(
 
 
 _EVENT_COLUMNS = ("seq", "type", "time", "data", "base", "count")
-_TYPE = operator.attrgetter("type")
 _MAX_BASES = 10_000
 CHECKPOINT_INTERVAL = 0.25
 
@@ -504,9 +503,7 @@ class _Pending:
     def __init__(self) -> None:
         self._inserts: dict[tuple[str, tuple[str, ...]], list[Row]] = {}
         self._rows: dict[str, list[Row]] = {}
-        self._events: list[Event] = []
-        # Where each run of events starts in _events, and how long it is.
-        self._runs: list[tuple[int, int]] = []
+        self._events: list[Numbered] = []
 
     def add(self, ops: Sequence[Op]) -> None:
         for op in ops:
@@ -515,8 +512,6 @@ class _Pending:
             elif isinstance(op, Rows):
                 self._rows.setdefault(op.sql, []).extend(op.rows)
             elif isinstance(op, Events):
-                if op.run and len(op.events) > 1:
-                    self._runs.append((len(self._events), len(op.events)))
                 self._events.extend(op.events)
 
     def flush(self, conn: sqlite3.Connection, numbering: _Numbering) -> None:
@@ -530,38 +525,14 @@ class _Pending:
             base_ids = {
                 base: numbering.base_id(conn, base) for base in {e.base for e in self._events}
             }
-            insert_rows(
-                conn, "events", _EVENT_COLUMNS, _event_rows(self._events, self._runs, base_ids)
-            )
+            rows = [
+                (e.seq, e.type, e.time, e.stored().decode(), base_ids[e.base], e.count)
+                for e in self._events
+            ]
+            insert_rows(conn, "events", _EVENT_COLUMNS, rows)
         self._inserts.clear()
         self._rows.clear()
         self._events = []
-        self._runs = []
-
-
-def _event_rows(
-    events: list[Event], runs: list[tuple[int, int]], base_ids: dict[bytes | None, int | None]
-) -> list[Row]:
-    """The rows of numbered events: one an event, but one a run (see Events)."""
-    rows: list[Row] = []
-    done = 0
-    for start, count in [*runs, (len(events), 0)]:
-        rows.extend(
-            (e.seq, e.type, e.time, _stored(e).decode(), base_ids[e.base], 1)
-            for e in events[done:start]
-        )
-        if count:
-            run = events[start : start + count]
-            first = run[0]
-            data = b"\n".join(map(_stored, run)).decode()
-            rows.append((first.seq, first.type, first.time, data, base_ids[first.base], count))
-        done = start + count
-    return rows
-
-
-def _stored(event: Event) -> bytes:
-    """What the events table keeps of an event's data: with a base, only its own part."""
-    return event.data if event.own is None else event.own
 
 
 def shrink_memory(conn: sqlite3.Connection) -> None:

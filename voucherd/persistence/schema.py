@@ -10,8 +10,11 @@ withdrawn and no claim names it.
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Callable
 
-VERSION = 7
+import orjson
+
+VERSION = 8
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (
@@ -138,8 +141,9 @@ CREATE TABLE IF NOT EXISTS campaigns (
 -- The event stream. `seq` is given by the journal's writer, one more per event, no gaps;
 -- `data` is the event's JSON object, or with a `base`, the properties it adds to that base's
 -- (a reward event stores the few that vary per reward; its list's are stored once). A row
--- with a `count` above one holds that many events of one type, time and base, numbered on
--- from `seq`: a batch slice's rewards, their objects in `data` one a line.
+-- with a `count` above one holds a batch slice's reward events, numbered on from `seq`, one
+-- time and base: `data` is [eventTimestamp, [voucherCode…], [userId…], [message…]], each
+-- event's own properties as columns (events.RewardRun).
 CREATE TABLE IF NOT EXISTS events (
     seq INTEGER PRIMARY KEY,
     type TEXT NOT NULL,
@@ -156,8 +160,24 @@ CREATE TABLE IF NOT EXISTS event_bases (
 );
 """
 
-# Changes to databases made by an earlier version, applied in order at start-up.
-MIGRATIONS: dict[int, tuple[str, ...]] = {
+
+def _event_runs_as_columns(db: sqlite3.Connection) -> None:
+    """Schema 7 stored a run of reward events as their own objects, one a line. A run already
+    made columns (by a start that stopped half way) is left as it is."""
+    runs = db.execute("SELECT seq, data FROM events WHERE count > 1 AND data LIKE '{%'").fetchall()
+    for seq, data in runs:
+        owns = [orjson.loads(line) for line in data.split("\n")]
+        columns = [
+            owns[0]["eventTimestamp"],
+            *([own[name] for own in owns] for name in ("voucherCode", "userId", "message")),
+        ]
+        stored = orjson.dumps(columns).decode()
+        db.execute("UPDATE events SET data = ? WHERE seq = ?", (stored, seq))
+
+
+# Changes to databases made by an earlier version, applied in order at start-up: statements,
+# or functions where SQL alone cannot say it.
+MIGRATIONS: dict[int, tuple[str | Callable[[sqlite3.Connection], None], ...]] = {
     2: ("ALTER TABLE claims ADD COLUMN message TEXT",),
     3: (
         "ALTER TABLE lists ADD COLUMN expiry_warning TEXT",
@@ -172,6 +192,8 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
     # A batch's slice of claims is one row of claim_runs (created above), and its reward
     # events one row of events.
     7: ("ALTER TABLE events ADD COLUMN count INTEGER NOT NULL DEFAULT 1",),
+    # A run of reward events keeps their own properties as columns.
+    8: (_event_runs_as_columns,),
 }
 
 
@@ -184,8 +206,11 @@ def install(db: sqlite3.Connection) -> None:
     if version > VERSION:
         raise RuntimeError(f"the database is from a newer voucherd (schema {version})")
     for step in range(version + 1, VERSION + 1):
-        for sql in MIGRATIONS[step]:
-            db.execute(sql)
+        for change in MIGRATIONS[step]:
+            if isinstance(change, str):
+                db.execute(change)
+            else:
+                change(db)
     db.execute(
         "INSERT OR REPLACE INTO meta (key, value) VALUES ('schema_version', ?)", (str(VERSION),)
     )

@@ -80,16 +80,18 @@ async def create_claims(request: web.Request) -> web.Response:
     body = await json_body(request)
     users = batch_users(body, request.app[SETTINGS].max_batch_users)
     outcome: BatchOutcome = await actor.ask(TakeCodes(users))
-    claims = outcome.claims + await read_claims(request.app[JOURNAL], outcome.repeat_ids)
+    repeats = await read_claims(request.app[JOURNAL], outcome.repeat_ids)
     expires_at = clock.format_time(actor.info.expires_at)
+    shown = [view for run in outcome.runs for view in run.shown(expires_at)]
+    shown += [claim.shown(expires_at) for claim in (*outcome.claims, *repeats)]
     metrics = request.app[METRICS]
-    metrics.claims_created.inc(len(outcome.claims))
+    metrics.claims_created.inc(outcome.created)
     metrics.claims_repeated.inc(len(outcome.repeat_ids))
     for _, error in outcome.failed:
         metrics.claims.labels(error.code).inc()
     return wire.response(
         {
-            "claims": [claim.shown(expires_at) for claim in claims],
+            "claims": shown,
             "failed": [
                 {"user_id": user, "error": error.body()["error"]} for user, error in outcome.failed
             ],
