@@ -940,7 +940,7 @@ async def test_the_exhaustion_estimate_appears_once_a_list_is_claimed_from(clien
 
 
 async def test_rewards_are_counted_by_result_and_events_by_type(client: Client) -> None:
-    list_id = await list_with_codes(client, make_codes(5))
+    list_id = await list_with_codes(client, make_codes(10))
     campaign_id = await create_campaign(client, [list_id], max_codes_per_campaign=1)
     start = await scrape(client)
     events_before = await all_events(client)
@@ -951,6 +951,9 @@ async def test_rewards_are_counted_by_result_and_events_by_type(client: Client) 
     assert (status, refused) == (200, {"rewarded": False, "reason": "campaign_limit_reached"})
     await claim(client, list_id, "direct-1")
     await claim(client, list_id, "direct-2")
+    # Batches: a slice's events are one run, counted as its events.
+    await claim_batch(client, list_id, ["b-1", "b-2", "b-3"])
+    await claim_batch(client, list_id, ["b-1", "b-4"])
 
     end = await scrape(client)
 
@@ -960,10 +963,11 @@ async def test_rewards_are_counted_by_result_and_events_by_type(client: Client) 
     assert grew("voucherd_rewards_total", result="rewarded") == 1
     assert grew("voucherd_rewards_total", result="repeated") == 1
     assert grew("voucherd_rewards_total", result="campaign_limit_reached") == 1
-    assert grew("voucherd_claims_total", result="created") == 2
+    assert grew("voucherd_claims_total", result="created") == 6
+    assert grew("voucherd_claims_total", result="repeated") == 1
     written = (await all_events(client))[len(events_before) :]
-    assert [event["type"] for event in written] == ["voucher.rewarded"] * 3
-    assert grew("voucherd_events_total", type="voucher.rewarded") == 3
+    assert [event["type"] for event in written] == ["voucher.rewarded"] * 7
+    assert grew("voucherd_events_total", type="voucher.rewarded") == 7
     # Every event written since the start is counted under its type.
     every = await all_events(client)
     for type_ in {event["type"] for event in every}:

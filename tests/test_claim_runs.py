@@ -5,9 +5,12 @@ what claims stored one by one give, before a restart and after it."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import sqlite3
+import threading
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 from support import (
@@ -21,7 +24,21 @@ from support import (
     upload,
 )
 
+from voucherd.actors.voucher_list import (
+    BatchOutcome,
+    ClaimOutcome,
+    Ids,
+    ListActor,
+    TakeCode,
+    TakeCodes,
+)
+from voucherd.duplicates import Scope
+from voucherd.lists import ListInfo
+from voucherd.metrics import Metrics
+from voucherd.persistence.journal import Journal, Step
+from voucherd.pool import CodePool, Segment
 from voucherd.settings import Settings
+from voucherd.statuses import Status
 
 Restart = Callable[[], Awaitable[Client]]
 
@@ -234,3 +251,49 @@ async def test_codes_claimed_in_a_batch_stay_distributed_when_their_upload_is_wi
         path = f"/v1/lists/{list_id}/uploads/{again['id']}"
         assert await call(client, "DELETE", path) == (200, {"withdrawn": 2})
         client = await restartable()
+
+
+async def test_claims_of_users_whose_batch_is_in_flight_are_that_batchs_claims(
+    tmp_path: Path,
+) -> None:
+    # In-process, with a real journal held by a step on its thread, so the batch's slices are
+    # surely still in flight when the same users claim again.
+    metrics = Metrics()
+    journal = Journal(tmp_path / "voucherd.sqlite3", "FULL", 100_000, metrics)
+    await journal.open()
+    journal.start()
+    info = ListInfo(1, "P", "t", "n", "", 4e9, Status.ACTIVE, Scope.PARTNER, 0, 0, 0)
+    pool = CodePool()
+    pool.add([Segment.of(1, 1, [code.encode() for code in make_codes(3000)])])
+    info.counts.uploaded = 3000
+    actor = ListActor(
+        info, journal=journal, ids=Ids(), metrics=metrics, mailbox_size=10_000, pool=pool
+    )
+    actor.start()
+    gate = threading.Event()
+    held = journal.submit([Step(lambda _: gate.wait(20))])
+    users = [f"u-{n}" for n in range(2500)]
+    try:
+        # One turn: the batch's slices are taken first, then the messages queued behind it.
+        first = actor.ask(TakeCodes(users))
+        again = [actor.ask(TakeCode(user_id)) for user_id in ("u-0", "u-1500", "u-2499")]
+        second = actor.ask(TakeCodes([*reversed(users), "new"]))
+        await asyncio.sleep(0.05)
+        assert not any(future.done() for future in (first, *again, second))
+    finally:
+        gate.set()
+    await held
+    made: BatchOutcome = await first
+    claims = {claim.user_id: claim for claim in made.new_claims()}
+    assert [len(run) for run in made.runs] == [1000, 1000, 500]
+    assert (made.in_flight, made.repeat_ids, made.failed) == ([], [], [])
+    for user_id, future in zip(("u-0", "u-1500", "u-2499"), again, strict=True):
+        assert await future == ClaimOutcome(claims[user_id].id, claims[user_id], False)
+    repeated: BatchOutcome = await second
+    assert sorted(repeated.in_flight) == sorted(claims.values())
+    [new] = repeated.new_claims()
+    assert new.user_id == "new"
+    assert new.code not in {claim.code for claim in claims.values()}
+    assert info.counts.distributed == 2501
+    await actor.stop()
+    await journal.close()

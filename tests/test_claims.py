@@ -375,6 +375,43 @@ async def test_concurrent_batches_and_single_claims_never_share_a_code(client: C
     assert_balanced(listing)
 
 
+async def test_the_same_users_in_concurrent_batches_and_single_claims_get_one_code_each(
+    client: Client,
+) -> None:
+    # Batches and single claims for the same users, all at once: whichever comes first makes
+    # a user's claim, in flight or committed; every other answer is that claim.
+    # (test_claim_runs holds the journal to be sure they meet in flight.)
+    list_id = await list_with_codes(client, make_codes(1000))
+    users = [f"u-{n}" for n in range(300)]
+
+    async def single(user_id: str) -> tuple[int, dict[str, Any]]:
+        status, reply = await claim(client, list_id, user_id)
+        assert status in (200, 201), reply
+        return status, reply["claim"]
+
+    answers = await asyncio.gather(
+        *(claim_batch(client, list_id, users[start:] + users[:start]) for start in (0, 100, 200)),
+        *(single(user_id) for user_id in users[::3]),
+    )
+
+    batches, singles = answers[:3], answers[3:]
+    held: dict[str, dict[str, Any]] = {}
+    for reply in batches:
+        assert isinstance(reply, dict)
+        assert reply["failed"] == []
+        assert sorted(made["user_id"] for made in reply["claims"]) == sorted(users)
+        for made in reply["claims"]:
+            assert held.setdefault(made["user_id"], made) == made
+    for answer in singles:
+        assert isinstance(answer, tuple)
+        made = answer[1]
+        assert held[made["user_id"]] == made
+    assert len({made["code"] for made in held.values()}) == len(users)
+    listing = await get_list(client, list_id)
+    assert listing["codes"]["distributed"] == len(users)
+    assert_balanced(listing)
+
+
 # -- idempotency across a restart (invariants 1 and 4) -----------------------------------------
 
 

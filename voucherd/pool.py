@@ -85,9 +85,6 @@ class Taken(NamedTuple):
     codes: list[str]
     upload_ids: list[int]
 
-    def __len__(self) -> int:
-        return len(self.ids)
-
 
 class CodePool:
     def __init__(self) -> None:
@@ -154,7 +151,7 @@ class CodePool:
     def give_back_taken(self, taken: Taken) -> None:
         """Return codes taken at once; they go out next, in the order they were taken."""
         self._returned += reversed(list(map(Code, *taken)))
-        self.available += len(taken)
+        self.available += len(taken.ids)
 
     def held(self, upload_id: int) -> int:
         """How many codes of one upload are here."""

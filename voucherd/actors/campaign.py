@@ -239,8 +239,10 @@ class Campaign(Actor[Message]):
             except errors.VoucherdError as exc:
                 outcomes.update((user, exc) for user in users)
                 return outcomes
+            made = batch.new_claims()
+            outcomes.update((claim.user_id, Rewarded(claim.id, claim, True)) for claim in made)
             outcomes.update(
-                (claim.user_id, Rewarded(claim.id, claim, True)) for claim in batch.new_claims()
+                (claim.user_id, Rewarded(claim.id, claim, False)) for claim in batch.in_flight
             )
             users = []
             for user, error in batch.failed:

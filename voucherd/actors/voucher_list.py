@@ -110,18 +110,19 @@ class ClaimOutcome(NamedTuple):
 class BatchOutcome:
     # The batch's new claims, a run a slice.
     runs: list[ClaimRun] = field(default_factory=list)
-    # Claims some of its users had in flight already, from an earlier request.
-    claims: list[Claim] = field(default_factory=list)
+    # Repeats: claims some of its users had in flight already, made by an earlier request,
+    # and the ids of claims they hold.
+    in_flight: list[Claim] = field(default_factory=list)
     repeat_ids: list[int] = field(default_factory=list)
     failed: list[tuple[str, errors.VoucherdError]] = field(default_factory=list)
 
     @property
     def created(self) -> int:
-        return sum(map(len, self.runs)) + len(self.claims)
+        return sum(map(len, self.runs))
 
     def new_claims(self) -> list[Claim]:
-        """The runs' claims and the others, one object each."""
-        return [claim for run in self.runs for claim in run.claims()] + self.claims
+        """The runs' claims, one object each."""
+        return [claim for run in self.runs for claim in run.claims()]
 
 
 # -- state -------------------------------------------------------------------------------------
@@ -155,10 +156,13 @@ class _Slice:
     taken: Taken
     rewards: RewardRun
     durable: asyncio.Future[Any] | None = None
+    # Where each key is in the slice, made at the first lookup: most slices never need it.
+    _index: dict[str, int] | None = None
 
     def in_flight(self, key: str) -> _InFlight:
-        # A user's claim while its batch is in flight: rare, so a search will do.
-        return _InFlight(self.run.claim(self.keys.index(key)), self.durable)
+        if self._index is None:
+            self._index = {key: index for index, key in enumerate(self.keys)}
+        return _InFlight(self.run.claim(self._index[key]), self.durable)
 
 
 @dataclass(slots=True)
@@ -322,7 +326,7 @@ class ListActor(Actor[Message]):
     ) -> _Slice:
         """New keyless claims for a batch slice, one for each user and key, with the codes
         taken for them."""
-        count = len(taken)
+        count = len(taken.ids)
         info = self.info
         keys, users = keys[:count], users[:count]
         rewards = events.Rewards(info, message.source, message.campaign_id, message.render)
@@ -338,29 +342,29 @@ class ListActor(Actor[Message]):
         info.counts.distributed += count
         return made
 
-    def _commit_slice(self, made: _Slice, available: int) -> bool:
-        """Hand a slice's claims and reward events to the journal, two rows in all; False if
-        it refused them (their codes went back to the pool)."""
+    def _commit_slice(self, made: _Slice, available: int) -> errors.VoucherdError | None:
+        """Hand a slice's claims and reward events to the journal, two rows in all; the
+        journal's refusal if it refused them (their codes went back to the pool)."""
         run = made.run
         stock = self._stock_events(available, self.info.counts.available, run.claimed_at)
         rows = Insert("claim_runs", RUN_COLUMNS, [run.row()])
         ops: list[Op] = [rows, Events([made.rewards, *stock])]
         try:
             made.durable = self.journal.submit(ops, records=len(run))
-        except errors.VoucherdError:
+        except errors.VoucherdError as exc:
             self._give_back_slice(made)
-            return False
+            return exc
         made.durable.add_done_callback(partial(self._settle_slice, made))
-        return True
+        return None
 
     def _settle_slice(self, made: _Slice, durable: asyncio.Future[Any]) -> None:
         if durable.cancelled() or durable.exception() is not None:
             self._give_back_slice(made)
             return
-        run, keys, in_flight = made.run, made.keys, self._pending
+        run, keys, pending = made.run, made.keys, self._pending
         self.info.rate.record(run.claimed_at, len(run))
         for key in keys:
-            del in_flight[key]
+            del pending[key]
         self._claims.update(zip(keys, run.ids(), strict=True))
         if run.campaign_id is not None:
             # The tray finds rewards by what follows the user id.
@@ -494,16 +498,16 @@ class ListActor(Actor[Message]):
                 keys, part = self._sort_out(keys, part, refusal, outcome, waits)
             now, available = clock.now(), self.info.counts.available
             taken = self.pool.take(len(keys))
-            if len(taken) < len(keys):
+            if len(taken.ids) < len(keys):
                 exhausted = errors.ListExhausted(f"list {self.info.id} has no codes left")
-                outcome.failed.extend((user_id, exhausted) for user_id in part[len(taken) :])
-            if taken:
+                outcome.failed.extend((user_id, exhausted) for user_id in part[len(taken.ids) :])
+            if taken.ids:
                 made = self._take_slice(keys, part, taken, message, now)
-                if self._commit_slice(made, available):
+                refused = self._commit_slice(made, available)
+                if refused is None:
                     slices.append(made)
                 else:
-                    overloaded = errors.Overloaded("the journal queue is full")
-                    outcome.failed.extend((user_id, overloaded) for user_id in made.run.users)
+                    outcome.failed.extend((user_id, refused) for user_id in made.run.users)
             # Let other lists and requests run between slices of a large batch.
             await asyncio.sleep(0)
         durables = {id(p.durable): p.durable for p in (*slices, *waits) if p.durable is not None}
@@ -682,7 +686,7 @@ def _answer_batch(
             outcome.failed.extend((user_id, unwritten) for user_id in made.run.users)
     for pending in waits:
         if _written(pending.durable):
-            outcome.claims.append(pending.claim)
+            outcome.in_flight.append(pending.claim)
         else:
             outcome.failed.append((pending.claim.user_id, unwritten))
     envelope.reply(outcome)

@@ -19,6 +19,7 @@ import ctypes
 import ctypes.util
 import functools
 import logging
+import operator
 import sqlite3
 import time
 from collections import Counter, deque
@@ -31,7 +32,7 @@ from typing import Any, TypeVar
 import aiosqlite
 
 from voucherd import errors
-from voucherd.events import Numbered
+from voucherd.events import Numbered, RewardRun
 from voucherd.metrics import Metrics
 from voucherd.persistence.schema import install
 
@@ -351,10 +352,12 @@ class Journal:
                 _settle(entry.future, exception=fault)
         else:
             if numbering.written:
+                kinds = Counter(map(_TYPE, numbering.written))
+                # A run is counted once above; only rewards come in runs, so the rest of the
+                # numbers handed out are rewards.
+                if more := numbering.last - self.last_seq - len(numbering.written):
+                    kinds[RewardRun.type] += more
                 self.last_seq, self.last_event_time = numbering.last, numbering.last_time
-                kinds: Counter[str] = Counter()
-                for event in numbering.written:
-                    kinds[event.type] += event.count
                 for kind, count in kinds.items():
                     self.metrics.events.labels(kind).inc(count)
                 if self.on_events is not None:
@@ -492,6 +495,7 @@ def _transaction(
 
 
 _EVENT_COLUMNS = ("seq", "type", "time", "data", "base", "count")
+_TYPE = operator.attrgetter("type")
 _MAX_BASES = 10_000
 CHECKPOINT_INTERVAL = 0.25
 

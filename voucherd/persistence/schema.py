@@ -161,18 +161,22 @@ CREATE TABLE IF NOT EXISTS event_bases (
 """
 
 
+_SCHEMA_7_RUNS = "SELECT seq, data FROM events WHERE seq > ? AND count > 1 ORDER BY seq LIMIT 100"
+
+
 def _event_runs_as_columns(db: sqlite3.Connection) -> None:
-    """Schema 7 stored a run of reward events as their own objects, one a line. A run already
-    made columns (by a start that stopped half way) is left as it is."""
-    runs = db.execute("SELECT seq, data FROM events WHERE count > 1 AND data LIKE '{%'").fetchall()
-    for seq, data in runs:
-        owns = [orjson.loads(line) for line in data.split("\n")]
-        columns = [
-            owns[0]["eventTimestamp"],
-            *([own[name] for own in owns] for name in ("voucherCode", "userId", "message")),
-        ]
-        stored = orjson.dumps(columns).decode()
-        db.execute("UPDATE events SET data = ? WHERE seq = ?", (stored, seq))
+    """Schema 7 stored a run of reward events as their own objects, one a line; a hundred runs
+    are read at a time, as there may be many."""
+    seq = 0
+    while runs := db.execute(_SCHEMA_7_RUNS, (seq,)).fetchall():
+        for seq, data in runs:
+            owns = [orjson.loads(line) for line in data.split("\n")]
+            columns = [
+                owns[0]["eventTimestamp"],
+                *([own[name] for own in owns] for name in ("voucherCode", "userId", "message")),
+            ]
+            stored = orjson.dumps(columns).decode()
+            db.execute("UPDATE events SET data = ? WHERE seq = ?", (stored, seq))
 
 
 # Changes to databases made by an earlier version, applied in order at start-up: statements,
@@ -205,12 +209,21 @@ def install(db: sqlite3.Connection) -> None:
     version = VERSION if fresh else int(row[0]) if row else 1
     if version > VERSION:
         raise RuntimeError(f"the database is from a newer voucherd (schema {version})")
-    for step in range(version + 1, VERSION + 1):
-        for change in MIGRATIONS[step]:
-            if isinstance(change, str):
-                db.execute(change)
-            else:
-                change(db)
-    db.execute(
-        "INSERT OR REPLACE INTO meta (key, value) VALUES ('schema_version', ?)", (str(VERSION),)
-    )
+    # The changes and the new version are one transaction: a start that stops half way
+    # leaves the database as it was.
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        for step in range(version + 1, VERSION + 1):
+            for change in MIGRATIONS[step]:
+                if isinstance(change, str):
+                    db.execute(change)
+                else:
+                    change(db)
+        db.execute(
+            "INSERT OR REPLACE INTO meta (key, value) VALUES ('schema_version', ?)",
+            (str(VERSION),),
+        )
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
+    db.execute("COMMIT")

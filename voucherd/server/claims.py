@@ -83,10 +83,10 @@ async def create_claims(request: web.Request) -> web.Response:
     repeats = await read_claims(request.app[JOURNAL], outcome.repeat_ids)
     expires_at = clock.format_time(actor.info.expires_at)
     shown = [view for run in outcome.runs for view in run.shown(expires_at)]
-    shown += [claim.shown(expires_at) for claim in (*outcome.claims, *repeats)]
+    shown += [claim.shown(expires_at) for claim in (*outcome.in_flight, *repeats)]
     metrics = request.app[METRICS]
     metrics.claims_created.inc(outcome.created)
-    metrics.claims_repeated.inc(len(outcome.repeat_ids))
+    metrics.claims_repeated.inc(len(outcome.in_flight) + len(outcome.repeat_ids))
     for _, error in outcome.failed:
         metrics.claims.labels(error.code).inc()
     return wire.response(
