@@ -161,7 +161,7 @@ class _Slice:
 
     def in_flight(self, key: str) -> _InFlight:
         if self._index is None:
-            self._index = {key: index for index, key in enumerate(self.keys)}
+            self._index = dict(zip(self.keys, range(len(self.keys)), strict=True))
         return _InFlight(self.run.claim(self._index[key]), self.durable)
 
 
