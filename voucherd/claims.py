@@ -111,6 +111,14 @@ class ClaimRun:
     codes: list[str]
     messages: list[str | None]
 
+    @classmethod
+    def from_row(cls, row: tuple[Any, ...]) -> ClaimRun:
+        """The run a row of `claim_runs` (RUN_COLUMNS) stores."""
+        first_id, list_id, _, claimed_at, source, campaign_id, _, _, claims = row
+        users, code_ids, codes, messages = orjson.loads(claims)
+        return cls(first_id, list_id, claimed_at, source, campaign_id, users, code_ids, codes,
+                   messages)  # fmt: skip
+
     def __len__(self) -> int:
         return len(self.users)
 

@@ -197,12 +197,12 @@ def recover(db: sqlite3.Connection) -> Recovered:
         for run in read_runs(db, "list_id", list_id):
             suffix = identity_of("", "", run.campaign_id)
             state.claims.update(
-                zip(map(operator.add, run.users, repeat(suffix)), run.ids, strict=True)
+                zip(map(operator.add, run.users, repeat(suffix)), run.ids(), strict=True)
             )
             if run.campaign_id is not None:
                 for user_id in run.users:
                     state.keys_by_user.setdefault(user_id, []).append(suffix[1:])
-            claim_ids.extend(run.ids)
+            claim_ids.extend(run.ids())
             code_ids.extend(run.code_ids)
         # In the table's order already, nearly always, and runs' codes are taken in the pool's
         # order: then sorting is a pass or two.
@@ -366,7 +366,7 @@ def recover_campaigns(db: sqlite3.Connection, recovered: Recovered) -> None:
             campaign.per_user = Counter(users.split("\x1e"))
         for run in read_runs(db, "campaign_id", info.id):
             campaign.rewards.update(
-                zip(map(operator.add, run.users, repeat("\x1f")), run.ids, strict=True)
+                zip(map(operator.add, run.users, repeat("\x1f")), run.ids(), strict=True)
             )
             campaign.per_user.update(run.users)
         for list_id in info.lists:
