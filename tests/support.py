@@ -19,6 +19,7 @@ from typing import Any
 import aiohttp
 from aiohttp.test_utils import TestClient
 
+from voucherd.claims import CLAIM_COLUMNS
 from voucherd.pool import unpack
 
 FUTURE = "2030-01-01T00:00:00Z"
@@ -183,28 +184,43 @@ def to_schema_7(db: sqlite3.Connection) -> None:
     line, as schema 7 stored them."""
     runs = db.execute("SELECT seq, data FROM events WHERE count > 1").fetchall()
     for seq, data in runs:
-        timestamp, codes, users, messages = json.loads(data)
-        owns = [
-            json.dumps(
-                {"eventTimestamp": timestamp, "voucherCode": code, "userId": user,
-                 "message": message},
-                separators=(",", ":"),
-                ensure_ascii=False,
-            )
-            for code, user, message in zip(codes, users, messages, strict=True)
-        ]  # fmt: skip
-        db.execute("UPDATE events SET data = ? WHERE seq = ?", ("\n".join(owns), seq))
+        db.execute("UPDATE events SET data = ? WHERE seq = ?", ("\n".join(_owns(data)), seq))
     db.execute("UPDATE meta SET value = '7' WHERE key = 'schema_version'")
 
 
 def to_schema_6(db: sqlite3.Connection) -> None:
-    """Bring a journal back to schema 6: no runs of claims or of events (it must hold none)."""
-    assert not db.execute("SELECT 1 FROM claim_runs").fetchone()
-    assert not db.execute("SELECT 1 FROM events WHERE count > 1").fetchone()
+    """Bring a journal back to schema 6: no runs, every claim and every event a row."""
+    columns = ", ".join(CLAIM_COLUMNS)
+    db.execute(
+        f"INSERT INTO claims ({columns}) SELECT {columns} FROM every_claim"
+        " WHERE id NOT IN (SELECT id FROM claims)"
+    )
+    runs = db.execute("SELECT seq, type, time, data, base FROM events WHERE count > 1").fetchall()
+    for seq, kind, made, data, base in runs:
+        db.execute("DELETE FROM events WHERE seq = ?", (seq,))
+        db.executemany(
+            "INSERT INTO events (seq, type, time, data, base) VALUES (?, ?, ?, ?, ?)",
+            [(seq + n, kind, made, own, base) for n, own in enumerate(_owns(data))],
+        )
     db.execute("DROP VIEW every_claim")
     db.execute("DROP TABLE claim_runs")
     db.execute("ALTER TABLE events DROP COLUMN count")
     db.execute("UPDATE meta SET value = '6' WHERE key = 'schema_version'")
+
+
+def _owns(data: str) -> list[str]:
+    """A stored run of reward events as each event's own properties, the JSON its row keeps
+    when it is stored alone."""
+    timestamp, codes, users, messages = json.loads(data)
+    return [
+        json.dumps(
+            {"eventTimestamp": timestamp, "voucherCode": code, "userId": user,
+             "message": message},
+            separators=(",", ":"),
+            ensure_ascii=False,
+        )
+        for code, user, message in zip(codes, users, messages, strict=True)
+    ]  # fmt: skip
 
 
 def to_schema_5(db: sqlite3.Connection) -> None:

@@ -1,7 +1,8 @@
 """Batch claims are stored a slice to a row (`claim_runs`), and a slice's reward events a run to
-a row of `events`. Everything read back from them — repeats, the voucher tray, counts, claim
-rates, campaign limits, duplicate checks, the event stream from any point inside a run — must be
-what claims stored one by one give, before a restart and after it."""
+a row of `events`; so are a list actor's turns of single claims, stretch by stretch. Everything
+read back from them — repeats, the voucher tray, counts, claim rates, campaign limits,
+duplicate checks, the event stream from any point inside a run — must be what claims stored one
+by one give, before a restart and after it."""
 
 from __future__ import annotations
 
@@ -35,6 +36,7 @@ from voucherd.actors.voucher_list import (
 from voucherd.duplicates import Scope
 from voucherd.lists import ListInfo
 from voucherd.metrics import Metrics
+from voucherd.persistence.claim_store import find_claims
 from voucherd.persistence.journal import Journal, Step
 from voucherd.pool import CodePool, Segment
 from voucherd.settings import Settings
@@ -88,6 +90,22 @@ def stored_rows(settings: Settings) -> tuple[list[int], list[int]]:
     return claims, events
 
 
+async def list_actor(data_dir: Path, codes: int) -> tuple[Journal, ListActor]:
+    """A real journal, started, and an active list's actor holding `codes` codes, not started."""
+    metrics = Metrics()
+    journal = Journal(data_dir / "voucherd.sqlite3", "FULL", 100_000, metrics)
+    await journal.open()
+    journal.start()
+    info = ListInfo(1, "P", "t", "n", "", 4e9, Status.ACTIVE, Scope.PARTNER, 0, 0, 0)
+    pool = CodePool()
+    pool.add([Segment.of(1, 1, [code.encode() for code in make_codes(codes)])])
+    info.counts.uploaded = codes
+    actor = ListActor(
+        info, journal=journal, ids=Ids(), metrics=metrics, mailbox_size=10_000, pool=pool
+    )
+    return journal, actor
+
+
 async def test_a_batch_is_stored_a_slice_to_a_row_and_comes_back_whole_after_a_restart(
     restartable: Restart, settings: Settings
 ) -> None:
@@ -105,8 +123,11 @@ async def test_a_batch_is_stored_a_slice_to_a_row_and_comes_back_whole_after_a_r
         {"user_id": "user-7", "idempotency_key": "order-1"},
     )
     assert status == 201
-    # Slices of 1,000: three rows of claims, three of events.
-    assert stored_rows(settings) == ([1000, 1000, 500], [1000, 1000, 500])
+    # The single claim without a key is a run of one; the batch's slices of 1,000 are three
+    # runs of claims and three of events; the keyed claim is a row of its own.
+    assert stored_rows(settings) == ([1, 1000, 1000, 500], [1000, 1000, 500])
+    with sqlite3.connect(settings.database) as db:
+        assert db.execute("SELECT idempotency_key FROM claims").fetchall() == [("order-1",)]
     events_before = await every_event(client)
     tray_before = (await call(client, "GET", "/v1/users/user-7/vouchers"))[1]
     listing = await get_list(client, list_id)
@@ -258,17 +279,8 @@ async def test_claims_of_users_whose_batch_is_in_flight_are_that_batchs_claims(
 ) -> None:
     # In-process, with a real journal held by a step on its thread, so the batch's slices are
     # surely still in flight when the same users claim again.
-    metrics = Metrics()
-    journal = Journal(tmp_path / "voucherd.sqlite3", "FULL", 100_000, metrics)
-    await journal.open()
-    journal.start()
-    info = ListInfo(1, "P", "t", "n", "", 4e9, Status.ACTIVE, Scope.PARTNER, 0, 0, 0)
-    pool = CodePool()
-    pool.add([Segment.of(1, 1, [code.encode() for code in make_codes(3000)])])
-    info.counts.uploaded = 3000
-    actor = ListActor(
-        info, journal=journal, ids=Ids(), metrics=metrics, mailbox_size=10_000, pool=pool
-    )
+    journal, actor = await list_actor(tmp_path, 3000)
+    info = actor.info
     actor.start()
     gate = threading.Event()
     held = journal.submit([Step(lambda _: gate.wait(20))])
@@ -297,3 +309,95 @@ async def test_claims_of_users_whose_batch_is_in_flight_are_that_batchs_claims(
     assert info.counts.distributed == 2501
     await actor.stop()
     await journal.close()
+
+
+async def test_a_turn_of_single_claims_is_stored_as_runs_and_read_back_as_made(
+    tmp_path: Path,
+) -> None:
+    # In-process, every message queued before the actor runs, so they are surely one turn:
+    # keyless claims, keyed ones, ones with metadata and a campaign's rewards, interleaved.
+    journal, actor = await list_actor(tmp_path, 100)
+    messages = [
+        TakeCode("a-1"),
+        TakeCode("a-2"),
+        TakeCode("a-3"),
+        TakeCode("k-1", "order-1"),
+        TakeCode("a-4"),
+        TakeCode("m-1", metadata='{"shop":"x"}'),
+        TakeCode("c-1", "", None, "Campaign", 9),
+        TakeCode("c-2", "", None, "Campaign", 9),
+        TakeCode("a-5"),
+        TakeCode("a-1"),  # a repeat of a claim made earlier in the same turn
+    ]
+    futures = [actor.ask(message) for message in messages]
+    actor.start()
+    outcomes: list[ClaimOutcome] = list(await asyncio.gather(*futures))
+    made = [outcome.claim for outcome in outcomes]
+    assert [outcome.created for outcome in outcomes] == [True] * 9 + [False]
+    assert made[9] == made[0]
+    claims = [claim for claim in made[:9] if claim is not None]
+    assert [claim.id for claim in claims] == list(range(1, 10))
+    assert len({claim.code for claim in claims}) == 9
+    await actor.stop()
+    await journal.close()
+
+    with sqlite3.connect(tmp_path / "voucherd.sqlite3") as db:
+        runs = db.execute(
+            "SELECT first_id, count, source, campaign_id FROM claim_runs ORDER BY first_id"
+        ).fetchall()
+        alone = db.execute("SELECT id FROM claims ORDER BY id").fetchall()
+        rewards = db.execute(
+            "SELECT seq, count FROM events WHERE type = 'voucher.rewarded' ORDER BY seq"
+        ).fetchall()
+        stored = find_claims(db, range(1, 10))
+    # Keyless stretches of one source are runs; the keyed claim and the one with metadata are
+    # rows; the campaign's rewards are a run of their own.
+    assert runs == [(1, 3, "API", None), (5, 1, "API", None), (7, 2, "Campaign", 9),
+                    (9, 1, "API", None)]  # fmt: skip
+    assert alone == [(4,), (6,)]
+    # The events: a run for each stretch of one source, numbered as the claims are.
+    assert rewards == [(1, 6), (7, 2), (9, 1)]
+    assert stored == claims
+
+
+async def test_single_claims_of_every_kind_made_at_once_are_the_same_after_a_restart(
+    restartable: Restart,
+) -> None:
+    client = await restartable()
+    list_id = await list_with_codes(client, make_codes(200))
+    status, campaign = await call(
+        client,
+        "POST",
+        "/v1/campaigns",
+        {"name": "C", "lists": [list_id], "message_template": "Hi {{ Event.userId }}"},
+    )
+    assert status == 201, campaign
+    claims, rewards = f"/v1/lists/{list_id}/claims", f"/v1/campaigns/{campaign['id']}/rewards"
+    requests: list[tuple[str, dict[str, Any]]] = []
+    for n in range(25):
+        requests += [
+            (claims, {"user_id": f"a-{n}"}),
+            (claims, {"user_id": f"k-{n}", "idempotency_key": f"order-{n}"}),
+            (claims, {"user_id": f"m-{n}", "metadata": {"n": n}}),
+            (rewards, {"user_id": f"c-{n}"}),
+        ]
+
+    async def send_all() -> list[tuple[int, Any]]:
+        return list(await asyncio.gather(*(call(client, "POST", p, b) for p, b in requests)))
+
+    made = await send_all()
+    assert {status for status, _ in made} == {201}
+    codes = [reply.get("claim", reply.get("reward"))["code"] for _, reply in made]
+    assert len(set(codes)) == len(requests)
+    events_before = await every_event(client)
+    rewarded = {(e["data"]["userId"], e["data"]["voucherCode"]) for e in events_before[1:]}
+    sent = zip(requests, codes, strict=True)
+    assert rewarded == {(body["user_id"], code) for (_, body), code in sent}
+
+    client = await restartable()
+
+    again = await send_all()
+    assert again == [(200, reply) for _, reply in made]
+    assert await every_event(client) == events_before
+    listing = await get_list(client, list_id)
+    assert listing["codes"]["distributed"] == len(requests)

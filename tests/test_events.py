@@ -467,9 +467,9 @@ async def test_events_stored_before_the_compact_layout_are_served_unchanged_afte
             for e in read_events(db, 0, 1_000_000, None, 1_000_000)
         ]
         db.execute("DELETE FROM events")
+        to_schema_5(db)
         db.execute("ALTER TABLE events DROP COLUMN base")
         db.execute("DROP TABLE event_bases")
-        to_schema_5(db)
         db.executemany("INSERT INTO events (seq, type, time, data) VALUES (?, ?, ?, ?)", whole)
         db.execute("UPDATE meta SET value = '3' WHERE key = 'schema_version'")
 

@@ -1,5 +1,6 @@
-"""Reward events made a batch at a time, as a run, are the events made one by one, byte for
-byte: as published, and as read back from the row the journal stores."""
+"""Reward events made together, as a run (a batch slice's, or a list actor's turn of single
+claims), are the events made one by one, byte for byte, and each holds every property the API
+documents: as published, and as read back from the row the journal stores."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from typing import Any
 from hypothesis import given
 from hypothesis import strategies as st
 
+from voucherd import clock
 from voucherd.duplicates import Scope
 from voucherd.events import RewardRun, Rewards
 from voucherd.lists import ListInfo
@@ -49,9 +51,23 @@ def test_a_run_of_reward_events_equals_them_made_one_by_one(
         event.seq = number
     expected = [(e.seq, e.type, e.time, e.base, e.data) for e, _ in single]
     assert [(e.seq, e.type, e.time, e.base, e.data) for e in run.events()] == expected
-    for event, (code, user) in zip(run.events(), pairs, strict=True):
-        got = json.loads(event.data)
-        assert (got["voucherCode"], got["userId"], got["voucherListId"]) == (code, user, 7)
+    # Every event whole, against the properties the API documents, in the order made.
+    for event, (code, user), message in zip(run.events(), pairs, messages, strict=True):
+        assert message == (greeting({"userId": user, "voucherCode": code}) if render else None)
+        assert list(json.loads(event.data).items()) == [
+            ("CT Source", "Promo Module"),
+            ("campaignId", campaign_id),
+            ("listDescription", "déscription"),
+            ("listExpiry", clock.format_time(4e9)),
+            ("listTag", "t\\ag"),
+            ("partner", 'Part"ner'),
+            ("source", "Campaign" if campaign_id else "API"),
+            ("voucherListId", 7),
+            ("eventTimestamp", int(now)),
+            ("voucherCode", code),
+            ("userId", user),
+            ("message", message),
+        ]
     if len(pairs) == 1:
         # A run of one is stored as its event is.
         assert run.stored() == single[0][0].stored()

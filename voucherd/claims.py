@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from itertools import repeat
+from itertools import groupby, repeat
 from typing import Any, NamedTuple
 
 import orjson
@@ -97,8 +98,9 @@ class Claim(NamedTuple):
 
 @dataclass(slots=True, eq=False)
 class ClaimRun:
-    """The claims of one batch slice, as columns: no object a claim, because a batch is bound
-    by its Python per claim. Their ids run on from `first_id`; they share a list, a time, a
+    """Claims made together, as columns: a batch slice's, with no object a claim, because a
+    batch is bound by its Python per claim; or a stretch of a list actor's turn of single
+    claims (see stored_as). Their ids run on from `first_id`; they share a list, a time, a
     source and a campaign, and have no idempotency key or metadata."""
 
     first_id: int
@@ -155,3 +157,29 @@ class ClaimRun:
         return (self.first_id, self.list_id, len(self.users), self.claimed_at, self.source,
                 self.campaign_id, min(self.code_ids), max(self.code_ids),
                 claims.decode())  # fmt: skip
+
+
+def stored_as(claims: Sequence[Claim]) -> tuple[list[ClaimRun], list[Claim]]:
+    """How the journal stores the claims of one turn of a list actor, numbered in order and
+    made at one time: each stretch of claims without idempotency key or metadata that share a
+    source and a campaign as one run, the others a row each. A run is one row and two index
+    entries however many claims it holds; a row is three index entries a claim."""
+    runs: list[ClaimRun] = []
+    alone: list[Claim] = []
+    for (plain, source, campaign_id), stretch in groupby(claims, _how_stored):
+        if not plain:
+            alone.extend(stretch)
+            continue
+        members = list(stretch)
+        first = members[0]
+        users, code_ids = [c.user_id for c in members], [c.code_id for c in members]
+        codes, messages = [c.code for c in members], [c.message for c in members]
+        run = ClaimRun(first.id, first.list_id, first.claimed_at, source, campaign_id, users,
+                       code_ids, codes, messages)  # fmt: skip
+        runs.append(run)
+    return runs, alone
+
+
+def _how_stored(claim: Claim) -> tuple[bool, str, int | None]:
+    plain = not claim.idempotency_key and claim.metadata is None
+    return plain, claim.source, claim.campaign_id

@@ -9,12 +9,15 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from functools import lru_cache
+from itertools import groupby
+from operator import attrgetter
 from typing import Any
 
 import msgpack
 import orjson
 
 from voucherd import clock, wire
+from voucherd.claims import Claim
 from voucherd.lists import ListInfo
 
 VOUCHER_REWARDED = "voucher.rewarded"
@@ -169,16 +172,34 @@ class Rewards:
     def run(
         self, codes: list[str], users: list[str], messages: list[str | None], now: float
     ) -> RewardRun:
-        """The reward events of a batch slice, as one run: the same events as event() gives
+        """Reward events made together, as one run: the same events as event() gives
         one by one, never made one by one unless they are read or published."""
         return RewardRun(self._base, now, int(now), codes, users, messages)
 
 
+def rewarded(info: ListInfo, claims: Sequence[Claim]) -> list[RewardRun]:
+    """The reward events of claims made together (one turn of a list actor, numbered in order
+    and made at one time, their messages rendered): a run for each stretch of them from one
+    source and campaign."""
+    runs = []
+    for (source, campaign_id), stretch in groupby(claims, _SOURCE):
+        members = list(stretch)
+        codes, users = [c.code for c in members], [c.user_id for c in members]
+        messages = [c.message for c in members]
+        rewards = Rewards(info, source, campaign_id)
+        runs.append(rewards.run(codes, users, messages, members[0].claimed_at))
+    return runs
+
+
+_SOURCE = attrgetter("source", "campaign_id")
+
+
 class RewardRun:
-    """A batch slice's reward events: one list, source and time, their own properties kept as
-    columns. The journal numbers the run as `count` events from `seq` and stores it as one
-    row; the events themselves are made only for a subscriber or a reader (events()), so a
-    batch costs no Python per reward here."""
+    """Reward events made together (a batch slice's, or a list actor's turn of single
+    claims): one list, source and time, their own properties kept as columns. The journal
+    numbers the run as `count` events from `seq` and stores it as one row; the events
+    themselves are made only for a subscriber or a reader (events()), so a run costs no
+    Python per reward here."""
 
     __slots__ = ("base", "codes", "messages", "seq", "time", "timestamp", "users")
 

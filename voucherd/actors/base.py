@@ -14,10 +14,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections import deque
 from typing import Any, Generic, TypeVar
 
 from voucherd import errors
+from voucherd.mailbox import Mailbox, MailboxFull
 
 log = logging.getLogger(__name__)
 
@@ -49,62 +49,10 @@ class Envelope(Generic[M]):
 _STOP: Any = object()
 
 
-class MailboxFull(Exception):
-    pass
-
-
-class Mailbox(Generic[M]):
-    """A bounded queue of envelopes with one reader, the actor, which takes everything queued at
-    each turn. Lighter than asyncio.Queue on the hot path: a put is an append, and only a put
-    that finds the actor asleep wakes it."""
-
-    def __init__(self, size: int) -> None:
-        self._items: deque[Envelope[M]] = deque()
-        self._size = size
-        self._wakeup: asyncio.Future[None] | None = None
-        self._room = asyncio.Event()
-        self._room.set()
-
-    def __len__(self) -> int:
-        return len(self._items)
-
-    def put_nowait(self, envelope: Envelope[M]) -> None:
-        if len(self._items) >= self._size:
-            raise MailboxFull
-        self._items.append(envelope)
-        wakeup = self._wakeup
-        if wakeup is not None and not wakeup.done():
-            wakeup.set_result(None)
-
-    async def put(self, envelope: Envelope[M]) -> None:
-        while len(self._items) >= self._size:
-            self._room.clear()
-            await self._room.wait()
-        self.put_nowait(envelope)
-
-    def take_all_now(self) -> list[Envelope[M]]:
-        batch = list(self._items)
-        self._items.clear()
-        self._room.set()
-        return batch
-
-    async def take_all(self) -> list[Envelope[M]]:
-        while not self._items:
-            self._wakeup = asyncio.get_running_loop().create_future()
-            try:
-                await self._wakeup
-            finally:
-                self._wakeup = None
-        batch = list(self._items)
-        self._items.clear()
-        self._room.set()
-        return batch
-
-
 class Actor(Generic[M]):
     def __init__(self, name: str, mailbox_size: int) -> None:
         self.name = name
-        self._mailbox: Mailbox[M] = Mailbox(mailbox_size)
+        self._mailbox: Mailbox[Envelope[M]] = Mailbox(mailbox_size)
         self._task: asyncio.Task[None] | None = None
         self._loop = asyncio.get_running_loop()
         self._stopping = False

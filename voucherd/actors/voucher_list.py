@@ -20,7 +20,7 @@ from typing import Any, NamedTuple
 
 from voucherd import clock, errors, events
 from voucherd.actors.base import Actor, Envelope
-from voucherd.claims import CLAIM_COLUMNS, RUN_COLUMNS, Claim, ClaimRun, identity
+from voucherd.claims import CLAIM_COLUMNS, RUN_COLUMNS, Claim, ClaimRun, identity, stored_as
 from voucherd.events import Event, Render, RewardRun
 from voucherd.lists import UPDATE_LIST, ListInfo, update_row
 from voucherd.metrics import Metrics
@@ -135,7 +135,6 @@ class _Pending:
     claim: Claim
     code: Code
     key: str
-    event: Event
     durable: asyncio.Future[Any] | None = None
 
 
@@ -296,8 +295,10 @@ class ListActor(Actor[Message]):
         code = self.pool.pop()
         if code is None:
             raise errors.ListExhausted(f"list {self.info.id} has no codes left")
-        rewards = events.Rewards(self.info, message.source, message.campaign_id, message.render)
-        event, text = rewards.event(code.code, message.user_id, now)
+        text = None
+        if message.render is not None:
+            rewards = events.Rewards(self.info, message.source, message.campaign_id, message.render)
+            text = rewards.message(code.code, message.user_id, now)
         claim = Claim(
             self.ids.next_claim(),
             self.info.id,
@@ -312,7 +313,7 @@ class ListActor(Actor[Message]):
             text,
         )
         self.info.counts.distributed += 1
-        pending = _Pending(claim, code, key, event)
+        pending = _Pending(claim, code, key)
         self._pending[key] = pending
         return pending
 
@@ -381,13 +382,16 @@ class ListActor(Actor[Message]):
     def _commit_turn(self, turn: _Turn) -> None:
         if turn.taken:
             try:
-                # The turn's claims and their reward events, in one transaction.
-                rewards = [p.event for p in turn.taken]
+                # The turn's claims and their reward events, in one transaction, stored as
+                # runs where they can be: a few rows for the whole turn.
+                claims = [p.claim for p in turn.taken]
+                runs, alone = stored_as(claims)
                 available = self.info.counts.available
                 stock = self._stock_events(turn.available, available, turn.now)
                 ops: list[Op] = [
-                    Insert("claims", CLAIM_COLUMNS, [p.claim for p in turn.taken]),
-                    Events([*rewards, *stock]),
+                    Insert("claims", CLAIM_COLUMNS, alone),
+                    Insert("claim_runs", RUN_COLUMNS, [run.row() for run in runs]),
+                    Events([*events.rewarded(self.info, claims), *stock]),
                 ]
                 durable = self.journal.submit(ops, records=len(turn.taken))
             except errors.VoucherdError as exc:

@@ -6,7 +6,7 @@ import bisect
 import itertools
 from collections.abc import Callable, Iterable, Sequence
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter
 from prometheus_client.core import (
     CounterMetricFamily,
     GaugeMetricFamily,
@@ -58,6 +58,16 @@ class Metrics:
             "How late the event loop ran a timer: time it could not spend on requests.",
             LATENCY_BUCKETS,
         )
+        self.journal_commit_seconds = LoopHistogram(
+            "voucherd_journal_commit_duration_seconds",
+            "Time to write and commit one group of journal records.",
+            LATENCY_BUCKETS,
+        )
+        self.journal_records_per_commit = LoopHistogram(
+            "voucherd_journal_records_per_commit",
+            "Records written by one journal commit.",
+            BATCH_BUCKETS,
+        )
         for collector in (
             self.claims,
             self.claim_seconds,
@@ -65,6 +75,8 @@ class Metrics:
             self.reward_seconds,
             self.events,
             self.loop_lag,
+            self.journal_commit_seconds,
+            self.journal_records_per_commit,
         ):
             self.registry.register(collector)
         self.uploads = Counter(
@@ -87,18 +99,6 @@ class Metrics:
         self.upload_rest_seconds = Counter(
             "voucherd_upload_rest_seconds_total",
             "Time uploads rested to give way to claims being written beside them.",
-            registry=self.registry,
-        )
-        self.journal_commit_seconds = Histogram(
-            "voucherd_journal_commit_duration_seconds",
-            "Time to write and commit one group of journal records.",
-            buckets=LATENCY_BUCKETS,
-            registry=self.registry,
-        )
-        self.journal_records_per_commit = Histogram(
-            "voucherd_journal_records_per_commit",
-            "Records written by one journal commit.",
-            buckets=BATCH_BUCKETS,
             registry=self.registry,
         )
         self.journal_failures = Counter(

@@ -1,5 +1,5 @@
-"""Reading claims back by id. A claim is stored alone, as a row of `claims`, or in a batch
-slice's run, as an element of a row of `claim_runs` (see the schema): a run holds the ids
+"""Reading claims back by id. A claim is stored alone, as a row of `claims`, or in a run of
+claims made together, as an element of a row of `claim_runs` (see the schema): a run holds the ids
 from its `first_id` to `first_id + count - 1`."""
 
 from __future__ import annotations

@@ -19,10 +19,10 @@ import ctypes
 import ctypes.util
 import functools
 import logging
-import operator
 import sqlite3
+import sys
 import time
-from collections import Counter, deque
+from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from itertools import chain
@@ -32,7 +32,8 @@ from typing import Any, TypeVar
 import aiosqlite
 
 from voucherd import errors
-from voucherd.events import Numbered, RewardRun
+from voucherd.events import Numbered
+from voucherd.mailbox import Mailbox
 from voucherd.metrics import Metrics
 from voucherd.persistence.schema import install
 
@@ -93,7 +94,7 @@ def _values_sql(table: str, columns: tuple[str, ...], count: int) -> str:
 class Events:
     """Events to append to the stream, in the same transaction as the rest of their entry.
     The writer numbers them as it writes them, so numbers run without gaps: a transaction
-    that fails hands its numbers back. A run of events (a batch slice's rewards) is numbered
+    that fails hands its numbers back. A run of events (rewards made together) is numbered
     as its events and stored as one row."""
 
     events: Sequence[Numbered]
@@ -139,7 +140,7 @@ class Journal:
         self.synchronous = synchronous.upper()
         self.queue_limit = queue_limit
         self.metrics = metrics
-        self._queue: asyncio.Queue[_Entry | object] = asyncio.Queue()
+        self._queue: Mailbox[_Entry | object] = Mailbox(sys.maxsize)
         self._queued_records = 0
         # Set each time a group is written, for writers waiting for room in the queue.
         self._room = asyncio.Event()
@@ -317,9 +318,9 @@ class Journal:
             if not backlog:
                 if self._stop_seen:
                     return
-                self._take(backlog, await self._queue.get())
-            while not self._queue.empty():
-                self._take(backlog, self._queue.get_nowait())
+                self._take(backlog, await self._queue.take_all())
+            else:
+                self._take(backlog, self._queue.take_all_now())
             if not backlog:
                 continue
             group = _next_group(backlog, steps_turn)
@@ -328,12 +329,13 @@ class Journal:
             steps_turn = not group[0].alone
             await self._commit(group)
 
-    def _take(self, backlog: deque[_Entry], item: _Entry | object) -> None:
-        if item is _STOP:
-            self._stop_seen = True
-        else:
-            assert isinstance(item, _Entry)
-            backlog.append(item)
+    def _take(self, backlog: deque[_Entry], items: list[_Entry | object]) -> None:
+        for item in items:
+            if item is _STOP:
+                self._stop_seen = True
+            else:
+                assert isinstance(item, _Entry)
+                backlog.append(item)
 
     async def _commit(self, group: list[_Entry]) -> None:
         records = sum(entry.records for entry in group)
@@ -352,14 +354,10 @@ class Journal:
                 _settle(entry.future, exception=fault)
         else:
             if numbering.written:
-                kinds = Counter(map(_TYPE, numbering.written))
-                # A run is counted once above; only rewards come in runs, so the rest of the
-                # numbers handed out are rewards.
-                if more := numbering.last - self.last_seq - len(numbering.written):
-                    kinds[RewardRun.type] += more
+                events = self.metrics.events
+                for event in numbering.written:
+                    events.child(event.type).inc(event.count)
                 self.last_seq, self.last_event_time = numbering.last, numbering.last_time
-                for kind, count in kinds.items():
-                    self.metrics.events.labels(kind).inc(count)
                 if self.on_events is not None:
                     self.on_events(numbering.written)
             for entry, (result, failure) in zip(group, outcomes, strict=True):
@@ -460,7 +458,8 @@ def _transaction(
     conn.execute("BEGIN IMMEDIATE")
     try:
         for entry in group:
-            if not any(isinstance(op, Step) for op in entry.ops):
+            # Past the chores above, an entry is written alone when it has a step.
+            if not entry.alone:
                 pending.add(entry.ops)
                 outcomes.append((None, None))
                 continue
@@ -495,7 +494,6 @@ def _transaction(
 
 
 _EVENT_COLUMNS = ("seq", "type", "time", "data", "base", "count")
-_TYPE = operator.attrgetter("type")
 _MAX_BASES = 10_000
 CHECKPOINT_INTERVAL = 0.25
 

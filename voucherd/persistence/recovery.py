@@ -162,8 +162,8 @@ def recover(db: sqlite3.Connection) -> Recovered:
     # keyless direct claim's identity is its user id and \x1f (see claims.identity), added in
     # C; the others (keyed claims, rewards) are few, and the tray also finds them by what
     # follows the user id. A list's code ids come first, through its index: they count its
-    # claims, which decide how its claims are read (see _SCAN_SHARE). Then its batch slices'
-    # runs, each decoded whole by orjson (claim_store.read_runs).
+    # claims, which decide how its claims are read (see _SCAN_SHARE). Then its runs of claims,
+    # each decoded whole by orjson (claim_store.read_runs).
     taken: dict[int, list[int]] = {}
     for list_id in lists:
         (code_ids,) = db.execute(

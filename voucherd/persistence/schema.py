@@ -85,16 +85,19 @@ CREATE TABLE IF NOT EXISTS claims (
     metadata TEXT,
     message TEXT
 );
--- The database refuses what the actors must never do: one code in two claims. Claims are found
--- by user through the list actors' memory, not an index: an index keyed by user id takes a
--- random page write per claim and would cut the journal's throughput by three quarters.
+-- Claims stored alone: those with an idempotency key or metadata (the others are in runs, see
+-- claim_runs). The database refuses what the actors must never do: one code in two claims.
+-- Claims are found by user through the list actors' memory, not an index: an index keyed by
+-- user id takes a random page write per claim and would cut the journal's throughput by three
+-- quarters.
 CREATE UNIQUE INDEX IF NOT EXISTS claims_by_code ON claims (code_id);
 -- Recovery reads each list's claims; within a list code ids grow, so this index only appends.
 CREATE INDEX IF NOT EXISTS claims_by_list ON claims (list_id, code_id);
 -- Campaigns rebuild their reward counts from their claims at start-up.
 CREATE INDEX IF NOT EXISTS claims_by_campaign ON claims (campaign_id) WHERE campaign_id IS NOT NULL;
--- A batch claim's slice of up to 1,000 claims, stored as one row: its claims share a list, a
--- time, a source and a campaign, have no idempotency key or metadata, and are numbered on from
+-- Claims made together, stored as one row: a batch claim's slice of up to 1,000 claims, or a
+-- stretch of a list actor's turn of single claims (claims.stored_as). They share a list, a time,
+-- a source and a campaign, have no idempotency key or metadata, and are numbered on from
 -- `first_id`. `claims` holds them as a JSON array of four columns, [[user_id…], [code_id…],
 -- [code…], [message…]], in id order: decoded whole, columns cost far less than an array a
 -- claim. `low_code` and `high_code` bound its code ids. A row a claim and its index entries
@@ -141,7 +144,7 @@ CREATE TABLE IF NOT EXISTS campaigns (
 -- The event stream. `seq` is given by the journal's writer, one more per event, no gaps;
 -- `data` is the event's JSON object, or with a `base`, the properties it adds to that base's
 -- (a reward event stores the few that vary per reward; its list's are stored once). A row
--- with a `count` above one holds a batch slice's reward events, numbered on from `seq`, one
+-- with a `count` above one holds reward events made together, numbered on from `seq`, one
 -- time and base: `data` is [eventTimestamp, [voucherCode…], [userId…], [message…]], each
 -- event's own properties as columns (events.RewardRun).
 CREATE TABLE IF NOT EXISTS events (
