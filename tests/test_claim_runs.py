@@ -21,6 +21,7 @@ from support import (
     get_list,
     list_with_codes,
     make_codes,
+    to_schema_6,
     to_schema_7,
     upload,
 )
@@ -360,10 +361,9 @@ async def test_a_turn_of_single_claims_is_stored_as_runs_and_read_back_as_made(
     assert stored == claims
 
 
-async def test_single_claims_of_every_kind_made_at_once_are_the_same_after_a_restart(
-    restartable: Restart,
-) -> None:
-    client = await restartable()
+async def claims_of_every_kind(client: Client) -> list[tuple[str, dict[str, Any]]]:
+    """Single claims and rewards with and without keys and metadata, on a new list and a
+    campaign of it: their requests, to be sent at once."""
     list_id = await list_with_codes(client, make_codes(200))
     status, campaign = await call(
         client,
@@ -380,12 +380,22 @@ async def test_single_claims_of_every_kind_made_at_once_are_the_same_after_a_res
             (claims, {"user_id": f"k-{n}", "idempotency_key": f"order-{n}"}),
             (claims, {"user_id": f"m-{n}", "metadata": {"n": n}}),
             (rewards, {"user_id": f"c-{n}"}),
+            (rewards, {"user_id": f"d-{n}", "idempotency_key": f"order-{n}"}),
         ]
+    return requests
 
-    async def send_all() -> list[tuple[int, Any]]:
-        return list(await asyncio.gather(*(call(client, "POST", p, b) for p, b in requests)))
 
-    made = await send_all()
+async def send_all(client: Client, requests: list[tuple[str, dict[str, Any]]]) -> list[Any]:
+    return list(await asyncio.gather(*(call(client, "POST", p, b) for p, b in requests)))
+
+
+async def test_single_claims_of_every_kind_made_at_once_are_the_same_after_a_restart(
+    restartable: Restart,
+) -> None:
+    client = await restartable()
+    requests = await claims_of_every_kind(client)
+
+    made = await send_all(client, requests)
     assert {status for status, _ in made} == {201}
     codes = [reply.get("claim", reply.get("reward"))["code"] for _, reply in made]
     assert len(set(codes)) == len(requests)
@@ -396,8 +406,36 @@ async def test_single_claims_of_every_kind_made_at_once_are_the_same_after_a_res
 
     client = await restartable()
 
-    again = await send_all()
+    again = await send_all(client, requests)
     assert again == [(200, reply) for _, reply in made]
     assert await every_event(client) == events_before
+    list_id = made[0][1]["claim"]["list_id"]
     listing = await get_list(client, list_id)
     assert listing["codes"]["distributed"] == len(requests)
+
+
+async def test_claims_stored_a_row_each_before_runs_are_repeats_after_the_upgrade(
+    restartable: Restart, settings: Settings
+) -> None:
+    """A journal of schema 6 holds every claim and reward as a row of `claims`: each must be
+    found again by its user (and key), directly and through its campaign."""
+    client = await restartable()
+    requests = await claims_of_every_kind(client)
+    made = await send_all(client, requests)
+    list_id = made[0][1]["claim"]["list_id"]
+    made += [(200, await batch(client, list_id, [f"b-{n}" for n in range(5)]))]
+    await client.close()
+    with sqlite3.connect(settings.database) as db:
+        to_schema_6(db)
+        assert db.execute("SELECT count(*) FROM claims").fetchone() == (len(requests) + 5,)
+
+    client = await restartable()
+
+    again = await send_all(client, requests)
+    again += [(200, await batch(client, list_id, [f"b-{n}" for n in range(5)]))]
+    assert again == [(200, reply) for _, reply in made]
+    listing = await get_list(client, list_id)
+    assert listing["codes"]["distributed"] == len(requests) + 5
+    status, tray = await call(client, "GET", "/v1/users/a-3/vouchers")
+    assert status == 200
+    assert [voucher["code"] for voucher in tray["vouchers"]] == [made[15][1]["claim"]["code"]]

@@ -48,9 +48,10 @@ RUN_COLUMNS = (
 def identity(user_id: str, idempotency_key: str, campaign_id: int | None = None) -> str:
     """The in-memory key of a claim within its list. The separator cannot occur in JSON-borne
     ids that passed validation, so two different pairs never share a key. A campaign's rewards
-    are keyed apart from direct claims and from other campaigns' rewards."""
+    are keyed apart from direct claims and from other campaigns' rewards. The usual claim, with
+    no key and no campaign, is keyed by its user id alone: no string is made for it."""
     if campaign_id is None:
-        return f"{user_id}\x1f{idempotency_key}"
+        return f"{user_id}\x1f{idempotency_key}" if idempotency_key else user_id
     return f"{user_id}\x1f{idempotency_key}\x1f{campaign_id}"
 
 

@@ -263,8 +263,8 @@ class ListActor(Actor[Message]):
 
     def claim_ids_of(self, user_id: str) -> list[int]:
         """The committed claims a user holds on this list."""
-        suffixes = ["", *self._keys_by_user.get(user_id, ())]
-        found = (self._claims.get(f"{user_id}\x1f{suffix}") for suffix in suffixes)
+        keys = [f"{user_id}\x1f{suffix}" for suffix in self._keys_by_user.get(user_id, ())]
+        found = map(self._claims.get, [user_id, *keys])
         return [claim_id for claim_id in found if claim_id is not None]
 
     def _take_one(self, envelope: Envelope[Message], message: TakeCode, turn: _Turn) -> None:
@@ -495,7 +495,8 @@ class ListActor(Actor[Message]):
             except errors.VoucherdError as exc:
                 refusal = exc
             part = users[start : start + BATCH_SLICE]
-            keys = list(map(operator.add, part, repeat(suffix)))
+            # A direct claim's key is its user id: no string to make (see claims.identity).
+            keys = list(map(operator.add, part, repeat(suffix))) if suffix else part
             if refusal is not None or not (
                 self._claims.keys().isdisjoint(keys) and self._pending.keys().isdisjoint(keys)
             ):

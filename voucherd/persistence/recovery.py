@@ -159,11 +159,11 @@ def recover(db: sqlite3.Connection) -> Recovered:
     # a row at a time through Python, a million claims would cost more than the rest of
     # recovery. Keys hold no control characters, so \x1e separates them; ids come as a JSON
     # array, which orjson reads four times faster than int() reads them one by one. A
-    # keyless direct claim's identity is its user id and \x1f (see claims.identity), added in
-    # C; the others (keyed claims, rewards) are few, and the tray also finds them by what
-    # follows the user id. A list's code ids come first, through its index: they count its
-    # claims, which decide how its claims are read (see _SCAN_SHARE). Then its runs of claims,
-    # each decoded whole by orjson (claim_store.read_runs).
+    # keyless direct claim's identity is its user id (see claims.identity); the others (keyed
+    # claims, rewards) are few, and the tray also finds them by what follows the user id. A
+    # list's code ids come first, through its index: they count its claims, which decide how
+    # its claims are read (see _SCAN_SHARE). Then its runs of claims, each decoded whole by
+    # orjson (claim_store.read_runs).
     taken: dict[int, list[int]] = {}
     for list_id in lists:
         (code_ids,) = db.execute(
@@ -182,7 +182,7 @@ def recover(db: sqlite3.Connection) -> Recovered:
         ).fetchone()
         claim_ids: list[int] = []
         if users is not None:
-            keys = (users.replace("\x1e", "\x1f\x1e") + "\x1f").split("\x1e")
+            keys = users.split("\x1e")
             claim_ids = wire.loads(plain_json)
             state.claims = dict(zip(keys, claim_ids, strict=True))
         if identities is not None:
@@ -196,9 +196,8 @@ def recover(db: sqlite3.Connection) -> Recovered:
         code_ids = taken[list_id]
         for run in read_runs(db, "list_id", list_id):
             suffix = identity_of("", "", run.campaign_id)
-            state.claims.update(
-                zip(map(operator.add, run.users, repeat(suffix)), run.ids(), strict=True)
-            )
+            keys = list(map(operator.add, run.users, repeat(suffix))) if suffix else run.users
+            state.claims.update(zip(keys, run.ids(), strict=True))
             if run.campaign_id is not None:
                 for user_id in run.users:
                     state.keys_by_user.setdefault(user_id, []).append(suffix[1:])
@@ -354,7 +353,8 @@ def recover_campaigns(db: sqlite3.Connection, recovered: Recovered) -> None:
         info = CampaignInfo.from_row(tuple(row))
         campaign = recovered.campaigns[info.id] = RecoveredCampaign(info)
         identities, claim_ids, users = db.execute(
-            "SELECT group_concat(user_id || char(31) || idempotency_key, char(30)),"
+            "SELECT group_concat(iif(idempotency_key = '', user_id,"
+            " user_id || char(31) || idempotency_key), char(30)),"
             " json_group_array(id), group_concat(user_id, char(30))"
             " FROM claims WHERE campaign_id = ?",
             (info.id,),
@@ -365,9 +365,8 @@ def recover_campaigns(db: sqlite3.Connection, recovered: Recovered) -> None:
             )
             campaign.per_user = Counter(users.split("\x1e"))
         for run in read_runs(db, "campaign_id", info.id):
-            campaign.rewards.update(
-                zip(map(operator.add, run.users, repeat("\x1f")), run.ids(), strict=True)
-            )
+            # Runs hold keyless rewards only, each keyed by its user id.
+            campaign.rewards.update(zip(run.users, run.ids(), strict=True))
             campaign.per_user.update(run.users)
         for list_id in info.lists:
             if list_id in recovered.lists:
