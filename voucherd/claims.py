@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Sequence
 from dataclasses import dataclass
 from itertools import groupby, repeat
@@ -53,6 +54,13 @@ def identity(user_id: str, idempotency_key: str, campaign_id: int | None = None)
     if campaign_id is None:
         return f"{user_id}\x1f{idempotency_key}" if idempotency_key else user_id
     return f"{user_id}\x1f{idempotency_key}\x1f{campaign_id}"
+
+
+def keys_of(user_ids: list[str], campaign_id: int | None) -> list[str]:
+    """The keys of keyless claims, a batch's or a run's, for these users: for direct claims
+    the user ids themselves, no string made."""
+    suffix = identity("", "", campaign_id)
+    return list(map(operator.add, user_ids, repeat(suffix))) if suffix else user_ids
 
 
 class Claim(NamedTuple):

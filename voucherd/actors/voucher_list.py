@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import operator
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import partial
@@ -20,7 +19,15 @@ from typing import Any, NamedTuple
 
 from voucherd import clock, errors, events
 from voucherd.actors.base import Actor, Envelope
-from voucherd.claims import CLAIM_COLUMNS, RUN_COLUMNS, Claim, ClaimRun, identity, stored_as
+from voucherd.claims import (
+    CLAIM_COLUMNS,
+    RUN_COLUMNS,
+    Claim,
+    ClaimRun,
+    identity,
+    keys_of,
+    stored_as,
+)
 from voucherd.events import Event, Render, RewardRun
 from voucherd.lists import UPDATE_LIST, ListInfo, update_row
 from voucherd.metrics import Metrics
@@ -487,7 +494,6 @@ class ListActor(Actor[Message]):
         slices: list[_Slice] = []
         waits: list[_Pending | _InFlight] = []
         users = list(dict.fromkeys(message.user_ids))
-        suffix = identity("", "", message.campaign_id)
         for start in range(0, len(users), BATCH_SLICE):
             try:
                 check(self.info.status(), Action.CLAIM, self.info.id)
@@ -495,8 +501,7 @@ class ListActor(Actor[Message]):
             except errors.VoucherdError as exc:
                 refusal = exc
             part = users[start : start + BATCH_SLICE]
-            # A direct claim's key is its user id: no string to make (see claims.identity).
-            keys = list(map(operator.add, part, repeat(suffix))) if suffix else part
+            keys = keys_of(part, message.campaign_id)
             if refusal is not None or not (
                 self._claims.keys().isdisjoint(keys) and self._pending.keys().isdisjoint(keys)
             ):

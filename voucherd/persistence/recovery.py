@@ -13,11 +13,12 @@ import sqlite3
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from itertools import islice, repeat
+from itertools import islice
 
 from voucherd import clock, events, wire
 from voucherd.campaigns import SELECT_CAMPAIGNS, CampaignInfo
 from voucherd.claims import identity as identity_of
+from voucherd.claims import keys_of
 from voucherd.duplicates import Scope
 from voucherd.lists import SELECT_LISTS, ClaimRate, ListInfo
 from voucherd.persistence.claim_store import read_runs
@@ -195,12 +196,12 @@ def recover(db: sqlite3.Connection) -> Recovered:
                 state.keys_by_user.setdefault(user_id, []).append(suffix)
         code_ids = taken[list_id]
         for run in read_runs(db, "list_id", list_id):
-            suffix = identity_of("", "", run.campaign_id)
-            keys = list(map(operator.add, run.users, repeat(suffix))) if suffix else run.users
-            state.claims.update(zip(keys, run.ids(), strict=True))
+            state.claims.update(zip(keys_of(run.users, run.campaign_id), run.ids(), strict=True))
             if run.campaign_id is not None:
+                # The tray finds rewards by what follows the user id.
+                suffix = identity_of("", "", run.campaign_id)[1:]
                 for user_id in run.users:
-                    state.keys_by_user.setdefault(user_id, []).append(suffix[1:])
+                    state.keys_by_user.setdefault(user_id, []).append(suffix)
             claim_ids.extend(run.ids())
             code_ids.extend(run.code_ids)
         # In the table's order already, nearly always, and runs' codes are taken in the pool's
