@@ -19,6 +19,7 @@ from typing import Any, NamedTuple
 
 from voucherd import clock, errors, events
 from voucherd.actors.base import Actor, Envelope
+from voucherd.claim_keys import ClaimKeys
 from voucherd.claims import (
     CLAIM_COLUMNS,
     RUN_COLUMNS,
@@ -237,8 +238,8 @@ class ListActor(Actor[Message]):
         self.metrics = metrics
         # Every committed claim by (user, idempotency key), and the keys each user has used:
         # idempotency answers from here, and so does a user's voucher tray.
-        self._claims: dict[str, int] = claims or {}
-        self._keys_by_user: dict[str, list[str]] = keys_by_user or {}
+        self._claims: ClaimKeys[int] = ClaimKeys(claims)
+        self._keys_by_user: ClaimKeys[list[str]] = ClaimKeys(keys_by_user)
         self._pending: dict[str, _Pending | _Slice] = {}
         # Status of each finished upload of this list: completed or withdrawn.
         self.uploads: dict[int, str] = uploads or {}
@@ -270,7 +271,7 @@ class ListActor(Actor[Message]):
 
     def claim_ids_of(self, user_id: str) -> list[int]:
         """The committed claims a user holds on this list."""
-        keys = [f"{user_id}\x1f{suffix}" for suffix in self._keys_by_user.get(user_id, ())]
+        keys = [f"{user_id}\x1f{suffix}" for suffix in self._keys_by_user.get(user_id) or ()]
         found = map(self._claims.get, [user_id, *keys])
         return [claim_id for claim_id in found if claim_id is not None]
 
@@ -373,7 +374,7 @@ class ListActor(Actor[Message]):
         self.info.rate.record(run.claimed_at, len(run))
         for key in keys:
             del pending[key]
-        self._claims.update(zip(keys, run.ids(), strict=True))
+        self._claims.add(keys, run.ids())
         if run.campaign_id is not None:
             # The tray finds rewards by what follows the user id.
             for user_id, key in zip(run.users, keys, strict=True):
@@ -450,12 +451,13 @@ class ListActor(Actor[Message]):
         if durable.cancelled() or durable.exception() is not None:
             self._give_back(taken)
         else:
-            in_flight, committed = self._pending, self._claims
+            in_flight = self._pending
             self.info.rate.record(taken[0].claim.claimed_at, len(taken))
+            keys = [pending.key for pending in taken]
+            self._claims.add(keys, [pending.claim.id for pending in taken])
             for pending in taken:
                 claim = pending.claim
                 del in_flight[pending.key]
-                committed[pending.key] = claim.id
                 if claim.idempotency_key or claim.campaign_id is not None:
                     # The tray finds keyed claims and rewards by what follows the user id.
                     suffix = pending.key[len(claim.user_id) + 1 :]
@@ -503,7 +505,7 @@ class ListActor(Actor[Message]):
             part = users[start : start + BATCH_SLICE]
             keys = keys_of(part, message.campaign_id)
             if refusal is not None or not (
-                self._claims.keys().isdisjoint(keys) and self._pending.keys().isdisjoint(keys)
+                self._claims.isdisjoint(keys) and self._pending.keys().isdisjoint(keys)
             ):
                 keys, part = self._sort_out(keys, part, refusal, outcome, waits)
             now, available = clock.now(), self.info.counts.available
