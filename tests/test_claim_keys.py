@@ -4,11 +4,14 @@ the server tests run whole claims, repeats, batches and a restart through it the
 
 from __future__ import annotations
 
+import asyncio
 import random
 from typing import Any
+from unittest.mock import ANY
 
 import pytest
 from support import Client, call, get_list, list_with_codes, make_codes
+from test_campaigns import create_campaign, get_campaign, refused, reward, reward_batch
 from test_claim_runs import Restart, batch, claims_of_every_kind, send_all
 
 from voucherd import claim_keys
@@ -53,6 +56,24 @@ def test_setdefault_keeps_the_first_value_on_either_side(tiny_first: None) -> No
         lists.setdefault(f"user-{n}", []).append("b")
     assert [lists.get(f"user-{n}") for n in range(20)] == [["a", "b"]] * 20
     assert len(lists) == 20
+
+
+def test_counts_set_and_popped_on_either_side_stay_as_a_dict_keeps_them(tiny_first: None) -> None:
+    rng = random.Random(8)
+    users = [f"user-{n}" for n in range(400)]
+    expected: dict[str, int] = {}
+    counts: ClaimKeys[int] = ClaimKeys()
+    for _ in range(5000):
+        user = rng.choice(users)
+        if rng.random() < 0.6:
+            expected[user] = expected.get(user, 0) + 1
+            counts.set(user, (counts.get(user) or 0) + 1)
+        else:
+            assert counts.pop(user) == expected.pop(user, None)
+    assert len(counts) == len(expected)
+    assert {user: counts.get(user) for user in users} == {
+        user: expected.get(user) for user in users
+    }
 
 
 def test_keys_and_values_must_pair_up() -> None:
@@ -109,3 +130,34 @@ async def test_one_user_claiming_many_times_at_once_past_the_first_dict_gets_one
     replies += await send_all(client, [(path, {"user_id": "same"})] * 50)
     assert len({reply["claim"]["code"] for _, reply in replies}) == 1
     assert sorted(status for status, _ in replies) == [200] * 99 + [201]
+
+
+async def test_a_campaigns_rewards_and_limits_past_the_first_dict_hold_across_a_restart(
+    tiny_first: None, restartable: Restart
+) -> None:
+    client = await restartable()
+    list_id = await list_with_codes(client, make_codes(200))
+    campaign_id = (await create_campaign(client, [list_id], max_codes_per_user=2))["id"]
+    users = [f"u-{n}" for n in range(20)]
+    plain = await asyncio.gather(*(reward(client, campaign_id, user) for user in users))
+    keyed = await asyncio.gather(
+        *(reward(client, campaign_id, user, idempotency_key="order") for user in users)
+    )
+    assert {status for status, _ in [*plain, *keyed]} == {201}
+    batched = await reward_batch(client, campaign_id, [f"b-{n}" for n in range(15)])
+    assert [result["rewarded"] for result in batched] == [True] * 15
+
+    for restarted in (False, True):
+        if restarted:
+            client = await restartable()
+        again = await asyncio.gather(*(reward(client, campaign_id, user) for user in users))
+        assert again == [(200, reply) for _, reply in plain]
+        over = await asyncio.gather(
+            *(reward(client, campaign_id, user, idempotency_key="more") for user in users)
+        )
+        assert over == [refused("user_limit_reached")] * 20
+        assert (await get_campaign(client, campaign_id))["rewards"] == {"issued": 55}
+    fresh = await reward(client, campaign_id, "late", idempotency_key="one")
+    assert fresh[0] == 201
+    assert await reward(client, campaign_id, "late", idempotency_key="two") == (201, ANY)
+    assert await reward(client, campaign_id, "late") == refused("user_limit_reached")

@@ -36,6 +36,7 @@ from voucherd.campaigns import (
     Reason,
     stored_values,
 )
+from voucherd.claim_keys import ClaimKeys
 from voucherd.claims import Claim, identity
 from voucherd.events import Event, Render
 from voucherd.persistence.journal import Events, Journal, Rows
@@ -93,9 +94,9 @@ class Campaign(Actor[Message]):
         self.directory = campaigns.directory
         # Committed rewards by identity(user, idempotency key); rewards per user and in all,
         # reservations included; rewards committed.
-        self._rewards: dict[str, int] = rewards or {}
-        self._per_user: Counter[str] = per_user or Counter()
-        self._taken = sum(self._per_user.values())
+        self._rewards: ClaimKeys[int] = ClaimKeys(rewards)
+        self._per_user: ClaimKeys[int] = ClaimKeys(per_user)
+        self._taken = sum(per_user.values()) if per_user else 0
         self.issued = self._taken
         # Rewards being given, single or in a batch: a repeat waits for the same answer.
         self._in_flight: dict[str, asyncio.Future[Outcome]] = {}
@@ -133,7 +134,7 @@ class Campaign(Actor[Message]):
         return self._over_limit(user_id)
 
     def _over_limit(self, user_id: str) -> Reason | None:
-        if self._per_user[user_id] >= self.info.max_codes_per_user:
+        if (self._per_user.get(user_id) or 0) >= self.info.max_codes_per_user:
             return Reason.USER_LIMIT_REACHED
         cap = self.info.max_codes_per_campaign
         if cap is not None and self._taken >= cap:
@@ -141,13 +142,15 @@ class Campaign(Actor[Message]):
         return None
 
     def _reserve(self, user_id: str) -> None:
-        self._per_user[user_id] += 1
+        self._per_user.set(user_id, (self._per_user.get(user_id) or 0) + 1)
         self._taken += 1
 
     def _release(self, user_id: str) -> None:
-        self._per_user[user_id] -= 1
-        if not self._per_user[user_id]:
-            del self._per_user[user_id]
+        left = (self._per_user.get(user_id) or 0) - 1
+        if left:
+            self._per_user.set(user_id, left)
+        else:
+            self._per_user.pop(user_id)
         self._taken -= 1
 
     async def _issue(self, user_id: str, key: str, trigger: dict[str, Any] | None) -> Outcome:
@@ -170,7 +173,7 @@ class Campaign(Actor[Message]):
     def _count(self, me: str, user_id: str, outcome: Outcome | None) -> None:
         """A reservation ends: a new reward keeps it; anything else gives it back."""
         if isinstance(outcome, Rewarded):
-            self._rewards[me] = outcome.claim_id
+            self._rewards.set(me, outcome.claim_id)
             if outcome.created:
                 self.issued += 1
                 return
