@@ -58,19 +58,18 @@ class ClaimKeys(Generic[V]):
         """Add keys the map does not hold yet, with their values."""
         if len(keys) != len(values):
             raise ValueError(f"{len(keys)} keys for {len(values)} values")
-        if self._shards is None:
-            if len(self._first) + len(keys) <= FIRST:
-                self._first.update(zip(keys, values, strict=True))
-                return
-            self._shards = [{} for _ in range(_SHARDS)]
-        deque(map(operator.setitem, self._homes(keys), keys, values), maxlen=0)
+        if self._shards is None and len(self._first) + len(keys) <= FIRST:
+            self._first.update(zip(keys, values, strict=True))
+        else:
+            deque(map(operator.setitem, self._homes(keys), keys, values), maxlen=0)
 
     def set(self, key: str, value: V) -> None:
         """Set a key's value, adding the key if the map does not hold it."""
-        if key in self._first:
-            self._first[key] = value  # held already: the first dict does not grow
+        first = self._first
+        if key in first or (self._shards is None and len(first) < FIRST):
+            first[key] = value  # a key it holds, or room for one: the first dict stays bounded
         else:
-            self.add((key,), (value,))  # into its own dict, over any value it held there
+            self._homes((key,))[0][key] = value
 
     def pop(self, key: str) -> V | None:
         """Remove a key; its value, or None if the map did not hold it."""
@@ -87,7 +86,9 @@ class ClaimKeys(Generic[V]):
         return found
 
     def _homes(self, keys: Sequence[str]) -> list[dict[str, V]]:
-        assert self._shards is not None
+        """The dicts these keys belong in, made at the first key past the first dict."""
+        if self._shards is None:
+            self._shards = [{} for _ in range(_SHARDS)]
         return list(
             map(self._shards.__getitem__, map(operator.rshift, map(hash, keys), repeat(_SHIFT)))
         )
