@@ -20,8 +20,8 @@ from typing import Generic, TypeVar
 
 V = TypeVar("V")
 
-# The first dict's last doubling, at 699,051 keys, takes about 30 ms; the next one, at
-# 1,398,102, would take 60 ms, and each after it twice as long as the one before.
+# The first dict's last doubling, at 699,051 keys, takes 30-95 ms (the more when the process
+# must grow for it); the next, at 1,398,102, would take twice that, and so on.
 FIRST = 1_000_000
 # A dict picks a key's slot by the low bits of its hash, so the top byte picks the dict.
 _SHIFT = sys.hash_info.width - 8
