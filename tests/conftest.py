@@ -11,6 +11,7 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 from support import Client, ServerProcess
 
+from voucherd import claim_keys
 from voucherd.server.app import create_app
 from voucherd.settings import Settings
 
@@ -76,3 +77,10 @@ def server_process(tmp_path: Path) -> Iterator[ServerProcess]:
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture
+def tiny_first_dict(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Maps of claim keys (`ClaimKeys`) past their first dict after 7 keys instead of a million,
+    so that a test's few claims reach the dicts chosen by hash."""
+    monkeypatch.setattr(claim_keys, "FIRST", 7)

@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import Any
+from unittest.mock import ANY
 
 import aiohttp
 import pytest
@@ -1758,3 +1759,34 @@ async def test_transitions_sent_at_once_are_applied_one_after_another(client: Cl
     assert changes[0]["previous_status"] == "running"
     for earlier, later in itertools.pairwise(changes):
         assert later["previous_status"] == earlier["status"], changes
+
+
+async def test_a_campaigns_rewards_and_limits_past_the_first_dict_hold_across_a_restart(
+    tiny_first_dict: None, restartable: Restart
+) -> None:
+    client = await restartable()
+    list_id = await list_with_codes(client, make_codes(200))
+    campaign_id = (await create_campaign(client, [list_id], max_codes_per_user=2))["id"]
+    users = [f"u-{n}" for n in range(20)]
+    plain = await asyncio.gather(*(reward(client, campaign_id, user) for user in users))
+    keyed = await asyncio.gather(
+        *(reward(client, campaign_id, user, idempotency_key="order") for user in users)
+    )
+    assert {status for status, _ in [*plain, *keyed]} == {201}
+    batched = await reward_batch(client, campaign_id, [f"b-{n}" for n in range(15)])
+    assert [result["rewarded"] for result in batched] == [True] * 15
+
+    for restarted in (False, True):
+        if restarted:
+            client = await restartable()
+        again = await asyncio.gather(*(reward(client, campaign_id, user) for user in users))
+        assert again == [(200, reply) for _, reply in plain]
+        over = await asyncio.gather(
+            *(reward(client, campaign_id, user, idempotency_key="more") for user in users)
+        )
+        assert over == [refused("user_limit_reached")] * 20
+        assert (await get_campaign(client, campaign_id))["rewards"] == {"issued": 55}
+    fresh = await reward(client, campaign_id, "late", idempotency_key="one")
+    assert fresh[0] == 201
+    assert await reward(client, campaign_id, "late", idempotency_key="two") == (201, ANY)
+    assert await reward(client, campaign_id, "late") == refused("user_limit_reached")

@@ -439,3 +439,54 @@ async def test_claims_stored_a_row_each_before_runs_are_repeats_after_the_upgrad
     status, tray = await call(client, "GET", "/v1/users/a-3/vouchers")
     assert status == 200
     assert [voucher["code"] for voucher in tray["vouchers"]] == [made[15][1]["claim"]["code"]]
+
+
+async def test_claims_past_the_first_dict_are_repeats_before_and_after_a_restart(
+    tiny_first_dict: None, restartable: Restart
+) -> None:
+    client = await restartable()
+    requests = await claims_of_every_kind(client)
+    made = await send_all(client, requests)
+    assert {status for status, _ in made} == {201}
+    list_id = made[0][1]["claim"]["list_id"]
+    users = [f"b-{n}" for n in range(30)]
+    batched = await batch(client, list_id, users)
+    assert len(batched["claims"]) == 30
+
+    assert await send_all(client, requests) == [(200, reply) for _, reply in made]
+    assert await batch(client, list_id, users) == batched
+
+    client = await restartable()
+
+    assert await send_all(client, requests) == [(200, reply) for _, reply in made]
+    assert await batch(client, list_id, users) == batched
+    # New claims after the restart land beside the recovered ones and are found again.
+    more = [f"n-{n}" for n in range(30)]
+    fresh = codes_by_user(await batch(client, list_id, [*users[:5], *more]))
+    assert {user: fresh[user] for user in users[:5]} == {
+        user: code for user, code in codes_by_user(batched).items() if user in users[:5]
+    }
+    assert codes_by_user(await batch(client, list_id, more)) == {u: fresh[u] for u in more}
+    listing = await get_list(client, list_id)
+    assert listing["codes"]["distributed"] == len(requests) + 60
+    for user, code in (("k-3", made[16][1]["claim"]["code"]), ("n-7", fresh["n-7"])):
+        status, tray = await call(client, "GET", f"/v1/users/{user}/vouchers")
+        assert status == 200
+        assert [voucher["code"] for voucher in tray["vouchers"]] == [code]
+
+
+def codes_by_user(reply: dict[str, Any]) -> dict[str, str]:
+    assert reply["failed"] == []
+    return {claim["user_id"]: claim["code"] for claim in reply["claims"]}
+
+
+async def test_one_user_claiming_many_times_at_once_past_the_first_dict_gets_one_code(
+    tiny_first_dict: None, client: Client
+) -> None:
+    list_id = await list_with_codes(client, make_codes(100))
+    await batch(client, list_id, [f"pre-{n}" for n in range(20)])
+    path = f"/v1/lists/{list_id}/claims"
+    replies = await send_all(client, [(path, {"user_id": "same"})] * 50)
+    replies += await send_all(client, [(path, {"user_id": "same"})] * 50)
+    assert len({reply["claim"]["code"] for _, reply in replies}) == 1
+    assert sorted(status for status, _ in replies) == [200] * 99 + [201]

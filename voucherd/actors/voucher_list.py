@@ -453,8 +453,7 @@ class ListActor(Actor[Message]):
         else:
             in_flight = self._pending
             self.info.rate.record(taken[0].claim.claimed_at, len(taken))
-            keys = [pending.key for pending in taken]
-            self._claims.add(keys, [pending.claim.id for pending in taken])
+            self._claims.add([p.key for p in taken], [p.claim.id for p in taken])
             for pending in taken:
                 claim = pending.claim
                 del in_flight[pending.key]
