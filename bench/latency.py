@@ -158,6 +158,18 @@ def sweep_rows(
                 f"p99 {p99 / their_p99:.2f}x" if p99 is not None and their_p99 else "",
             )
         )
+    # A reply costs the server more CPU at a lower rate: fewer requests share each wake-up of
+    # the event loop and, for voucherd, each commit.
+    rows.append(
+        Row(
+            SCENARIO,
+            " / ".join(f"{100 * share:.0f}%" for share in SHARES)
+            + " of max: server CPU a reply, µs",
+            _cpu(subject),
+            baseline_name,
+            _cpu(baseline),
+        )
+    )
     p99 = subject.p99_ms(TARGET_SHARE) if subject else None
     their_p99 = baseline.p99_ms(TARGET_SHARE) if baseline else None
     rows.append(
@@ -183,6 +195,16 @@ def _held(load: Load | None) -> str:
     if load is None or load.window_s <= 0:
         return MISSING
     return f"{load.achieved:,.0f} / {load.rate:,.0f}; {load.errors:,}"
+
+
+def _cpu(sweep: LatencySweep | None) -> str:
+    if sweep is None:
+        return MISSING
+    each = [sweep.loads[share] for share in SHARES if share in sweep.loads]
+    costs = [load.server_cpu_per_reply_us for load in each]
+    if not costs or any(cost is None for cost in costs):
+        return MISSING
+    return " / ".join(f"{cost:,.0f}" for cost in costs if cost is not None)
 
 
 def _p99(load: Load | None) -> float | None:

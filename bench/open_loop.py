@@ -130,6 +130,13 @@ class Load:
             return None
         return self.server_cpu_s / self.window_s
 
+    @property
+    def server_cpu_per_reply_us(self) -> float | None:
+        """The server process's CPU time (all its threads) a reply, in µs."""
+        if self.server_cpu_s is None or not self.replies:
+            return None
+        return 1e6 * self.server_cpu_s / self.replies
+
     def minute(self, offset_s: float) -> Any:
         index = max(0, int(offset_s // 60))
         while len(self.minutes) <= index:
