@@ -416,6 +416,54 @@ async def test_a_full_disk_refuses_claims_with_503_keeps_every_promise_and_recov
         assert campaign["rewards"]["issued"] == told.rewards
 
 
+async def test_a_commit_the_full_disk_undid_leaves_no_trace_in_later_events(
+    disk: Disk, server: ServerProcess
+) -> None:
+    # A list's first reward event stores the list's details (partner, tag, …) once, in the
+    # same transaction, and the writer remembers their row. When the disk is full, SQLite
+    # undoes the failed COMMIT by itself: that row is gone, and so must be its memory, or
+    # later events point at nothing, or at the next list's details stored in its place.
+    server.start()
+    await server.wait_ready()
+    async with session_to(server) as session:
+        lists = [
+            await new_list(session, make_codes(4, f"L{n}-"), partner=f"P{n}", tag=f"t{n}")
+            for n in range(40)
+        ]
+        disk.fill(leave=128 * 1024)
+        refused = None
+        for list_id in lists:
+            status, reply, retry_after = await call(
+                session, "POST", f"/v1/lists/{list_id}/claims", {"user_id": "first"}
+            )
+            if status != 201:
+                assert_storage_unavailable(status, reply, retry_after)
+                refused = list_id
+                break
+        assert refused is not None, "the disk never filled up"
+        disk.empty()
+
+        # The refused list's claims, two at once (stored together), then a list not claimed yet.
+        untouched = lists[lists.index(refused) + 1]
+        for list_id, users in ((refused, ("a", "b")), (untouched, ("c",))):
+            replies = await asyncio.gather(
+                *(
+                    call(session, "POST", f"/v1/lists/{list_id}/claims", {"user_id": user})
+                    for user in users
+                )
+            )
+            assert [status for status, _, _ in replies] == [201] * len(users), replies
+
+        status, page, _ = await call(session, "GET", "/v1/events?since=0&limit=1000")
+        assert status == 200, page
+    rewarded = [event["data"] for event in page["events"] if event["type"] == "voucher.rewarded"]
+    by_list = Counter((data["voucherListId"], data["partner"]) for data in rewarded)
+    assert by_list[(refused, f"P{lists.index(refused)}")] == 2, by_list
+    assert by_list[(untouched, f"P{lists.index(untouched)}")] == 1, by_list
+    for data in rewarded:
+        assert data["voucherCode"].startswith(f"L{lists.index(data['voucherListId'])}-"), data
+
+
 # -- an upload fills the disk ------------------------------------------------------------------
 
 

@@ -486,9 +486,11 @@ def _transaction(
         pending.flush(conn, numbering)
         conn.execute("COMMIT")
     except BaseException:
+        # The bases stored in this transaction are gone, so their ids must go too, whether the
+        # ROLLBACK here undoes it or SQLite already has (a COMMIT failed on a full disk).
+        numbering.forget_bases()
         if conn.in_transaction:
             conn.execute("ROLLBACK")
-            numbering.forget_bases()
         raise
     return outcomes
 
