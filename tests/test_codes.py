@@ -124,6 +124,23 @@ def test_a_header_split_across_feeds_is_still_a_header() -> None:
     assert rows(parsed) == ([(2, b"A1")], [])
 
 
+BOM = b"\xef\xbb\xbf"
+
+
+@pytest.mark.parametrize("sizes", [None, [1], [2], [3, 1]])
+def test_a_byte_order_mark_at_the_start_is_dropped_however_it_arrives(
+    sizes: list[int] | None,
+) -> None:
+    assert rows(parse(BOM + b"code\nA1\n", sizes)) == ([(2, b"A1")], [])
+    assert rows(parse(BOM + b"A1\nA2\n", sizes)) == ([(1, b"A1"), (2, b"A2")], [])
+    assert parse(BOM, sizes).rows == 0
+
+
+def test_a_byte_order_mark_after_the_start_is_part_of_its_line() -> None:
+    parsed = parse(b"A1\n" + BOM + b"A2\n")
+    assert rows(parsed) == ([(1, b"A1")], [(2, BOM + b"A2")])
+
+
 def test_blank_lines_are_skipped_but_counted() -> None:
     parsed = parse(b"A1\n\n   \n\t\nA2\n\n")
     assert rows(parsed) == ([(1, b"A1"), (5, b"A2")], [])

@@ -106,6 +106,20 @@ async def test_code_is_a_header_only_on_the_first_line(client: Client) -> None:
     assert await claim_all(client, list_id) == ["A1", "code"]
 
 
+async def test_a_byte_order_mark_before_the_header_or_the_first_code_is_ignored(
+    client: Client,
+) -> None:
+    # Excel's "CSV UTF-8" export starts the file with one.
+    for tag, body, codes in (
+        ("bom1", "\ufeffcode\nA1\nA2\n", ["A1", "A2"]),
+        ("bom2", "\ufeffB1\nB2", ["B1", "B2"]),
+    ):
+        list_id = (await create_list(client, tag=tag))["id"]
+        reply = await uploaded(client, list_id, body)
+        assert (reply["rows"], reply["accepted"], reply["errors"]) == (2, 2, {}), reply
+        assert await claim_all(client, list_id) == codes
+
+
 async def test_blank_lines_are_skipped_and_whitespace_trimmed(client: Client) -> None:
     list_id = (await create_list(client))["id"]
     reply = await uploaded(client, list_id, "code\r\n\r\n  A1  \r\n\t\n\tA2\t\n   \nA3")

@@ -18,6 +18,8 @@ _VALID = re.compile(rb"[!#-+\--~]{1,64}")
 # A read made only of valid codes, one a line with nothing around them: the usual read.
 _CLEAN_LINES = re.compile(rb"(?:[!#-+\--~]{1,64}\n)+")
 _HEADER = b"code"
+# Excel's "CSV UTF-8" export starts the file with a byte order mark.
+_BOM = b"\xef\xbb\xbf"
 
 
 class Reason(StrEnum):
@@ -162,6 +164,8 @@ class CsvParser:
             number += 1
             if len(raw) > self.max_line_bytes:
                 raise UploadAborted("line_too_long", self._too_long(number))
+            if number == 1 and raw.startswith(_BOM):
+                raw = raw[len(_BOM) :]
             code = raw.strip()
             if not code:
                 continue
