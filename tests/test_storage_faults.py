@@ -518,6 +518,43 @@ async def test_an_upload_that_fills_the_disk_fails_adds_no_code_and_can_be_sent_
     assert sorted(found.upload_status.values()) == ["completed", "completed", "failed"]
 
 
+async def test_an_upload_chunk_the_full_disk_undid_is_not_counted_in_its_history(
+    tmp_path: Path, disk: Disk, server: ServerProcess
+) -> None:
+    # The code index lives on another disk here, so the chunk passes its check and only the
+    # journal's commit of its block and error rows fails: SQLite undoes that transaction,
+    # and the failed upload's history must not count the rows it took with it.
+    elsewhere = tmp_path / "index"
+    elsewhere.mkdir()
+    (elsewhere / "codes.sqlite3").touch()
+    (disk.path / "codes.sqlite3").symlink_to(elsewhere / "codes.sqlite3")
+    server.start()
+    await server.wait_ready()
+    async with session_to(server) as session:
+        list_id = await new_list(session, make_codes(10))
+        disk.fill(leave=48 * 1024)
+        status, reply, retry_after = await upload(
+            session, list_id, make_codes(30_000, "BIG") + [f"bad code {n}" for n in range(40)]
+        )
+        if status == 201:
+            assert reply["status"] == "failed", reply
+        else:
+            assert_storage_unavailable(status, reply, retry_after)
+        disk.empty()
+        for _ in range(100):
+            listed = (await call(session, "GET", f"/v1/lists/{list_id}/uploads"))[1]["uploads"]
+            failed = [item for item in listed if item["status"] == "failed"]
+            if failed:
+                break
+            await asyncio.sleep(0.1)
+        (item,) = failed
+        async with session.get(f"/v1/lists/{list_id}/uploads/{item['id']}/errors") as response:
+            assert response.status == 200
+            error_rows = len((await response.text()).splitlines()) - 1
+        # Nothing of its one chunk was committed: no row counted, no error row kept.
+        assert (item["rows"], item["rejected"], item["errors"], error_rows) == (0, 0, {}, 0), item
+
+
 # -- a restart on a full disk ------------------------------------------------------------------
 
 

@@ -139,12 +139,16 @@ class UploadFailed(errors.VoucherdError):
 
 @dataclass(slots=True)
 class _Tally:
-    """Running counts of an upload, changed only on the writer's thread and read on the event
-    loop only after the writes are awaited."""
+    """Running counts of an upload's chunks."""
 
     rows: int = 0
     accepted: int = 0
     errors: Counter[str] = field(default_factory=Counter)
+
+    def add(self, checked: _Checked) -> None:
+        self.rows += checked.rows
+        self.accepted += checked.accepted
+        self.errors.update(reason for *_, reason in checked.rejected)
 
 
 @dataclass(frozen=True, slots=True)
@@ -171,11 +175,14 @@ class Uploader:
         self.upload: Upload | None = None
         self.target: Target | None = None
         self.segments: list[Segment] = []
+        # The chunks written, as the writer's thread counts them for the progress row, and
+        # those committed: a commit that fails takes its chunk's rows and errors with it.
         self._tally = _Tally()
+        self._committed = _Tally()
         # Code ids and cap room held for chunks being written; given back as each one lands.
         self._reserved = 0
         # Parsing and checking the next chunk overlap with writing the previous one.
-        self._writing: tuple[asyncio.Future[Any], int] | None = None
+        self._writing: tuple[asyncio.Future[Any], int, _Checked] | None = None
         # Giving way to claims: what the journal had written beside the upload at the last look.
         self._seen_records = 0
 
@@ -270,13 +277,14 @@ class Uploader:
         store = [Step(partial(self._store_chunk, checked))]
         writing = await self.journal.submit_waiting(store, 1 + len(checked.rejected))
         await self._written()
-        self._writing = (writing, held)
+        self._writing = (writing, held, checked)
 
     async def _written(self) -> None:
         if self._writing is None:
             return
-        (writing, held), self._writing = self._writing, None
+        (writing, held, checked), self._writing = self._writing, None
         segment: Segment | None = await writing
+        self._committed.add(checked)
         used = segment.count if segment is not None else 0
         self.actor.incoming -= held - used
         self._reserved -= held - used
@@ -380,9 +388,7 @@ class Uploader:
             )
         if checked.rejected:
             db.executemany(_INSERT_ERRORS, checked.rejected)
-        tally.rows += checked.rows
-        tally.accepted += checked.accepted
-        tally.errors.update(reason for *_, reason in checked.rejected)
+        tally.add(checked)
         db.execute(_PROGRESS, (tally.rows, tally.accepted, sum(tally.errors.values()),
                                msgpack.packb(dict(tally.errors)), upload.id))  # fmt: skip
         return segment
@@ -390,9 +396,9 @@ class Uploader:
     def _take_tally(self) -> None:
         upload = self.upload
         assert upload is not None
-        upload.rows = self._tally.rows
-        upload.accepted = self._tally.accepted
-        upload.errors = Counter(self._tally.errors)
+        upload.rows = self._committed.rows
+        upload.accepted = self._committed.accepted
+        upload.errors = Counter(self._committed.errors)
 
     def _completion(self) -> CompleteUpload:
         upload = self.upload
