@@ -778,8 +778,22 @@ def test_the_event_stream_shows_a_read_subscriber_the_codes_handed_out(full_run:
         ("POST", "/v1/lists/{code}/claims", {"user_id": "u-1"}),
         ("GET", "/v1/campaigns/{code}", None),
         ("PATCH", "/v1/lists/1", {"expires_at": "{code}-2026-01-01T00:00"}),
+        ("GET", "/v1/events?types={code}", None),
+        ("POST", "/v1/campaigns", {"name": "c", "lists": [1], "{code}": 1}),
+        ("PATCH", "/v1/campaigns/1", {"{code}": 1}),
+        ("GET", "/v1/lists?status={code}", None),
+        ("GET", "/v1/campaigns?status={code}", None),
     ],
-    ids=["list-id", "campaign-id", "expires-at"],
+    ids=[
+        "list-id",
+        "campaign-id",
+        "expires-at",
+        "event-types",
+        "campaign-field",
+        "campaign-edit-field",
+        "list-status",
+        "campaign-status",
+    ],
 )
 async def test_an_error_message_does_not_echo_a_code_sent_in_the_wrong_place(
     keyed: Client, method: str, path: str, body: dict[str, Any] | None

@@ -82,9 +82,12 @@ _FIELDS: dict[str, tuple[str, Any]] = {
 
 
 def _read_fields(body: dict[str, Any]) -> dict[str, Any]:
-    unknown = sorted(set(body) - set(_FIELDS))
+    unknown = set(body) - set(_FIELDS)
     if unknown:
-        raise errors.InvalidRequest(f"unknown field(s): {', '.join(unknown)}")
+        # Not repeated: whatever was sent may be a secret pasted in the wrong place.
+        raise errors.InvalidRequest(
+            f"the body holds {len(unknown)} unknown field(s); allowed: {', '.join(_FIELDS)}"
+        )
     return {_FIELDS[name][0]: _FIELDS[name][1](value) for name, value in body.items()}
 
 
