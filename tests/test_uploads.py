@@ -522,6 +522,32 @@ async def test_a_multipart_body_without_a_file_field_is_refused(client: Client) 
     assert (await counts(client, list_id))["uploaded"] == 0
 
 
+async def test_a_multipart_body_cut_before_its_closing_boundary_fails_the_upload(
+    client: Client,
+) -> None:
+    list_id = (await create_list(client))["id"]
+    body = (
+        b'--xyz\r\nContent-Disposition: form-data; name="file"; filename="a.csv"\r\n'
+        b"Content-Type: text/csv\r\n\r\nA1\nA2\n"
+    )
+    response = await client.post(
+        f"/v1/lists/{list_id}/uploads",
+        data=body,
+        headers={"Content-Type": "multipart/form-data; boundary=xyz"},
+    )
+    assert response.status == 400
+    reply = await response.json()
+    assert reply["error"]["code"] == "invalid_request"
+    failed = reply["error"]["details"]["upload"]
+    assert (failed["status"], failed["accepted"]) == ("failed", 0)
+    assert failed["error"]["code"] == "truncated_body"
+    assert (await counts(client, list_id))["uploaded"] == 0
+    # The same file, whole, is not held by the failed upload.
+    response = await client.post(f"/v1/lists/{list_id}/uploads", data=form(b"A1\nA2\n"))
+    assert response.status == 201
+    assert await claim_all(client, list_id) == ["A1", "A2"]
+
+
 async def test_a_large_multipart_upload_is_streamed(chunked: Client) -> None:
     codes = make_codes(BIG)
     list_id = (await create_list(chunked))["id"]

@@ -209,7 +209,7 @@ class Uploader:
             completion = await self.actor.ask_waiting(self._completion())
         except UploadAborted as exc:
             await self._fail(exc.code, exc.message)
-            if exc.code in ("binary_content", "line_too_long"):
+            if exc.code in ("binary_content", "line_too_long", "truncated_body"):
                 raise errors.InvalidRequest(exc.message, {"upload": upload.view()}) from None
         except errors.PayloadTooLarge as exc:
             await self._fail("payload_too_large", exc.message)

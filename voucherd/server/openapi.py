@@ -569,7 +569,7 @@ SCHEMAS: Json = {
                     ERROR_FIELDS,
                     description="Why a failed upload failed, e.g. `multiple_columns`, "
                     "`empty_file`, `payload_too_large`, `binary_content`, `line_too_long`, "
-                    "`interrupted`.",
+                    "`truncated_body`, `interrupted`.",
                 )
             ),
             "started_at": timestamp("When the upload started"),
@@ -1170,7 +1170,8 @@ def uploads_paths() -> Json:
                     "400": error_response(
                         "A bad `filename`, a multipart body without `file`, or a file that is "
                         "not a CSV (`details.upload` then holds the failed upload): binary "
-                        "content, or a line over 4096 bytes.",
+                        "content, a line over 4096 bytes, or a multipart body that ends before "
+                        "the file part's closing boundary.",
                         ["invalid_request"],
                         failed_upload,
                     ),

@@ -11,6 +11,7 @@ from aiohttp.http_exceptions import HttpProcessingError
 
 from voucherd import errors, wire
 from voucherd.actors.voucher_list import Withdraw
+from voucherd.codes import UploadAborted
 from voucherd.server.inputs import path_id, unstalled
 from voucherd.server.keys import CODE_INDEX, DIRECTORY, JOURNAL, SETTINGS, caller
 from voucherd.uploads import UPLOAD_COLUMNS, Upload, Uploader
@@ -71,6 +72,11 @@ async def _find_file(request: web.Request) -> tuple[AsyncIterator[bytes], str | 
     async def chunks() -> AsyncIterator[bytes]:
         while data := await part.read_chunk(READ_SIZE):
             yield data
+        if not part.at_eof():
+            # The body ended without the part's closing boundary: the file may be cut short.
+            raise UploadAborted(
+                "truncated_body", "the multipart body ends before the file part's closing boundary"
+            )
 
     return chunks(), part.filename
 
