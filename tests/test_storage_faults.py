@@ -428,9 +428,12 @@ async def test_a_commit_the_full_disk_undid_leaves_no_trace_in_later_events(
     async with session_to(server) as session:
         lists = [
             await new_list(session, make_codes(4, f"L{n}-"), partner=f"P{n}", tag=f"t{n}")
-            for n in range(40)
+            for n in range(10)
         ]
-        disk.fill(leave=128 * 1024)
+        # An empty write-ahead log, so the next commit must grow it, on a disk with no room.
+        with sqlite3.connect(disk.path / DATABASE) as other:
+            other.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        disk.fill()
         refused = None
         for list_id in lists:
             status, reply, retry_after = await call(
@@ -532,6 +535,8 @@ async def test_an_upload_chunk_the_full_disk_undid_is_not_counted_in_its_history
     await server.wait_ready()
     async with session_to(server) as session:
         list_id = await new_list(session, make_codes(10))
+        with sqlite3.connect(disk.path / DATABASE) as other:
+            other.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         disk.fill(leave=48 * 1024)
         status, reply, retry_after = await upload(
             session, list_id, make_codes(30_000, "BIG") + [f"bad code {n}" for n in range(40)]
