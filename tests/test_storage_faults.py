@@ -602,6 +602,21 @@ async def test_a_server_started_on_a_full_disk_stops_with_an_error_and_loses_not
 # -- another process holds the write lock ------------------------------------------------------
 
 
+async def lock_out(database: Path) -> asyncio.subprocess.Process:
+    """A process of its own holding the journal's write lock, so SQLite really has to wait;
+    it lets go when its stdin closes."""
+    locker = await asyncio.create_subprocess_exec(
+        sys.executable, "-c",
+        "import sqlite3, sys; c = sqlite3.connect(sys.argv[1], isolation_level=None);"
+        " c.execute('BEGIN IMMEDIATE'); print('locked', flush=True); sys.stdin.read()",
+        str(database),
+        stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    assert locker.stdout is not None
+    assert await locker.stdout.readline() == b"locked\n"
+    return locker
+
+
 async def test_a_journal_locked_out_by_another_process_refuses_with_503_and_recovers(
     start_client: ClientFactory, tmp_path: Path
 ) -> None:
@@ -617,18 +632,9 @@ async def test_a_journal_locked_out_by_another_process_refuses_with_503_and_reco
         headers={"Content-Type": "text/csv"},
     )
     assert response.status == 201
-    # A process of its own, so the lock is one SQLite really has to wait for.
-    locker = await asyncio.create_subprocess_exec(
-        sys.executable, "-c",
-        "import sqlite3, sys; c = sqlite3.connect(sys.argv[1], isolation_level=None);"
-        " c.execute('BEGIN IMMEDIATE'); print('locked', flush=True); sys.stdin.read()",
-        str(settings.database),
-        stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
-    )  # fmt: skip
-    assert locker.stdout is not None
+    locker = await lock_out(settings.database)
     assert locker.stdin is not None
     try:
-        assert await locker.stdout.readline() == b"locked\n"
         response = await client.post(f"/v1/lists/{list_id}/claims", json={"user_id": "u-1"})
         assert_storage_unavailable(
             response.status, await response.json(), response.headers.get("Retry-After")
@@ -646,3 +652,52 @@ async def test_a_journal_locked_out_by_another_process_refuses_with_503_and_reco
     assert len(codes) == 2
     listing = await (await client.get(f"/v1/lists/{list_id}")).json()
     assert listing["codes"] == {"uploaded": 10, "available": 8, "distributed": 2, "withdrawn": 0}
+
+
+async def test_a_stock_alert_lost_with_a_failed_write_is_written_once_claims_pass_the_mark(
+    start_client: ClientFactory, tmp_path: Path
+) -> None:
+    """The claim that takes a list to its low-stock mark carries the alert; when its write
+    fails, its code comes back, but a claim behind it may already have been written past the
+    mark without one. The alert is then written on its own, once."""
+    settings = Settings(data_dir=tmp_path / "data")
+    client = await start_client(settings)
+    response = await client.post("/v1/lists", json=list_body(low_stock_threshold=10))
+    list_id = (await response.json())["id"]
+    response = await client.post(
+        f"/v1/lists/{list_id}/uploads",
+        data=codes_csv(make_codes(12)),
+        headers={"Content-Type": "text/csv"},
+    )
+    assert response.status == 201
+    path = f"/v1/lists/{list_id}/claims"
+    assert (await client.post(path, json={"user_id": "u-1"})).status == 201  # 11 left
+
+    locker = await lock_out(settings.database)
+    assert locker.stdin is not None
+    try:
+        # u-2 takes the list to 10, its alert in its write; u-3 to 9, in the write behind.
+        crossing = asyncio.create_task(client.post(path, json={"user_id": "u-2"}))
+        await asyncio.sleep(0.5)
+        behind = asyncio.create_task(client.post(path, json={"user_id": "u-3"}))
+        response = await crossing
+        assert_storage_unavailable(
+            response.status, await response.json(), response.headers.get("Retry-After")
+        )
+    finally:
+        locker.stdin.close()
+        await asyncio.wait_for(locker.wait(), 10)
+    assert (await behind).status == 201
+    for user in ("u-4", "u-5"):
+        assert (await client.post(path, json={"user_id": user})).status == 201
+
+    response = await client.get("/v1/events", params={"since": "0", "limit": "1000"})
+    alerts = [
+        event["data"]
+        for event in (await response.json())["events"]
+        if event["type"] == "list.low_stock" and event["data"]["list_id"] == list_id
+    ]
+    assert len(alerts) == 1, alerts
+    assert alerts[0]["available"] <= 10
+    listing = await (await client.get(f"/v1/lists/{list_id}")).json()
+    assert listing["codes"]["available"] == 8

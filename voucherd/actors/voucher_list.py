@@ -362,13 +362,15 @@ class ListActor(Actor[Message]):
             made.durable = self.journal.submit(ops, records=len(run))
         except errors.VoucherdError as exc:
             self._give_back_slice(made)
+            self._restate_stock(stock, run.claimed_at)
             return exc
-        made.durable.add_done_callback(partial(self._settle_slice, made))
+        made.durable.add_done_callback(partial(self._settle_slice, made, stock))
         return None
 
-    def _settle_slice(self, made: _Slice, durable: asyncio.Future[Any]) -> None:
+    def _settle_slice(self, made: _Slice, stock: list[Event], durable: asyncio.Future[Any]) -> None:
         if durable.cancelled() or durable.exception() is not None:
             self._give_back_slice(made)
+            self._restate_stock(stock, made.run.claimed_at)
             return
         run, keys, pending = made.run, made.keys, self._pending
         self.info.rate.record(run.claimed_at, len(run))
@@ -389,13 +391,12 @@ class ListActor(Actor[Message]):
 
     def _commit_turn(self, turn: _Turn) -> None:
         if turn.taken:
+            stock = self._stock_events(turn.available, self.info.counts.available, turn.now)
             try:
                 # The turn's claims and their reward events, in one transaction, stored as
                 # runs where they can be: a few rows for the whole turn.
                 claims = [p.claim for p in turn.taken]
                 runs, alone = stored_as(claims)
-                available = self.info.counts.available
-                stock = self._stock_events(turn.available, available, turn.now)
                 ops: list[Op] = [
                     Insert("claims", CLAIM_COLUMNS, alone),
                     Insert("claim_runs", RUN_COLUMNS, [run.row() for run in runs]),
@@ -404,6 +405,7 @@ class ListActor(Actor[Message]):
                 durable = self.journal.submit(ops, records=len(turn.taken))
             except errors.VoucherdError as exc:
                 self._give_back(turn.taken)
+                self._restate_stock(stock, turn.now)
                 refused = {id(pending) for pending in turn.taken}
                 for envelope, pending, _ in turn.waits:
                     if id(pending) in refused:
@@ -414,7 +416,7 @@ class ListActor(Actor[Message]):
                     pending.durable = durable
                 # One callback answers the whole turn: a callback per claim costs too much.
                 answers = [w for w in turn.waits if w[1].durable is durable]
-                durable.add_done_callback(partial(self._settle, turn.taken, answers))
+                durable.add_done_callback(partial(self._settle, turn.taken, stock, answers))
                 turn.waits = [w for w in turn.waits if w[1].durable is not durable]
         for envelope, pending, created in turn.waits:
             # Repeats of claims still in flight from an earlier turn.
@@ -424,32 +426,34 @@ class ListActor(Actor[Message]):
     def _stock_events(self, before: int, after: int, now: float) -> list[Event]:
         """`list.low_stock` when the available codes fall to the threshold, `list.exhausted`
         when they run out: once each, re-armed only when a top-up lifts the list back above."""
-        info = self.info
-        threshold = info.low_stock_threshold
-        found = []
-        for kind, crossed in (
+        threshold = self.info.low_stock_threshold
+        crossed = (
             (events.LIST_LOW_STOCK, before > threshold >= after),
             (events.LIST_EXHAUSTED, before > 0 == after),
-        ):
-            if crossed:
-                data = {
-                    "list_id": info.id,
-                    "partner": info.partner,
-                    "tag": info.tag,
-                    "available": after,
-                    "low_stock_threshold": threshold,
-                }
-                found.append(Event.of(kind, data, now))
-        return found
+        )
+        return [self._stock_event(kind, after, now) for kind, yes in crossed if yes]
+
+    def _stock_event(self, kind: str, available: int, now: float) -> Event:
+        info = self.info
+        data = {
+            "list_id": info.id,
+            "partner": info.partner,
+            "tag": info.tag,
+            "available": available,
+            "low_stock_threshold": info.low_stock_threshold,
+        }
+        return Event.of(kind, data, now)
 
     def _settle(
         self,
         taken: list[_Pending],
+        stock: list[Event],
         answers: list[tuple[Envelope[Any], _Pending | _InFlight, bool]],
         durable: asyncio.Future[Any],
     ) -> None:
         if durable.cancelled() or durable.exception() is not None:
             self._give_back(taken)
+            self._restate_stock(stock, taken[0].claim.claimed_at)
         else:
             in_flight = self._pending
             self.info.rate.record(taken[0].claim.claimed_at, len(taken))
@@ -463,6 +467,27 @@ class ListActor(Actor[Message]):
                     self._keys_by_user.setdefault(claim.user_id, []).append(suffix)
         for envelope, waiting, created in answers:
             _answer(envelope, waiting.claim, created, durable)
+
+    def _restate_stock(self, lost: list[Event], now: float) -> None:
+        """A failed write took its stock alerts with it, and its codes are back. If other
+        claims, written without an alert, still keep the list past the mark, no later claim
+        crosses it again: the alert is written now, on its own."""
+        available = self.info.counts.available
+        holds = {
+            events.LIST_LOW_STOCK: available <= self.info.low_stock_threshold,
+            events.LIST_EXHAUSTED: available == 0,
+        }
+        owed = [
+            self._stock_event(event.type, available, now) for event in lost if holds[event.type]
+        ]
+        if not owed:
+            return
+        try:
+            written = self.journal.submit([Events(owed)], records=len(owed))
+        except errors.VoucherdError as exc:
+            log.warning("list %d: a stock alert could not be written: %s", self.info.id, exc)
+            return
+        written.add_done_callback(partial(_alert_written, self.info.id))
 
     def _give_back(self, taken: list[_Pending]) -> None:
         """Undo claims whose records were never written: their codes go out next.
@@ -661,6 +686,11 @@ class ListActor(Actor[Message]):
         if removed > count:
             self._withdraw_late(upload_id, removed - count)
         return removed
+
+
+def _alert_written(list_id: int, written: asyncio.Future[Any]) -> None:
+    if not written.cancelled() and (exc := written.exception()) is not None:
+        log.warning("list %d: a stock alert could not be written: %s", list_id, exc)
 
 
 def _status_events(previous: Status, changed: ListInfo, now: float) -> tuple[Events, ...]:
