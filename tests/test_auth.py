@@ -311,6 +311,18 @@ scopes = ["read"]
     }
 
 
+def test_keys_under_the_voucherd_table_are_read_too_and_never_left_behind(tmp_path: Path) -> None:
+    digest = hash_key("ops-key")
+    entry = f'sha256 = "{digest}"\nscopes = ["admin"]\n'
+    nested = write_config(tmp_path, f"[voucherd]\nport = 8190\n\n[voucherd.keys.ops]\n{entry}")
+    settings = Settings.load(config=nested, env={})
+    assert not settings.open_mode
+    assert settings.keys == (ApiKey("ops", digest, frozenset({ADMIN})),)
+    both = write_config(tmp_path, f"[voucherd.keys.ops]\n{entry}\n[keys.other]\n{entry}")
+    with pytest.raises(ValueError, match="both"):
+        Settings.load(config=both, env={})
+
+
 def test_keys_are_hidden_from_the_settings_repr(tmp_path: Path) -> None:
     digest = hash_key("ops-key")
     config = write_config(tmp_path, f'[keys.ops]\nsha256 = "{digest}"\nscopes = ["admin"]\n')
@@ -330,6 +342,7 @@ def test_keys_are_hidden_from_the_settings_repr(tmp_path: Path) -> None:
         f'sha256 = "{hash_key("k")}"\nscopes = ["admin", "Admin"]',
         f'sha256 = "{hash_key("k")}"\nscopes = []',
         f'sha256 = "{hash_key("k")}"',
+        f'sha256 = "{hash_key("k")}"\nscopes = "admin"',
     ],
     ids=[
         "short-digest",
@@ -340,6 +353,7 @@ def test_keys_are_hidden_from_the_settings_repr(tmp_path: Path) -> None:
         "scope-case",
         "no-scopes",
         "scopes-missing",
+        "scopes-a-string",
     ],
 )
 def test_a_bad_key_entry_is_a_value_error(tmp_path: Path, entry: str) -> None:
@@ -476,3 +490,47 @@ def test_serving_beyond_loopback_without_keys_is_refused(tmp_path: Path, host: s
     # It never listened: the port is still free.
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", port))
+
+
+def test_a_key_that_is_not_a_table_is_a_value_error(tmp_path: Path) -> None:
+    config = write_config(tmp_path, '[keys]\nops = "vd_not_a_digest"\n')
+    with pytest.raises(ValueError, match=r"\[keys\.ops\]"):
+        Settings.load(config=config, env={})
+
+
+@pytest.mark.parametrize(
+    ("line", "says"),
+    [
+        ("port = [8191]", "port must be a whole number, not list"),
+        ("port = 8191.5", "port must be a whole number"),
+        ("port = 'abc'", "port must be a whole number, not 'abc'"),
+        ("port = 70000", "port must be at most 65535"),
+        ("shutdown_timeout = true", "shutdown_timeout must be a number, not bool"),
+        ("max_upload_bytes = {a = 1}", "max_upload_bytes must be a whole number, not dict"),
+        ("data_dir = 7", "data_dir must be a path, not int"),
+        ("log_level = 'verbose'", "log_level must be one of"),
+        ("[voucherd", "voucherd.toml"),
+    ],
+)
+def test_a_setting_of_the_wrong_kind_is_refused_by_name(
+    tmp_path: Path, line: str, says: str
+) -> None:
+    config = write_config(tmp_path, line + "\n")
+    with pytest.raises(ValueError, match=re.escape(says)):
+        Settings.load(config=config, env={})
+
+
+def test_serve_says_in_a_line_what_is_wrong_with_its_settings_or_data_folder(
+    tmp_path: Path,
+) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    config = write_config(tmp_path, "[voucherd]\nport = 8191.5\n")
+    for args, status, says in (
+        (["--config", str(config)], 2, "port must be a whole number"),
+        (["--data-dir", str(blocker)], 1, "cannot use the data folder"),
+    ):
+        result = run_voucherd("serve", "--port", str(free_port()), *args, cwd=tmp_path)
+        assert result.returncode == status, result.stderr
+        assert says in result.stderr
+        assert "Traceback" not in result.stderr, result.stderr

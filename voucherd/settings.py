@@ -36,6 +36,7 @@ def hash_key(key: str) -> str:
 
 
 SYNCHRONOUS_MODES = ("OFF", "NORMAL", "FULL", "EXTRA")
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,6 +124,10 @@ class Settings:
         ):
             if getattr(self, name) < (0 if name == "port" else 1):
                 raise ValueError(f"{name} must be positive")
+        if not self.port <= 65535:
+            raise ValueError("port must be at most 65535")
+        if self.log_level.upper() not in LOG_LEVELS:
+            raise ValueError(f"log_level must be one of {', '.join(LOG_LEVELS)}")
         if not 0 < self.upload_share <= 1:
             raise ValueError("upload_share must be more than 0 and at most 1")
         if self.default_low_stock_threshold < 0:
@@ -144,14 +149,26 @@ _FIELDS = {f.name: f for f in dataclasses.fields(Settings) if f.name != "keys"}
 
 
 def _convert(name: str, value: Any) -> Any:
-    kind = _FIELDS[name].type
-    if kind == "Path":
-        return Path(value)
-    if kind == "int":
-        return int(value)
-    if kind == "float":
-        return float(value)
-    return str(value)
+    """A setting's value from the environment (text) or a TOML file (typed); a value of
+    another kind is refused rather than bent (`true` is not 1, `8080.5` is not a port)."""
+    kind = str(_FIELDS[name].type)
+    if isinstance(value, bool) or not isinstance(value, str | int | float):
+        raise ValueError(f"{name} must be {_KINDS[kind]}, not {type(value).__name__}")
+    try:
+        if kind == "int":
+            if isinstance(value, float):
+                raise ValueError
+            return int(value)
+        if kind == "float":
+            return float(value)
+    except ValueError:
+        raise ValueError(f"{name} must be {_KINDS[kind]}, not {value!r}") from None
+    if not isinstance(value, str):
+        raise ValueError(f"{name} must be {_KINDS[kind]}, not {type(value).__name__}")
+    return Path(value) if kind == "Path" else value
+
+
+_KINDS = {"int": "a whole number", "float": "a number", "str": "a string", "Path": "a path"}
 
 
 def _from_env(env: Mapping[str, str]) -> dict[str, Any]:
@@ -168,27 +185,47 @@ def _from_env(env: Mapping[str, str]) -> dict[str, Any]:
 
 def _from_toml(path: Path) -> dict[str, Any]:
     with path.open("rb") as file:
-        document = tomllib.load(file)
+        try:
+            document = tomllib.load(file)
+        except tomllib.TOMLDecodeError as exc:
+            raise ValueError(f"{path}: {exc}") from None
     section = document.get("voucherd", document)
+    if not isinstance(section, dict):
+        raise ValueError(f"{path}: [voucherd] must be a table")
     values: dict[str, Any] = {}
     for name, raw in section.items():
         if name == "keys":
             continue
         if name not in _FIELDS:
             raise ValueError(f"{path}: unknown setting {name!r}")
-        values[name] = _convert(name, raw)
-    values["keys"] = tuple(_parse_keys(path, document.get("keys", {})))
+        try:
+            values[name] = _convert(name, raw)
+        except ValueError as exc:
+            raise ValueError(f"{path}: {exc}") from None
+    # Keys under [keys], or under [voucherd.keys]: a misplaced table must never leave the
+    # server running open.
+    tables = [table for table in (document.get("keys"), section.get("keys")) if table]
+    if section is not document and len(tables) > 1:
+        raise ValueError(f"{path}: API keys under both [keys] and [voucherd.keys]; keep one")
+    values["keys"] = tuple(_parse_keys(path, tables[0] if tables else {}))
     return values
 
 
 def _parse_keys(path: Path, table: Mapping[str, Any]) -> list[ApiKey]:
     keys = []
+    if not isinstance(table, dict):
+        raise ValueError(f"{path}: [keys] must be a table of keys, one [keys.NAME] each")
     for name, entry in table.items():
+        if not isinstance(entry, dict):
+            raise ValueError(f"{path}: key {name!r} must be a table: [keys.{name}]")
         digest = str(entry.get("sha256", "")).lower()
         if len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
             raise ValueError(f"{path}: key {name!r} needs sha256 = '<64 hex digits>'")
+        listed = entry.get("scopes", [])
+        if not isinstance(listed, list):
+            raise ValueError(f"{path}: key {name!r}: scopes must be a list, e.g. ['admin']")
         try:
-            scopes = frozenset(Scope(scope) for scope in entry.get("scopes", []))
+            scopes = frozenset(Scope(scope) for scope in listed)
         except ValueError as exc:
             raise ValueError(f"{path}: key {name!r}: {exc}") from None
         if not scopes:

@@ -119,7 +119,12 @@ async def serve(settings: Settings) -> int:
     runner = web.AppRunner(
         app, handle_signals=False, access_log=None, shutdown_timeout=settings.shutdown_timeout
     )
-    await runner.setup()
+    try:
+        await runner.setup()
+    except OSError as exc:
+        # The data folder cannot be made or opened: said in one line, not a traceback.
+        log.error("cannot use the data folder %s: %s", settings.data_dir, exc)
+        return 1
     site = web.TCPSite(runner, settings.host, settings.port)
     try:
         await site.start()
