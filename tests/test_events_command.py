@@ -91,3 +91,18 @@ async def test_a_since_past_retention_ends_the_command_with_an_error(
     _, err = await asyncio.wait_for(follower.communicate(), 30)
     assert follower.returncode == 1
     assert "past retention" in err.decode()
+
+
+async def test_a_refused_stream_ends_the_command_with_the_servers_reason(
+    server_process: ServerProcess,
+) -> None:
+    server_process.start()
+    await server_process.wait_ready()
+    for args, says in (
+        (["--types", "no.such_type"], "400 invalid_request: `types` holds 1 unknown event type"),
+        (["--since", "99999"], "400 invalid_request: since=99999"),
+    ):
+        follower = await follow(server_process, *args)
+        _, err = await asyncio.wait_for(follower.communicate(), 30)
+        assert follower.returncode == 1
+        assert says in err.decode(), err

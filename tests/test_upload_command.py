@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import os
+import signal
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -232,3 +233,35 @@ async def test_the_key_is_sent_when_keys_are_configured(
     assert "rows 2, accepted 2, rejected 0" in outcome.out
     [upload] = await upload_history(keyed_server, list_id, KEY)
     assert upload["uploaded_by"] == "operator"
+
+
+async def test_ctrl_c_stops_the_upload_with_a_line_and_adds_no_code(
+    server: Server, tmp_path: Path
+) -> None:
+    list_id = await new_list(server)
+    csv_file = write(
+        tmp_path / "huge.csv", b"".join(b"H%011d\n" % index for index in range(4_000_000))
+    )
+    env = {name: value for name, value in os.environ.items() if not name.startswith("VOUCHERD_")}
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "voucherd", "upload", str(list_id), str(csv_file),
+        "--url", server.url,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=env,
+    )  # fmt: skip
+    for _ in range(200):
+        if await upload_history(server, list_id):
+            break
+        await asyncio.sleep(0.02)
+    process.send_signal(signal.SIGINT)
+    _, err = await asyncio.wait_for(process.communicate(), 60)
+    assert process.returncode == 130, err
+    assert "upload interrupted" in err.decode()
+    assert "Traceback" not in err.decode(), err
+    for _ in range(100):
+        [upload] = await upload_history(server, list_id)
+        if upload["status"] != "in_progress":
+            break
+        await asyncio.sleep(0.1)
+    assert (upload["status"], upload["accepted"]) == ("failed", 0), upload
+    status, listing = await request("GET", f"{server.url}/v1/lists/{list_id}")
+    assert (status, listing["codes"]["uploaded"]) == (200, 0)

@@ -77,7 +77,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         except OSError as exc:
             print(f"voucherd: {exc}", file=sys.stderr)
             return 2
-        return asyncio.run(upload_command(args.list_id, args.file, size, args.url, args.key))
+        try:
+            return asyncio.run(upload_command(args.list_id, args.file, size, args.url, args.key))
+        except KeyboardInterrupt:
+            # The server sees the body cut off: the upload fails and keeps none of its codes.
+            print("\nvoucherd: upload interrupted; none of its codes were added", file=sys.stderr)
+            return 130
     if args.command == "events":
         try:
             return asyncio.run(
@@ -207,12 +212,30 @@ async def events_command(
                         print(f"voucherd: {_FINAL_CLOSES[ws.close_code]}", file=sys.stderr)
                         return 1
             except aiohttp.WSServerHandshakeError as exc:
-                print(f"voucherd: {exc.status} {exc.message}", file=sys.stderr)
+                print(
+                    f"voucherd: {await _refusal(session, endpoint, params, exc)}", file=sys.stderr
+                )
                 return 1
             except aiohttp.ClientError as exc:
                 print(f"voucherd: {exc}; reconnecting", file=sys.stderr)
             await asyncio.sleep(1)
     return 0
+
+
+async def _refusal(
+    session: aiohttp.ClientSession,
+    endpoint: str,
+    params: dict[str, str],
+    refused: aiohttp.WSServerHandshakeError,
+) -> str:
+    """Why the server refused the stream. A refused handshake keeps only the status, so the
+    same request is made over plain HTTP for the server's own error."""
+    try:
+        async with session.get(endpoint, params={**params, "limit": "1"}) as response:
+            error = (await response.json(content_type=None))["error"]
+            return f"{response.status} {error['code']}: {error['message']}"
+    except (aiohttp.ClientError, ValueError, KeyError, TypeError):
+        return f"{refused.status} {refused.message}"
 
 
 def _summary(upload: dict[str, object], errors_url: str) -> str:
