@@ -1232,6 +1232,23 @@ async def withdraw(client: Client, list_id: int, upload_id: int) -> int:
         return withdrawn
 
 
+async def test_a_threshold_raised_past_the_stock_writes_low_stock_once(client: Client) -> None:
+    """Moving the mark past the stock crosses it as a claim does: one `list.low_stock`, in
+    the edit's journal entry; a raise that stays below the stock, or a second raise, none."""
+    list_id = await list_with_codes(client, make_codes(50), low_stock_threshold=10)
+    start = await last_seq(client)
+    for threshold, status in ((40, 200), (100, 200), (200, 200)):
+        async with client.patch(
+            f"/v1/lists/{list_id}", json={"low_stock_threshold": threshold}
+        ) as response:
+            assert response.status == status
+    for n in range(3):
+        assert (await claim(client, list_id, f"u-{n}"))[0] == 201
+    events = await all_events(client, since=start)
+    lows = [e["data"] for e in events if e["type"] == "list.low_stock"]
+    assert lows == [stock_data(list_id, 50, 100)]
+
+
 async def test_a_list_running_low_and_running_out_writes_low_stock_and_exhausted_events(
     client: Client,
 ) -> None:

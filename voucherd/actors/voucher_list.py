@@ -431,18 +431,7 @@ class ListActor(Actor[Message]):
             (events.LIST_LOW_STOCK, before > threshold >= after),
             (events.LIST_EXHAUSTED, before > 0 == after),
         )
-        return [self._stock_event(kind, after, now) for kind, yes in crossed if yes]
-
-    def _stock_event(self, kind: str, available: int, now: float) -> Event:
-        info = self.info
-        data = {
-            "list_id": info.id,
-            "partner": info.partner,
-            "tag": info.tag,
-            "available": available,
-            "low_stock_threshold": info.low_stock_threshold,
-        }
-        return Event.of(kind, data, now)
+        return [_stock_event(self.info, kind, after, now) for kind, yes in crossed if yes]
 
     def _settle(
         self,
@@ -477,9 +466,7 @@ class ListActor(Actor[Message]):
             events.LIST_LOW_STOCK: available <= self.info.low_stock_threshold,
             events.LIST_EXHAUSTED: available == 0,
         }
-        owed = [
-            self._stock_event(event.type, available, now) for event in lost if holds[event.type]
-        ]
+        owed = [_stock_event(self.info, e.type, available, now) for e in lost if holds[e.type]]
         if not owed:
             return
         try:
@@ -629,8 +616,14 @@ class ListActor(Actor[Message]):
         if status is Status.EXPIRED and changed.expires_at > now:
             # Extending an expired list's date re-activates it, as the status table says.
             changed.stored_status = Status.ACTIVE
+        available = info.counts.available
+        # A mark raised past the stock crosses it as surely as a claim taking the stock past it.
+        crossed = info.low_stock_threshold < available <= changed.low_stock_threshold
+        alerts = [_stock_event(changed, events.LIST_LOW_STOCK, available, now)] if crossed else []
         await self.journal.write(
-            Rows(UPDATE_LIST, [update_row(changed)]), *_status_events(status, changed, now)
+            Rows(UPDATE_LIST, [update_row(changed)]),
+            Events(alerts),
+            *_status_events(status, changed, now),
         )
         self.info = changed
         return changed
@@ -686,6 +679,17 @@ class ListActor(Actor[Message]):
         if removed > count:
             self._withdraw_late(upload_id, removed - count)
         return removed
+
+
+def _stock_event(info: ListInfo, kind: str, available: int, now: float) -> Event:
+    data = {
+        "list_id": info.id,
+        "partner": info.partner,
+        "tag": info.tag,
+        "available": available,
+        "low_stock_threshold": info.low_stock_threshold,
+    }
+    return Event.of(kind, data, now)
 
 
 def _alert_written(list_id: int, written: asyncio.Future[Any]) -> None:

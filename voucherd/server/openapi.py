@@ -363,7 +363,8 @@ EXPIRES_AT = timestamp(
 LOW_STOCK_THRESHOLD = integer(
     0,
     JSON_INT_MAX,
-    description="`list.low_stock` fires when the available codes fall to this count.",
+    description="`list.low_stock` fires when the available codes fall to this count, or when "
+    "an edit raises it to or past them.",
 )
 EXPIRY_WARNING = nullable(
     string(
