@@ -195,6 +195,20 @@ async def test_a_missing_file_exits_2(server: Server, tmp_path: Path) -> None:
     assert await upload_history(server, list_id) == []
 
 
+async def test_a_folder_or_a_url_without_its_scheme_exits_2_saying_so(
+    server: Server, tmp_path: Path
+) -> None:
+    list_id = await new_list(server)
+    outcome = await run_upload(str(list_id), str(tmp_path), "--url", server.url)
+    assert (outcome.code, f"{tmp_path} is not a file" in outcome.err) == (2, True), outcome
+    csv_file = write(tmp_path / "codes.csv", b"A1\n")
+    bare = server.url.removeprefix("http://")
+    outcome = await run_upload(str(list_id), str(csv_file), "--url", bare)
+    assert (outcome.code, "give http://HOST:PORT" in outcome.err) == (2, True), outcome
+    assert "Traceback" not in outcome.err
+    assert await upload_history(server, list_id) == []
+
+
 async def test_an_unknown_list_exits_1_with_the_404(server: Server, tmp_path: Path) -> None:
     csv_file = write(tmp_path / "codes.csv", b"A1\n")
     outcome = await run_upload("9999", str(csv_file), "--url", server.url)

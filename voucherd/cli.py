@@ -36,12 +36,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     serve.add_argument("--config", type=Path, help="a TOML file of settings and API keys")
 
     upload = commands.add_parser("upload", help="stream a CSV of codes to a running server")
-    upload.add_argument("list_id", type=int)
-    upload.add_argument("file", type=Path)
-    upload.add_argument(
-        "--url", default=os.environ.get("VOUCHERD_URL", "http://127.0.0.1:8080"),
-        help="the server (env VOUCHERD_URL)",
-    )  # fmt: skip
+    upload.add_argument("list_id", type=int, help="the id of the list the codes go to")
+    upload.add_argument("file", type=Path, help="a CSV: one code a line, an optional code header")
+    _url_option(upload)
     upload.add_argument(
         "--key", default=os.environ.get("VOUCHERD_KEY"), help="an admin API key (env VOUCHERD_KEY)"
     )
@@ -52,10 +49,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     follow.add_argument("--since", type=int, help="start after this seq (default: new events)")
     follow.add_argument("--types", help="comma-separated event types, e.g. voucher.rewarded")
     follow.add_argument("--count", type=int, help="stop after this many events")
-    follow.add_argument(
-        "--url", default=os.environ.get("VOUCHERD_URL", "http://127.0.0.1:8080"),
-        help="the server (env VOUCHERD_URL)",
-    )  # fmt: skip
+    _url_option(follow)
     follow.add_argument(
         "--key", default=os.environ.get("VOUCHERD_KEY"), help="a read API key (env VOUCHERD_KEY)"
     )
@@ -77,6 +71,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         except OSError as exc:
             print(f"voucherd: {exc}", file=sys.stderr)
             return 2
+        if not args.file.is_file():
+            print(f"voucherd: {args.file} is not a file", file=sys.stderr)
+            return 2
         try:
             return asyncio.run(upload_command(args.list_id, args.file, size, args.url, args.key))
         except KeyboardInterrupt:
@@ -91,6 +88,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         except KeyboardInterrupt:
             return 0
     return keys_command(args.name, args.scope)
+
+
+def _url_option(command: argparse.ArgumentParser) -> None:
+    command.add_argument(
+        "--url",
+        type=_server_url,
+        default=os.environ.get("VOUCHERD_URL", "http://127.0.0.1:8080"),
+        help="the server, e.g. http://127.0.0.1:8080 (env VOUCHERD_URL)",
+    )
+
+
+def _server_url(value: str) -> str:
+    if not value.startswith(("http://", "https://")):
+        raise argparse.ArgumentTypeError(f"{value!r} is not a URL: give http://HOST:PORT")
+    return value
 
 
 def serve_command(args: argparse.Namespace) -> int:
