@@ -431,8 +431,22 @@ async def test_only_active_lists_can_be_mapped(client: Client, list_status: str)
         "{% if Event.voucherCode %}no end",
         "{% nosuchtag %}",
         "{{ Event.voucherCode | nosuchfilter }}",
+        '{% if Trigger.name == "Charged" %}{{ Event.voucherCode | nosuchfilter }}{% endif %}',
+        '{{ "/w==" | base64_decode }}',
+        '{{ "1e400" | floor }}',
+        '{% assign s = "xxxxxxxxxxxxxxxx" %}{% for i in (1..27) %}'
+        "{% assign s = s | append: s %}{% endfor %}{{ s | size }}",
     ],
-    ids=["unclosed output", "unclosed block", "unknown tag", "unknown filter"],
+    ids=[
+        "unclosed output",
+        "unclosed block",
+        "unknown tag",
+        "unknown filter",
+        "unknown filter in a branch",
+        "a filter raising a Python error",
+        "a number too large",
+        "a string doubled in a loop",
+    ],
 )
 async def test_a_template_that_is_not_valid_liquid_is_refused(
     client: Client, template: str
@@ -448,6 +462,44 @@ async def test_a_template_that_is_not_valid_liquid_is_refused(
 
     assert (status, error_code(reply)) == (400, "invalid_template")
     assert await campaigns(client) == []
+
+
+def nested(depth: int) -> Any:
+    value: Any = 1
+    for _ in range(depth):
+        value = {"a": value}
+    return value
+
+
+async def test_values_nested_past_what_can_be_stored_are_refused_and_change_nothing(
+    client: Client,
+) -> None:
+    # Deeper than orjson writes (254 levels), shallower than it reads (1024).
+    deep = nested(300)
+    list_id = await list_with_codes(client, make_codes(3))
+    condition = {"event": "Charged", "where": [{"property": "a", "op": "eq", "value": deep}]}
+    status, reply = await call(
+        client,
+        "POST",
+        "/v1/campaigns",
+        {"name": "c", "lists": [list_id], "qualification": condition},
+    )
+    assert (status, error_code(reply)) == (400, "invalid_request"), reply
+    assert await campaigns(client) == []
+
+    campaign_id = (await create_campaign(client, [list_id]))["id"]
+    status, reply = await call(
+        client, "PATCH", f"/v1/campaigns/{campaign_id}", {"qualification": condition}
+    )
+    assert (status, error_code(reply)) == (400, "invalid_request"), reply
+    assert (await get_campaign(client, campaign_id))["qualification"] is None
+
+    event = {"name": "Charged", "properties": deep}
+    status, reply = await call(
+        client, "POST", f"/v1/campaigns/{campaign_id}/rewards", {"user_id": "u-1", "event": event}
+    )
+    assert (status, error_code(reply)) == (400, "invalid_request"), reply
+    assert (await get_list(client, list_id))["codes"]["distributed"] == 0
 
 
 # -- lists know their campaigns ----------------------------------------------------------------
@@ -1646,8 +1698,21 @@ async def test_the_render_endpoint_without_a_profile_uses_the_events_user(client
         ({"event": {}}, "invalid_request"),
         ({"template": 5, "event": {}}, "invalid_request"),
         ({"template": "x", "event": []}, "invalid_request"),
+        ({"template": "{{ Event.x | base64_decode }}", "event": {"x": "/w=="}}, "invalid_template"),
+        ({"template": '{{ Event.x | date: "%Y" }}', "event": {"x": -(10**15)}}, "invalid_template"),
+        ({"template": "{{ Event.x | sum }}", "event": {"x": [1, "a"]}}, "invalid_template"),
     ],
-    ids=["syntax", "unclosed block", "unknown filter", "no template", "number", "event list"],
+    ids=[
+        "syntax",
+        "unclosed block",
+        "unknown filter",
+        "no template",
+        "number",
+        "event list",
+        "bad base64",
+        "date out of range",
+        "sum of a string",
+    ],
 )
 async def test_the_render_endpoint_refuses_a_bad_template(
     client: Client, body: dict[str, Any], expected: str

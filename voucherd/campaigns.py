@@ -179,6 +179,7 @@ def _condition(item: Any, n: int) -> Condition:
         raise errors.InvalidRequest(f"{where}.value must be a number or a string for {op}")
     if isinstance(value, float) and not math.isfinite(value):
         raise errors.InvalidRequest(f"{where}.value must be finite")
+    wire.client_json(value, f"{where}.value")  # stored as JSON with the campaign
     return Condition(name, op, value)
 
 

@@ -22,10 +22,12 @@ MAX_TEMPLATE = 10_000
 
 
 class _Environment(liquid.Environment):
-    # Templates come from administrators, but a typo must not make every reward slow.
+    # Templates come from administrators, but a typo must not make every reward slow, nor a
+    # string doubled in a loop take the server's memory.
     loop_iteration_limit = 1000
     output_stream_limit = 4000
     context_depth_limit = 30
+    local_namespace_limit = 100_000  # bytes of assigned and captured values
 
 
 _ENVIRONMENT = _Environment()
@@ -71,6 +73,10 @@ class Template:
     def checked(cls, source: str) -> Template:
         """A template for a campaign: it must also render the sample event without error."""
         template = cls(source)
+        unknown = sorted(set(template._parsed.filter_names()) - set(_ENVIRONMENT.filters))
+        if unknown:
+            # In a branch the sample below may never take.
+            raise InvalidTemplate(f"message_template uses an unknown filter: {unknown[0]}")
         template.preview(SAMPLE_EVENT)
         return template
 
@@ -86,6 +92,12 @@ class Template:
         except LiquidError as exc:
             raise InvalidTemplate(
                 f"message_template failed to render: {_first_line(exc)}"
+            ) from None
+        except Exception as exc:
+            # Some filters raise plain Python errors (a bad base64 string, a number too
+            # large for a date); their text may quote the value, so only the kind is told.
+            raise InvalidTemplate(
+                f"message_template failed to render ({type(exc).__name__})"
             ) from None
 
     def render(

@@ -9,6 +9,8 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+from voucherd import errors
+
 JSONDecodeError = orjson.JSONDecodeError
 
 
@@ -27,6 +29,15 @@ def encode(value: Any) -> bytes:
 
 def dumps(value: Any) -> str:
     return orjson.dumps(value).decode("utf-8")
+
+
+def client_json(value: Any, what: str) -> str:
+    """JSON text of a value a client sent, to measure or store. orjson reads nesting down to
+    1024 levels but writes only 254, so a value in between is refused here with a 400."""
+    try:
+        return dumps(value)
+    except orjson.JSONEncodeError:
+        raise errors.InvalidRequest(f"{what} is nested too deeply") from None
 
 
 def response(value: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:

@@ -189,7 +189,7 @@ def _trigger(value: Any) -> dict[str, Any] | None:
     properties = value.get("properties", {})
     if not isinstance(properties, dict):
         raise errors.InvalidRequest("event.properties must be an object")
-    if len(wire.dumps(properties)) > MAX_EVENT_BYTES:
+    if len(wire.client_json(properties, "event.properties")) > MAX_EVENT_BYTES:
         raise errors.InvalidRequest(f"event.properties must be at most {MAX_EVENT_BYTES} bytes")
     return {"name": name, "properties": properties}
 
