@@ -396,6 +396,7 @@ async def test_a_claim_refuses_metadata_that_is_not_a_small_object(
         5,
         True,
         {"a": "x" * 5000},
+        {"a": "é" * 3000},  # 3,000 characters, 6,000 bytes
         {f"k{i}": i for i in range(2000)},
     ]
     cases = [Bad("POST", CLAIMS, raw({"user_id": "u-2", "metadata": m})) for m in metadata]
@@ -409,6 +410,29 @@ async def test_metadata_well_under_four_kib_is_accepted(client: Client, seeded: 
     )
     assert response.status == 201, await response.text()
     assert (await response.json())["claim"]["metadata"] == metadata
+
+
+@pytest.mark.parametrize("encoding", ["gzip", "deflate"])
+async def test_a_body_that_cannot_be_decompressed_is_a_400_and_changes_nothing(
+    client: Client, seeded: int, encoding: str
+) -> None:
+    before = await snapshot(client, seeded)
+    for path, content_type in (
+        (f"/v1/lists/{seeded}/claims", "application/json"),
+        (f"/v1/lists/{seeded}/claims/batch", "application/json"),
+        (f"/v1/lists/{seeded}/uploads", "text/csv"),
+    ):
+        response = await client.post(
+            path,
+            data=b"not compressed at all",
+            headers={"Content-Type": content_type, "Content-Encoding": encoding},
+        )
+        assert response.status == 400, await response.text()
+        assert (await response.json())["error"]["code"] == "invalid_request"
+    # The lists and their counts as before; the upload is in the history, failed.
+    lists, uploads = await snapshot(client, seeded)
+    assert lists == before[0]
+    assert [u["status"] for u in uploads["uploads"]][len(before[1]["uploads"]) :] == ["failed"]
 
 
 # -- batches -----------------------------------------------------------------------------------

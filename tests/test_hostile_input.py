@@ -248,6 +248,24 @@ async def test_deeply_nested_json_is_refused_with_400_and_nothing_crashes(
     await assert_serving(server, list_id)
 
 
+async def test_a_body_labelled_compressed_that_is_not_gets_a_400_and_no_traceback(
+    server: ServerProcess,
+) -> None:
+    list_id = await new_list(server)
+    body = b'{"user_id": "u-1"}'
+    for encoding in ("gzip", "deflate"):
+        for path, status in ((f"/v1/lists/{list_id}/claims", 400), ("/v1/lists/999/claims", 404)):
+            headers = {"Content-Type": "application/json", "Content-Encoding": encoding,
+                       "Content-Length": str(len(body))}  # fmt: skip
+            reply = await exchange(server, request_head("POST", path, headers) + body)
+            assert reply.status == status, (path, reply.status, reply.body[:200])
+            assert "error" in reply.json()
+    listing = await get_json(server, f"/v1/lists/{list_id}")
+    assert listing["codes"]["distributed"] == 0
+    await assert_serving(server, list_id)
+    assert "Traceback" not in server.log(), server.log()
+
+
 # -- long header lines, many headers -----------------------------------------------------------
 
 

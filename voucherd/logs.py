@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 
 from aiohttp.http_exceptions import HttpProcessingError
+from aiohttp.web import RequestPayloadError
 
 FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
@@ -20,9 +21,12 @@ class _NoRawRequests(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         exc = record.exc_info[1] if record.exc_info else None
-        if isinstance(exc, HttpProcessingError):
+        if isinstance(exc, HttpProcessingError | RequestPayloadError):
+            # A body aiohttp cannot decode (a broken gzip) raises again when it reads what a
+            # handler left unread: the client's fault, told in a line.
+            status = exc.code if isinstance(exc, HttpProcessingError) else 400
             record.msg = (
-                f"{record.msg}: unparseable request ({type(exc).__name__}, status {exc.code})"
+                f"{record.msg}: unparseable request ({type(exc).__name__}, status {status})"
             )
             record.exc_info = None
             record.exc_text = None

@@ -69,7 +69,7 @@ def _metadata(value: Any) -> str | None:
         text = wire.dumps(value)
     except TypeError:
         raise errors.InvalidRequest("metadata holds a value that cannot be stored") from None
-    if len(text) > MAX_METADATA_BYTES:
+    if len(text.encode()) > MAX_METADATA_BYTES:
         raise errors.InvalidRequest(f"metadata must be at most {MAX_METADATA_BYTES} bytes")
     return text
 

@@ -53,6 +53,15 @@ async def front_door(request: web.Request, handler: Handler) -> web.StreamRespon
         message = exc.text if exc.text and not exc.text.startswith(f"{exc.status}:") else exc.reason
         body = {"error": {"code": code, "message": message}}
         return wire.response(body, status=exc.status, headers=_allow(exc))
+    except web.RequestPayloadError:
+        # A body that cannot be decoded (a broken gzip, bad chunks): the client's, not ours.
+        # The connection closes after the reply; marking the body read keeps aiohttp from
+        # reading it again afterwards, which would raise the same error as a traceback.
+        request.content.feed_eof()
+        body = {"error": {"code": "invalid_request", "message": "the body could not be decoded"}}
+        response = wire.response(body, status=400)
+        response.force_close()
+        return response
     except ConnectionResetError:
         # The client went away mid-request: routine, and a traceback each would let anyone
         # fill the log. The reply goes nowhere.
