@@ -104,6 +104,11 @@ async def get_list(client: Client, list_id: int) -> dict[str, Any]:
     return found
 
 
+def nonzero(errors: dict[str, int]) -> dict[str, int]:
+    """An upload's `errors` without the reasons it reports as 0."""
+    return {reason: count for reason, count in errors.items() if count}
+
+
 def assert_balanced(listing: dict[str, Any]) -> None:
     codes = listing["codes"]
     assert codes["uploaded"] == codes["available"] + codes["distributed"] + codes["withdrawn"], (

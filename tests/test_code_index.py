@@ -12,6 +12,7 @@ from support import (
     create_list,
     get_list,
     make_codes,
+    nonzero,
     to_schema_5,
     upload,
 )
@@ -68,7 +69,7 @@ async def test_an_entry_counts_only_while_its_upload_holds_the_code(
     status, reply = await upload(client, list_id, codes_csv(["LEFT0001", "LEFT0002", "KEPT0001"]))
     assert status == 201, reply
     assert reply["accepted"] == 1
-    assert reply["errors"] == {"duplicate_in_list": 2}
+    assert nonzero(reply["errors"]) == {"duplicate_in_list": 2}
     listing = await get_list(client, list_id)
     assert listing["codes"]["available"] == 2
     await client.close()
@@ -104,7 +105,7 @@ async def test_a_database_with_the_index_in_the_journals_file_moves_it_out(
     status, reply = await upload(client, other, codes_csv([*codes[:10], "NEW00001"]))
     assert status == 201, reply
     assert reply["accepted"] == 1
-    assert reply["errors"] == {"duplicate_in_partner": 10}
+    assert nonzero(reply["errors"]) == {"duplicate_in_partner": 10}
     await client.close()
 
     assert index_entries(settings)[: len(entries)] == entries
@@ -153,7 +154,7 @@ async def test_blocks_stored_with_a_newline_per_code_still_load(
     assert rest[mixed] == ["M22", "M333", "M4444"]
     status, reply = await upload(client, same, codes_csv(["S00000000005", "M1"]))
     assert status == 201, reply
-    assert reply["errors"] == {"duplicate_in_list": 1, "duplicate_in_partner": 1}
+    assert nonzero(reply["errors"]) == {"duplicate_in_list": 1, "duplicate_in_partner": 1}
     with sqlite3.connect(settings.database) as db:
         version = db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
     assert version == (str(VERSION),)
@@ -180,7 +181,7 @@ async def test_a_lost_index_file_is_rebuilt_from_the_journals_blocks(
     status, reply = await upload(client, fresh, codes_csv(again))
     assert status == 201, reply
     # The archived list's codes may come back; the kept list's may not.
-    assert (reply["accepted"], reply["errors"]) == (2, {"duplicate_in_partner": 3})
+    assert (reply["accepted"], nonzero(reply["errors"])) == (2, {"duplicate_in_partner": 3})
 
 
 async def test_codes_with_backslashes_and_repeats_are_checked_like_any_other(
@@ -190,9 +191,9 @@ async def test_codes_with_backslashes_and_repeats_are_checked_like_any_other(
     codes = ["A\\1", "B\\\\2", "PLAIN1", "A\\1", "C'3", "PLAIN1", "D{4}"]
     status, reply = await upload(client, list_id, codes_csv(codes))
     assert status == 201, reply
-    assert (reply["accepted"], reply["errors"]) == (5, {"duplicate_in_file": 2})
+    assert (reply["accepted"], nonzero(reply["errors"])) == (5, {"duplicate_in_file": 2})
     status, reply = await upload(client, list_id, codes_csv(["B\\\\2", "PLAIN1", "E\\5"]))
-    assert (reply["accepted"], reply["errors"]) == (1, {"duplicate_in_list": 2})
+    assert (reply["accepted"], nonzero(reply["errors"])) == (1, {"duplicate_in_list": 2})
     errors = await client.get(f"/v1/lists/{list_id}/uploads/{reply['id']}/errors")
     assert (await errors.text()).splitlines()[1:] == [
         "1,B\\\\2,duplicate_in_list",

@@ -68,7 +68,12 @@ UPLOAD = {
     "accepted": 990,
     "rejected": 10,
     "withdrawn": 0,
-    "errors": {"duplicate_in_file": 4, "duplicate_in_list": 3, "duplicate_in_partner": 2},
+    "errors": {
+        "duplicate_in_file": 4,
+        "duplicate_in_list": 3,
+        "duplicate_in_partner": 2,
+        "invalid_code": 0,
+    },
     "error": None,
     "started_at": "2026-03-01T10:00:00Z",
     "finished_at": "2026-03-01T10:00:05Z",

@@ -27,7 +27,7 @@ from typing import Any
 
 import aiohttp
 import pytest
-from support import FUTURE, Client, ServerProcess, list_body
+from support import FUTURE, Client, ServerProcess, list_body, nonzero
 
 from voucherd.server.openapi import openapi_document
 from voucherd.settings import ApiKey, Scope, Settings, hash_key
@@ -473,7 +473,7 @@ async def exercise(url: str, keys: dict[str, str], run: FullRun) -> None:
         form = aiohttp.FormData()
         form.add_field("file", "\n".join([first[1], *others]), filename="two.csv")
         reply = await call("POST", f"/v1/lists/{two}/uploads", admin, data=form, expect=201)
-        assert reply["errors"] == {"duplicate_in_partner": 1}, reply
+        assert nonzero(reply["errors"]) == {"duplicate_in_partner": 1}, reply
         multipart_upload = reply["id"]
         run.rejected[(two, reply["id"])] = {first[1]}
 

@@ -134,6 +134,7 @@ async def test_a_clean_upload_prints_its_summary_and_exits_0(
     assert f"upload {upload['id']} to list {list_id}: completed" in outcome.out
     assert "rows 3, accepted 3, rejected 0" in outcome.out
     assert "error file" not in outcome.out
+    assert ": 0" not in outcome.out  # reasons that did not happen are not listed
 
 
 async def test_rejected_rows_are_summed_up_with_the_error_file(

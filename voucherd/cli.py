@@ -258,7 +258,8 @@ def _summary(upload: dict[str, object], errors_url: str) -> str:
     errors = upload.get("errors") or {}
     assert isinstance(errors, dict)
     for reason, count in sorted(errors.items()):
-        lines.append(f"    {reason}: {count}")
+        if count:
+            lines.append(f"    {reason}: {count}")
     error = upload.get("error")
     if isinstance(error, dict):
         lines.append(f"  failed: {error.get('code')}: {error.get('message')}")

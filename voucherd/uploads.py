@@ -48,6 +48,18 @@ _INSERT_ERRORS = "INSERT INTO upload_errors (upload_id, line, code, reason) VALU
 _PROGRESS = "UPDATE uploads SET rows = ?, accepted = ?, rejected = ?, errors = ? WHERE id = ?"
 
 
+# The contract's four reasons are always there, 0 when none; `list_full` only when it happened.
+_NO_ERRORS = {
+    reason.value: 0
+    for reason in (
+        Reason.DUPLICATE_IN_FILE,
+        Reason.DUPLICATE_IN_LIST,
+        Reason.DUPLICATE_IN_PARTNER,
+        Reason.INVALID_CODE,
+    )
+}
+
+
 @dataclass(slots=True)
 class Upload:
     id: int
@@ -99,7 +111,7 @@ class Upload:
             "accepted": self.accepted,
             "rejected": self.rejected,
             "withdrawn": self.withdrawn,
-            "errors": {str(reason): count for reason, count in self.errors.items()},
+            "errors": {**_NO_ERRORS, **{str(reason): n for reason, n in self.errors.items()}},
             "error": (
                 None
                 if self.error_code is None

@@ -561,8 +561,9 @@ SCHEMAS: Json = {
                 "type": "object",
                 "description": "Rejected rows by reason: "
                 + ", ".join(f"`{reason}`" for reason in UPLOAD_REJECT_REASONS)
-                + ".",
+                + "; the first four always, 0 when none, `list_full` only when some were.",
                 "properties": {reason: integer(0) for reason in UPLOAD_REJECT_REASONS},
+                "required": UPLOAD_REJECT_REASONS[:4],
                 "additionalProperties": integer(0),
             },
             "error": nullable(
