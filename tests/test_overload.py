@@ -11,6 +11,7 @@ The writer waits up to SQLite's busy timeout (5 s) for the lock; the tests let g
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import sqlite3
 import time
@@ -32,6 +33,7 @@ from support import (
     make_codes,
 )
 
+from voucherd import errors
 from voucherd.persistence.journal import Journal
 from voucherd.server.keys import DIRECTORY, JOURNAL
 from voucherd.settings import Settings
@@ -365,3 +367,34 @@ async def test_memory_stays_bounded_under_a_flood_far_beyond_capacity(
     )
     assert peak - before < GROWTH_BOUND
     assert after - before < GROWTH_BOUND
+
+
+ROUNDS = 5
+
+
+async def test_the_failures_of_batches_refused_by_a_paused_list_do_not_pile_up(
+    client: Client,
+) -> None:
+    """A refused batch's failures are freed with its reply. The server collects cycles
+    rarely (see `serve`), so what only a full collection frees piles up under a stream of
+    refused batches: once, 60 refusals of 100,000 users held 1.9 GB."""
+    list_id = await list_with_codes(client, make_codes(3))
+    response = await client.post(f"/v1/lists/{list_id}/pause")
+    assert response.status == 200
+    gc.collect()
+    gc.disable()
+    try:
+        for round_ in range(ROUNDS):
+            users = [f"r{round_}-{n}" for n in range(2_000)]
+            response = await client.post(
+                f"/v1/lists/{list_id}/claims/batch", json={"user_ids": users}
+            )
+            reply = await response.json()
+            assert response.status == 200, reply
+            assert {failed["error"]["code"] for failed in reply["failed"]} == {"list_paused"}
+        del reply
+        left = [o for o in gc.get_objects() if isinstance(o, errors.ListPaused)]
+    finally:
+        gc.enable()
+    # At most the last batch's own (one a slice, its reply just sent), not every round's.
+    assert len(left) <= 2, len(left)

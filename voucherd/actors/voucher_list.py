@@ -512,7 +512,9 @@ class ListActor(Actor[Message]):
                 check(self.info.status(), Action.CLAIM, self.info.id)
                 refusal = None
             except errors.VoucherdError as exc:
-                refusal = exc
+                # Kept for every user of the slice, so without its traceback: that holds this
+                # frame, and the frame holds the refusal, a cycle only a full collection frees.
+                refusal = exc.with_traceback(None)
             part = users[start : start + BATCH_SLICE]
             keys = keys_of(part, message.campaign_id)
             if refusal is not None or not (
