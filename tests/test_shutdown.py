@@ -288,3 +288,29 @@ async def test_sigterm_on_an_idle_server_exits_with_status_0(server_process: Ser
 
     assert exit_code == 0, server_process.log()
     assert "journal flushed and closed" in server_process.log()
+
+
+async def test_a_request_outlasting_the_shutdown_timeout_is_cut_off_after_it_not_twice_it(
+    server_process: ServerProcess,
+) -> None:
+    server_process.env["VOUCHERD_SHUTDOWN_TIMEOUT"] = "4"
+    server_process.start()
+    await server_process.wait_ready()
+    async with aiohttp.ClientSession(base_url=server_process.url) as session:
+        list_id = await create_list_with_codes(session, make_codes(3))
+    # A claim whose body never arrives in full: it waits for the rest until it is cut off.
+    _, writer = await asyncio.open_connection("127.0.0.1", server_process.port)
+    writer.write(
+        f"POST /v1/lists/{list_id}/claims HTTP/1.1\r\nHost: x\r\n".encode()
+        + b'Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{"user_id": '
+    )
+    await writer.drain()
+    await asyncio.sleep(0.5)
+    started = time.monotonic()
+    exit_code = await asyncio.to_thread(server_process.terminate)
+    took = time.monotonic() - started
+    writer.close()
+    assert exit_code == 0, server_process.log()
+    assert "1 requests cut off after 4 s" in server_process.log()
+    # 4 s for the request, then a short grace; twice the timeout would be 8 s.
+    assert took < 7, took
