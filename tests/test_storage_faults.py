@@ -282,12 +282,14 @@ async def a_round(
 
     async def batch(n: int) -> int:
         users = [f"b{round_}-{n}-{m}" for m in range(40)]
-        status, reply, _ = await call(
+        status, reply, retry_after = await call(
             session, "POST", f"/v1/lists/{list_id}/claims/batch", {"user_ids": users}
         )
         if status == 503:
             return 1
         assert status == 200, reply
+        # Users refused for want of disk may be sent again: the reply says when.
+        assert (retry_after is not None) == bool(reply["failed"]), (retry_after, reply)
         for made in reply["claims"]:
             told.ack((made["user_id"], "", None), made["code"])
         for failed in reply["failed"]:

@@ -87,15 +87,21 @@ async def create_claims(request: web.Request) -> web.Response:
     metrics = request.app[METRICS]
     metrics.claims_created.inc(outcome.created)
     metrics.claims_repeated.inc(len(outcome.in_flight) + len(outcome.repeat_ids))
+    retry_after = 0
     for _, error in outcome.failed:
         metrics.claims.labels(error.code).inc()
+        if isinstance(error, errors.Overloaded):
+            retry_after = max(retry_after, error.retry_after)
+    # Users refused for overload may be sent again: the reply says when, as a 503 would.
+    headers = {"Retry-After": str(retry_after)} if retry_after else None
     return wire.response(
         {
             "claims": shown,
             "failed": [
                 {"user_id": user, "error": error.body()["error"]} for user, error in outcome.failed
             ],
-        }
+        },
+        headers=headers,
     )
 
 

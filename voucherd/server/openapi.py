@@ -1284,7 +1284,8 @@ def claims_paths() -> Json:
                 "Claim codes for many users",
                 f"At most {BATCH_MAX:,} user ids, each claimed as by `createClaim` with no "
                 "idempotency key; a refusal is listed per user in `failed`, with the code a "
-                "single claim would get.",
+                "single claim would get. When some were refused for overload or storage "
+                "(`overloaded`, `storage_unavailable`), the reply carries `Retry-After`.",
                 tag="Claims",
                 scope="issue",
                 parameters=[LIST_ID],
