@@ -89,6 +89,13 @@ class Disk:
         )
 
 
+def empty_log(database: Path) -> None:
+    """Empty the journal's write-ahead log, so the next commit must grow it: on a full disk,
+    that commit fails, whatever space earlier writes left in the log."""
+    with sqlite3.connect(database) as other:
+        other.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+
+
 def _write_until_full(fd: int, data: bytes) -> None:
     while True:
         try:
@@ -432,9 +439,7 @@ async def test_a_commit_the_full_disk_undid_leaves_no_trace_in_later_events(
             await new_list(session, make_codes(4, f"L{n}-"), partner=f"P{n}", tag=f"t{n}")
             for n in range(10)
         ]
-        # An empty write-ahead log, so the next commit must grow it, on a disk with no room.
-        with sqlite3.connect(disk.path / DATABASE) as other:
-            other.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        empty_log(disk.path / DATABASE)
         disk.fill()
         refused = None
         for list_id in lists:
@@ -537,8 +542,7 @@ async def test_an_upload_chunk_the_full_disk_undid_is_not_counted_in_its_history
     await server.wait_ready()
     async with session_to(server) as session:
         list_id = await new_list(session, make_codes(10))
-        with sqlite3.connect(disk.path / DATABASE) as other:
-            other.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        empty_log(disk.path / DATABASE)
         disk.fill(leave=48 * 1024)
         status, reply, retry_after = await upload(
             session, list_id, make_codes(30_000, "BIG") + [f"bad code {n}" for n in range(40)]

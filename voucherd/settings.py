@@ -204,10 +204,11 @@ def _from_toml(path: Path) -> dict[str, Any]:
             raise ValueError(f"{path}: {exc}") from None
     # Keys under [keys], or under [voucherd.keys]: a misplaced table must never leave the
     # server running open.
-    tables = [table for table in (document.get("keys"), section.get("keys")) if table]
-    if section is not document and len(tables) > 1:
+    top = document.get("keys")
+    nested = section.get("keys") if section is not document else None
+    if top and nested:
         raise ValueError(f"{path}: API keys under both [keys] and [voucherd.keys]; keep one")
-    values["keys"] = tuple(_parse_keys(path, tables[0] if tables else {}))
+    values["keys"] = tuple(_parse_keys(path, top or nested or {}))
     return values
 
 

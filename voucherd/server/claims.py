@@ -65,10 +65,7 @@ def _metadata(value: Any) -> str | None:
         return None
     if not isinstance(value, dict):
         raise errors.InvalidRequest("metadata must be a JSON object")
-    try:
-        text = wire.dumps(value)
-    except TypeError:
-        raise errors.InvalidRequest("metadata holds a value that cannot be stored") from None
+    text = wire.client_json(value, "metadata")
     if len(text.encode()) > MAX_METADATA_BYTES:
         raise errors.InvalidRequest(f"metadata must be at most {MAX_METADATA_BYTES} bytes")
     return text
