@@ -236,3 +236,34 @@ def to_schema_5(db: sqlite3.Connection) -> None:
     db.executemany("UPDATE code_blocks SET codes = ? WHERE first_id = ?", lines)
     db.execute("ALTER TABLE code_blocks DROP COLUMN width")
     db.execute("UPDATE meta SET value = '5' WHERE key = 'schema_version'")
+
+
+# -- raw HTTP, for what a well-behaved client would not send -----------------------------------
+
+
+@dataclass
+class RawReply:
+    status: int
+    headers: dict[str, str]
+    body: bytes
+
+    def json(self) -> Any:
+        assert self.headers.get("content-type", "").startswith("application/json"), self
+        return json.loads(self.body)
+
+
+def request_head(method: str, path: str, headers: dict[str, str] | None = None) -> bytes:
+    lines = [f"{method} {path} HTTP/1.1", "Host: 127.0.0.1"]
+    lines += [f"{name}: {value}" for name, value in (headers or {}).items()]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode()
+
+
+async def read_reply(reader: asyncio.StreamReader) -> RawReply:
+    head = await reader.readuntil(b"\r\n\r\n")
+    status_line, *lines = head.decode("latin-1").rstrip("\r\n").split("\r\n")
+    headers = {}
+    for line in lines:
+        name, _, value = line.partition(":")
+        headers[name.strip().lower()] = value.strip()
+    body = await reader.readexactly(int(headers.get("content-length", "0")))
+    return RawReply(int(status_line.split()[1]), headers, body)

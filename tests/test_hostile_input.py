@@ -25,12 +25,19 @@ import json
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, suppress
-from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
 import pytest
-from support import ServerProcess, codes_csv, list_body, make_codes
+from support import (
+    RawReply,
+    ServerProcess,
+    codes_csv,
+    list_body,
+    make_codes,
+    read_reply,
+    request_head,
+)
 
 JSON_LIMIT = 64 * 1024
 # aiohttp's defaults for its HTTP parser, which voucherd keeps.
@@ -87,37 +94,6 @@ async def assert_serving(server: ServerProcess, list_id: int) -> None:
             f"/v1/lists/{list_id}/claims", json={"user_id": f"check-{time.monotonic_ns()}"}
         ) as response:
             assert response.status == 201, await response.text()
-
-
-# -- raw HTTP ----------------------------------------------------------------------------------
-
-
-@dataclass
-class RawReply:
-    status: int
-    headers: dict[str, str]
-    body: bytes
-
-    def json(self) -> Any:
-        assert self.headers.get("content-type", "").startswith("application/json"), self
-        return json.loads(self.body)
-
-
-def request_head(method: str, path: str, headers: dict[str, str] | None = None) -> bytes:
-    lines = [f"{method} {path} HTTP/1.1", "Host: 127.0.0.1"]
-    lines += [f"{name}: {value}" for name, value in (headers or {}).items()]
-    return ("\r\n".join(lines) + "\r\n\r\n").encode()
-
-
-async def read_reply(reader: asyncio.StreamReader) -> RawReply:
-    head = await reader.readuntil(b"\r\n\r\n")
-    status_line, *lines = head.decode("latin-1").rstrip("\r\n").split("\r\n")
-    headers = {}
-    for line in lines:
-        name, _, value = line.partition(":")
-        headers[name.strip().lower()] = value.strip()
-    body = await reader.readexactly(int(headers.get("content-length", "0")))
-    return RawReply(int(status_line.split()[1]), headers, body)
 
 
 async def exchange(server: ServerProcess, data: bytes) -> RawReply:

@@ -52,6 +52,12 @@ class Settings:
     max_line_bytes: int = 4096
     max_json_bytes: int = 32 * 1024**2
     max_batch_users: int = 100_000
+    # What requests in flight may hold in all; past it a request gets 503 and Retry-After
+    # (a 100,000-user batch holds about 30 MiB until its reply is built).
+    max_body_bytes_in_flight: int = 256 * 1024**2
+    max_batch_users_in_flight: int = 1_000_000
+    max_uploads_in_flight: int = 16
+    max_subscribers: int = 100
     # Codes checked against the code index and stored at once: larger chunks write each page
     # of the index once for more codes, smaller ones hold less memory while they are checked.
     upload_chunk_codes: int = 100_000
@@ -117,6 +123,8 @@ class Settings:
             "max_line_bytes",
             "max_json_bytes",
             "max_batch_users",
+            "max_uploads_in_flight",
+            "max_subscribers",
             "upload_chunk_codes",
             "mailbox_size",
             "journal_queue_size",
@@ -124,6 +132,12 @@ class Settings:
         ):
             if getattr(self, name) < (0 if name == "port" else 1):
                 raise ValueError(f"{name} must be positive")
+        for total, single in (
+            ("max_body_bytes_in_flight", "max_json_bytes"),
+            ("max_batch_users_in_flight", "max_batch_users"),
+        ):
+            if getattr(self, total) < getattr(self, single):
+                raise ValueError(f"{total} must be at least {single}")
         if not self.port <= 65535:
             raise ValueError("port must be at most 65535")
         if self.log_level.upper() not in LOG_LEVELS:

@@ -192,4 +192,4 @@ class _Callback(Collector):
         return []
 
 
-__all__ = ["GaugeMetricFamily", "Metric", "Metrics"]
+__all__ = ["CounterMetricFamily", "GaugeMetricFamily", "Metric", "Metrics"]

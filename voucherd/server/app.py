@@ -32,7 +32,9 @@ from voucherd.persistence.code_index import CodeIndex, drop_journal_copy
 from voucherd.persistence.journal import Journal, shrink_memory
 from voucherd.persistence.recovery import recover
 from voucherd.server import campaigns, claims, events, lists, operations, uploads, watch
+from voucherd.server.budget import Budgets
 from voucherd.server.keys import (
+    BUDGETS,
     CAMPAIGNS,
     CODE_INDEX,
     DIRECTORY,
@@ -100,6 +102,7 @@ def create_app(settings: Settings) -> web.Application:
     app[METRICS] = Metrics()
     app[READINESS] = Readiness()
     app[IN_FLIGHT] = InFlight()
+    app[BUDGETS] = Budgets.of(settings)
     scopes: dict[Handler, Scope | None] = {}
     for method, path, handler, scope in ROUTES:
         app.router.add_route(method, path, handler, name=handler.__name__)

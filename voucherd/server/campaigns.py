@@ -9,7 +9,14 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 
 from voucherd import clock, errors, wire
-from voucherd.actors.campaign import Campaign, Change, Refused, Rewarded, Transition
+from voucherd.actors.campaign import (
+    BatchAnswer,
+    Campaign,
+    Change,
+    Refused,
+    Rewarded,
+    Transition,
+)
 from voucherd.campaigns import (
     MAX_LISTS,
     MAX_NAME,
@@ -21,7 +28,7 @@ from voucherd.campaigns import (
 from voucherd.claims import Claim
 from voucherd.server.claims import batch_users, read_claims, user_and_key
 from voucherd.server.inputs import json_body, path_id, required_text, string, timestamp
-from voucherd.server.keys import CAMPAIGNS, DIRECTORY, JOURNAL, METRICS, SETTINGS
+from voucherd.server.keys import BUDGETS, CAMPAIGNS, DIRECTORY, JOURNAL, METRICS, SETTINGS
 from voucherd.templates import Template
 
 MAX_EVENT_BYTES = 16 * 1024
@@ -221,7 +228,12 @@ async def create_rewards(request: web.Request) -> web.Response:
     campaign = _campaign(request)
     body = await json_body(request)
     users = batch_users(body, request.app[SETTINGS].max_batch_users)
-    answers = await campaign.reward_many(users)
+    with request.app[BUDGETS].batch_users.hold(len(users)):
+        answers = await campaign.reward_many(users)
+        return wire.response({"results": await _results(request, answers)})
+
+
+async def _results(request: web.Request, answers: list[BatchAnswer]) -> list[dict[str, Any]]:
     claims = iter(await _claims_of(request, [a for _, a in answers if isinstance(a, Rewarded)]))
     results: list[dict[str, Any]] = []
     counted = request.app[METRICS].rewards
@@ -236,7 +248,7 @@ async def create_rewards(request: web.Request) -> web.Response:
         else:
             results.append({"user_id": user, "rewarded": False, "error": answer.body()["error"]})
             counted.labels(answer.code).inc()
-    return wire.response({"results": results})
+    return results
 
 
 async def _claims_of(request: web.Request, rewarded: list[Rewarded]) -> list[Claim]:

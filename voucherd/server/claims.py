@@ -18,7 +18,7 @@ from voucherd.claims import (
 from voucherd.persistence.claim_store import find_claims
 from voucherd.persistence.journal import Journal
 from voucherd.server.inputs import json_body, path_id, string, strings
-from voucherd.server.keys import DIRECTORY, JOURNAL, METRICS, SETTINGS
+from voucherd.server.keys import BUDGETS, DIRECTORY, JOURNAL, METRICS, SETTINGS
 
 
 async def create_claim(request: web.Request) -> web.Response:
@@ -76,11 +76,12 @@ async def create_claims(request: web.Request) -> web.Response:
     actor = request.app[DIRECTORY].actor(list_id)
     body = await json_body(request)
     users = batch_users(body, request.app[SETTINGS].max_batch_users)
-    outcome: BatchOutcome = await actor.ask(TakeCodes(users))
-    repeats = await read_claims(request.app[JOURNAL], outcome.repeat_ids)
-    expires_at = clock.format_time(actor.info.expires_at)
-    shown = [view for run in outcome.runs for view in run.shown(expires_at)]
-    shown += [claim.shown(expires_at) for claim in (*outcome.in_flight, *repeats)]
+    with request.app[BUDGETS].batch_users.hold(len(users)):
+        outcome: BatchOutcome = await actor.ask(TakeCodes(users))
+        repeats = await read_claims(request.app[JOURNAL], outcome.repeat_ids)
+        expires_at = clock.format_time(actor.info.expires_at)
+        shown = [view for run in outcome.runs for view in run.shown(expires_at)]
+        shown += [claim.shown(expires_at) for claim in (*outcome.in_flight, *repeats)]
     metrics = request.app[METRICS]
     metrics.claims_created.inc(outcome.created)
     metrics.claims_repeated.inc(len(outcome.in_flight) + len(outcome.repeat_ids))

@@ -9,7 +9,7 @@ import logging
 from aiohttp import WSMsgType, web
 
 from voucherd import errors, events, wire
-from voucherd.server.keys import SETTINGS, STREAM
+from voucherd.server.keys import BUDGETS, SETTINGS, STREAM
 from voucherd.stream import Expired, Subscription
 
 log = logging.getLogger(__name__)
@@ -63,12 +63,13 @@ async def stream_events(request: web.Request) -> web.StreamResponse:
     ws = web.WebSocketResponse(heartbeat=settings.websocket_heartbeat)
     if not ws.can_prepare(request).ok:
         return await _page(request, since, types)
-    await ws.prepare(request)
-    subscription = stream.subscribe(since, types, settings.event_buffer)
-    try:
-        close = await _serve(ws, subscription, binary=fmt == "msgpack")
-    finally:
-        stream.unsubscribe(subscription)
+    with request.app[BUDGETS].subscribers.hold(1):
+        await ws.prepare(request)
+        subscription = stream.subscribe(since, types, settings.event_buffer)
+        try:
+            close = await _serve(ws, subscription, binary=fmt == "msgpack")
+        finally:
+            stream.unsubscribe(subscription)
     if close is not None:
         # Closed from here, with nothing else reading, so the close handshake completes and
         # the subscriber sees the code even if it reads it late. A subscriber that never reads

@@ -9,7 +9,7 @@ from typing import Any
 from aiohttp import web
 
 from voucherd import clock, errors, wire
-from voucherd.server.keys import SETTINGS
+from voucherd.server.keys import BUDGETS, SETTINGS
 
 
 async def json_body(request: web.Request) -> dict[str, Any]:
@@ -20,10 +20,7 @@ async def json_body(request: web.Request) -> dict[str, Any]:
     if request.content_length is not None and request.content_length > limit:
         # Refused before a byte of it is read.
         raise errors.PayloadTooLarge(f"the body is larger than {limit} bytes")
-    try:
-        raw = await _read(request)
-    except web.HTTPRequestEntityTooLarge:
-        raise errors.PayloadTooLarge(f"the body is larger than {limit} bytes") from None
+    raw = await _read(request, limit)
     try:
         body = wire.loads(raw)
     except wire.JSONDecodeError:
@@ -33,17 +30,33 @@ async def json_body(request: web.Request) -> dict[str, Any]:
     return body
 
 
-async def _read(request: web.Request) -> bytes:
+async def _read(request: web.Request, limit: int) -> bytes:
     if request.content.is_eof():
         # The whole body came with the headers, as a claim's nearly always does: a timer
         # armed and cancelled per request would cost a tenth of a claim's time for nothing.
-        return await request.read()
+        try:
+            return await request.read()
+        except web.HTTPRequestEntityTooLarge:
+            raise errors.PayloadTooLarge(f"the body is larger than {limit} bytes") from None
+    # A body still arriving is held against the budget of all such bodies, counted as it is
+    # read (decompressed, and whether or not its length was declared).
+    budget = request.app[BUDGETS].body_bytes
     timeout = request.app[SETTINGS].body_timeout
+    chunks: list[bytes] = []
+    held = 0
     try:
         async with asyncio.timeout(timeout):
-            return await request.read()
+            async for chunk in request.content.iter_any():
+                if held + len(chunk) > limit:
+                    raise errors.PayloadTooLarge(f"the body is larger than {limit} bytes")
+                budget.take(len(chunk))
+                held += len(chunk)
+                chunks.append(chunk)
     except TimeoutError:
         raise errors.RequestTimeout(f"the body did not arrive within {timeout:g} s") from None
+    finally:
+        budget.give(held)
+    return b"".join(chunks)
 
 
 def path_id(request: web.Request, name: str, what: str) -> int:

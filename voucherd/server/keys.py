@@ -13,6 +13,7 @@ from voucherd.actors.directory import Directory
 from voucherd.metrics import Metrics
 from voucherd.persistence.code_index import CodeIndex
 from voucherd.persistence.journal import Journal
+from voucherd.server.budget import Budgets
 from voucherd.settings import ApiKey, Scope, Settings
 from voucherd.stream import EventStream
 
@@ -55,6 +56,7 @@ CAMPAIGNS = web.AppKey("campaigns", Campaigns)
 STREAM = web.AppKey("stream", EventStream)
 READINESS = web.AppKey("readiness", Readiness)
 IN_FLIGHT = web.AppKey("in_flight", InFlight)
+BUDGETS = web.AppKey("budgets", Budgets)
 # The scope each route needs, keyed by its handler; None: no key needed.
 SCOPES = web.AppKey("scopes", dict[Handler, Scope | None])
 CALLER = web.RequestKey("caller", ApiKey)

@@ -275,8 +275,9 @@ SHARED_RESPONSES: Json = {
     ),
     "Overloaded": unavailable(
         "Nothing was done: the server is recovering or shutting down (`not_ready`), too busy "
-        "(`overloaded`), or could not write the journal (`storage_unavailable`). Retry after "
-        "`Retry-After`.",
+        "(`overloaded`: a list's mailbox or the journal's queue is full, or requests in flight "
+        "hold all the bodies, batch users or uploads they may), or could not write the journal "
+        "(`storage_unavailable`). Retry after `Retry-After`.",
         ["not_ready", "overloaded", "storage_unavailable"],
     ),
 }
@@ -321,7 +322,8 @@ def operation(
     """One operation; the statuses that follow from its scope and its body are added here.
 
     A `writes` operation goes through a list actor or the journal, so besides `not_ready` it
-    can meet a full mailbox or queue, or a failed write.
+    can meet a full mailbox or queue, or a failed write; a body still arriving can meet the
+    budget of such bodies (`overloaded`).
     """
     op: Json = {"operationId": operation_id, "summary": summary, "tags": [tag]}
     all_responses = dict(responses)
@@ -333,7 +335,8 @@ def operation(
         op["x-scope"] = scope
         all_responses.setdefault("401", shared_response("Unauthorized"))
         all_responses.setdefault("403", shared_response("Forbidden"))
-        all_responses.setdefault("503", shared_response("Overloaded" if writes else "NotReady"))
+        busy = writes or body is not None
+        all_responses.setdefault("503", shared_response("Overloaded" if busy else "NotReady"))
     if body is not None:
         all_responses.setdefault("400", shared_response("InvalidRequest"))
         all_responses.setdefault("413", shared_response("PayloadTooLarge"))
@@ -1572,6 +1575,12 @@ def events_paths() -> Json:
                     "410": error_response(
                         "Events after `since` are past retention: the oldest kept is later.",
                         ["events_expired"],
+                    ),
+                    "503": unavailable(
+                        "Not upgraded: the server is recovering or shutting down (`not_ready`), "
+                        "or already serves as many subscribers as it may (`overloaded`, "
+                        "`max_subscribers`). Retry after `Retry-After`.",
+                        ["not_ready", "overloaded"],
                     ),
                 },
             )

@@ -10,10 +10,10 @@ from aiohttp import BodyPartReader, web
 from aiohttp.http_exceptions import HttpProcessingError
 
 from voucherd import errors, wire
-from voucherd.actors.voucher_list import Withdraw
+from voucherd.actors.voucher_list import ListActor, Withdraw
 from voucherd.codes import UploadAborted
 from voucherd.server.inputs import path_id, unstalled
-from voucherd.server.keys import CODE_INDEX, DIRECTORY, JOURNAL, SETTINGS, caller
+from voucherd.server.keys import BUDGETS, CODE_INDEX, DIRECTORY, JOURNAL, SETTINGS, caller
 from voucherd.uploads import UPLOAD_COLUMNS, Upload, Uploader
 
 READ_SIZE = 64 * 1024
@@ -24,10 +24,16 @@ MAX_FILENAME = 255
 async def create_upload(request: web.Request) -> web.Response:
     list_id = path_id(request, "list_id", "list")
     actor = request.app[DIRECTORY].actor(list_id)
-    settings = request.app[SETTINGS]
-    limit = settings.max_upload_bytes
+    limit = request.app[SETTINGS].max_upload_bytes
     if request.content_length is not None and request.content_length > limit:
         raise errors.PayloadTooLarge(f"the file is larger than {limit} bytes")
+    # Held from the first byte read: a stalled upload holds its buffers as long as it lasts.
+    with request.app[BUDGETS].uploads.hold(1):
+        upload = await _upload(request, actor)
+    return wire.response(upload.view(), status=201)
+
+
+async def _upload(request: web.Request, actor: ListActor) -> Upload:
     filename = request.query.get("filename")
     if request.content_type == "multipart/form-data":
         body, part_name = await _multipart_file(request)
@@ -40,12 +46,12 @@ async def create_upload(request: web.Request) -> web.Response:
         )
     if filename is not None and (len(filename) > MAX_FILENAME or "\x00" in filename):
         raise errors.InvalidRequest(f"filename must be at most {MAX_FILENAME} characters")
+    settings = request.app[SETTINGS]
     key = caller(request)
     body = unstalled(body, settings.body_timeout)
-    upload = await Uploader(settings, actor, request.app[CODE_INDEX]).run(
+    return await Uploader(settings, actor, request.app[CODE_INDEX]).run(
         body, filename, key.name if key else None
     )
-    return wire.response(upload.view(), status=201)
 
 
 async def _multipart_file(request: web.Request) -> tuple[AsyncIterator[bytes], str | None]:

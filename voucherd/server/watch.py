@@ -15,9 +15,19 @@ from voucherd import clock, errors
 from voucherd.actors.voucher_list import WarnExpiry
 from voucherd.campaigns import CampaignStatus
 from voucherd.lists import duration_seconds
-from voucherd.metrics import GaugeMetricFamily, Metric
+from voucherd.metrics import CounterMetricFamily, GaugeMetricFamily, Metric
 from voucherd.persistence.journal import Step
-from voucherd.server.keys import CAMPAIGNS, DIRECTORY, JOURNAL, METRICS, READINESS, SETTINGS, STREAM
+from voucherd.server.budget import Budgets
+from voucherd.server.keys import (
+    BUDGETS,
+    CAMPAIGNS,
+    DIRECTORY,
+    JOURNAL,
+    METRICS,
+    READINESS,
+    SETTINGS,
+    STREAM,
+)
 from voucherd.statuses import Status
 from voucherd.stream import delete_events, retention_cutoff
 
@@ -114,6 +124,26 @@ def gauges(app: web.Application) -> Iterable[Metric]:
         value=stream.buffered,
     )
     yield GaugeMetricFamily("voucherd_event_seq", "The last event's seq.", value=stream.last_seq)
+    yield from budget_metrics(app[BUDGETS])
+
+
+def budget_metrics(budgets: Budgets) -> Iterable[Metric]:
+    used = GaugeMetricFamily(
+        "voucherd_budget_used", "What requests in flight hold of a budget.", labels=["budget"]
+    )
+    limit = GaugeMetricFamily(
+        "voucherd_budget_limit", "The most requests in flight may hold.", labels=["budget"]
+    )
+    refused = CounterMetricFamily(
+        "voucherd_budget_refusals",
+        "Requests refused with 503 because a budget was spent.",
+        labels=["budget"],
+    )
+    for budget in budgets:
+        used.add_metric([budget.name], budget.used)
+        limit.add_metric([budget.name], budget.limit)
+        refused.add_metric([budget.name], budget.refused)
+    yield from (used, limit, refused)
 
 
 async def measure_loop_lag(app: web.Application) -> None:
