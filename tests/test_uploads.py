@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import csv
 import io
+import sqlite3
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -944,3 +945,44 @@ async def test_codes_held_before_a_restart_still_block_duplicates(
     second = (await create_list(client, tag="second"))["id"]
     other = await uploaded(client, second, "A1\nA2\nA3\nA4\n")
     assert (other["accepted"], nonzero(other["errors"])) == (1, {"duplicate_in_partner": 3})
+
+
+async def test_the_error_file_keeps_the_earliest_rejected_rows_up_to_the_cap_and_counts_all(
+    start_client: ClientFactory, tmp_path: Path
+) -> None:
+    """A wrong file of millions of bad rows must not grow the database by as many: the error
+    file keeps `max_error_rows`, the earliest lines, while `errors` counts every row. Chunks
+    of 8 rows put the cap in the middle of a chunk whose invalid rows come before its repeat
+    in the check's order, but not in the file's."""
+    settings = Settings(data_dir=tmp_path / "data", max_error_rows=10, upload_chunk_codes=8)
+    client = await start_client(settings)
+    list_id = (await create_list(client))["id"]
+
+    def row(n: int) -> str:
+        if n % 3 == 0:
+            return f"bad row {n}"
+        return "C1" if n % 5 == 0 else f"C{n}"
+
+    lines = range(1, 61)
+    reply = await uploaded(client, list_id, "".join(f"{row(n)}\n" for n in lines))
+    invalid = [n for n in lines if n % 3 == 0]
+    repeated = [n for n in lines if n % 5 == 0 and n % 3 != 0]
+    assert nonzero(reply["errors"]) == {
+        "invalid_code": len(invalid),
+        "duplicate_in_file": len(repeated),
+    }
+    assert reply["rejected"] == len(invalid) + len(repeated) == 28
+    assert reply["accepted"] == 60 - 28
+    earliest = sorted(invalid + repeated)[:10]
+    assert earliest == [3, 5, 6, 9, 10, 12, 15, 18, 20, 21]
+    assert await error_rows(client, list_id, reply["id"]) == [
+        [str(n), row(n), "invalid_code" if n % 3 == 0 else "duplicate_in_file"] for n in earliest
+    ]
+    with sqlite3.connect(settings.database) as db:
+        assert db.execute("SELECT COUNT(*) FROM upload_errors").fetchone() == (10,)
+    # The cap is per upload: the next one keeps its own earliest rows.
+    again = await uploaded(client, list_id, "bad row\nC1\n")
+    assert await error_rows(client, list_id, again["id"]) == [
+        ["1", "bad row", "invalid_code"],
+        ["2", "C1", "duplicate_in_list"],
+    ]

@@ -50,6 +50,9 @@ class Settings:
     max_upload_bytes: int = 2 * 1024**3
     max_codes_per_list: int = 100_000_000
     max_line_bytes: int = 4096
+    # Rejected rows an upload's error file keeps (the earliest lines); `errors` counts them
+    # all. A wrong file of millions of bad rows must not grow the database by as many.
+    max_error_rows: int = 100_000
     max_json_bytes: int = 32 * 1024**2
     max_batch_users: int = 100_000
     # What requests in flight may hold in all; past it a request gets 503 and Retry-After
@@ -121,6 +124,7 @@ class Settings:
             "max_upload_bytes",
             "max_codes_per_list",
             "max_line_bytes",
+            "max_error_rows",
             "max_json_bytes",
             "max_batch_users",
             "max_uploads_in_flight",

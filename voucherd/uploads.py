@@ -18,6 +18,7 @@ from collections import Counter
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from functools import partial
+from operator import itemgetter
 from typing import Any
 
 import msgpack
@@ -398,8 +399,13 @@ class Uploader:
             segment = Segment(
                 upload.id, checked.first_id, checked.block, 0, checked.accepted, checked.width
             )
-        if checked.rejected:
-            db.executemany(_INSERT_ERRORS, checked.rejected)
+        # The error file keeps the earliest rejected rows, up to the cap; all are counted.
+        room = self.settings.max_error_rows - sum(tally.errors.values())
+        if room > 0 and checked.rejected:
+            kept = checked.rejected
+            if len(kept) > room:
+                kept = sorted(kept, key=itemgetter(1))[:room]
+            db.executemany(_INSERT_ERRORS, kept)
         tally.add(checked)
         db.execute(_PROGRESS, (tally.rows, tally.accepted, sum(tally.errors.values()),
                                msgpack.packb(dict(tally.errors)), upload.id))  # fmt: skip

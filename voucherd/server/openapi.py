@@ -1240,8 +1240,9 @@ def uploads_paths() -> Json:
             "get": operation(
                 "getUploadErrors",
                 "Download an upload's rejected rows",
-                "A CSV with header `line,code,reason`, one row per rejected line. Admin only, "
-                "since it holds codes.",
+                "A CSV with header `line,code,reason`, one row per rejected line, the first "
+                "`max_error_rows` (100,000 by default) of them; the upload's `errors` counts "
+                "all. Admin only, since it holds codes.",
                 tag="Uploads",
                 scope="admin",
                 parameters=upload_path,
