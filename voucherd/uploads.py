@@ -352,7 +352,7 @@ class Uploader:
         try:
             holders: dict[bytes, list[Holder]] = {}
             for code, list_id, upload_id, partner, status, upload_status, claimed in db.execute(
-                code_index.HOLDERS, (unique_json,)
+                code_index.HOLDERS, (code_index.in_key_order(db, unique_json),)
             ):
                 live = upload_status in ("completed", "in_progress") or bool(claimed)
                 holder = Holder(list_id, upload_id, partner, status == Status.ARCHIVED, live)
