@@ -43,7 +43,7 @@ from test_overload import until, write_lock
 
 from voucherd.persistence.journal import Journal
 from voucherd.server.budget import Budget
-from voucherd.server.keys import BUDGETS, JOURNAL
+from voucherd.server.keys import BUDGETS, DIRECTORY, JOURNAL
 from voucherd.settings import Settings
 
 ClientFactory = Callable[[Settings], Awaitable[Client]]
@@ -148,6 +148,40 @@ async def test_batch_rewards_share_the_budget_of_batch_claims(
     status, reply, _ = await post(client, rewards, {"user_ids": users})
     assert status == 200, reply
     assert [result["rewarded"] for result in reply["results"]] == [True] * len(users)
+
+
+async def test_a_batch_reply_the_client_does_not_read_keeps_holding_the_budget(
+    start_client: ClientFactory, tmp_path: Path
+) -> None:
+    """A batch's reply is written before the budget is given back: 50,000 claims make about
+    11 MB of reply, more than the sockets take in while the client does not read."""
+    settings = Settings(
+        data_dir=tmp_path / "data", max_batch_users=50_000, max_batch_users_in_flight=60_000
+    )
+    client = await start_client(settings)
+    list_id = await list_with_codes(client, make_codes(80_000))
+    budget: Budget = client.app[BUDGETS].batch_users
+    actor = client.app[DIRECTORY].actor(list_id)
+    path = f"/v1/lists/{list_id}/claims/batch"
+    body = json.dumps({"user_ids": [f"slow-{n}" for n in range(50_000)]}).encode()
+    head = request_head(
+        "POST", path, {"Content-Type": "application/json", "Content-Length": str(len(body))}
+    )
+    unread = await send_part(client, head, body)
+    await until(lambda: actor.info.counts.distributed == 50_000, "the batch's claims committed")
+    await asyncio.sleep(0.5)
+    assert budget.used == 50_000
+    assert_refused(*await post(client, path, {"user_ids": [f"late-{n}" for n in range(20_000)]}))
+    # Once the client reads its reply, the budget has room again.
+    reply = await asyncio.wait_for(read_reply(unread.reader), 30)
+    unread.writer.close()
+    assert reply.status == 200
+    assert len(reply.json()["claims"]) == 50_000
+    await until(lambda: budget.used == 0, "the budget given back")
+    status, claimed, _ = await post(
+        client, path, {"user_ids": [f"late-{n}" for n in range(20_000)]}
+    )
+    assert status == 200, claimed
 
 
 # -- bodies still arriving ---------------------------------------------------------------------

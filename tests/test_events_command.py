@@ -106,3 +106,27 @@ async def test_a_refused_stream_ends_the_command_with_the_servers_reason(
         _, err = await asyncio.wait_for(follower.communicate(), 30)
         assert follower.returncode == 1
         assert says in err.decode(), err
+
+
+async def test_a_server_serving_all_the_subscribers_it_may_is_waited_for_not_given_up_on(
+    server_process: ServerProcess,
+) -> None:
+    server_process.env["VOUCHERD_MAX_SUBSCRIBERS"] = "1"
+    server_process.start()
+    await server_process.wait_ready()
+    async with (
+        aiohttp.ClientSession() as session,
+        session.ws_connect(f"{server_process.url}/v1/events") as first,
+    ):
+        follower = await follow(server_process, "--since", "0", "--count", "2")
+        assert follower.stderr is not None
+        said = await asyncio.wait_for(follower.stderr.readline(), 30)
+        assert b"the server is busy (503); retrying in 1 s" in said
+        await first.close()
+    # Room again: the command follows the stream from where it was asked to.
+    codes = await claim_codes(server_process, 1)
+    out, err = await asyncio.wait_for(follower.communicate(), 30)
+    assert follower.returncode == 0, err.decode()
+    events = [json.loads(line) for line in out.decode().splitlines()]
+    assert [event["seq"] for event in events] == [1, 2]
+    assert events[1]["data"]["voucherCode"] == codes[0]

@@ -25,6 +25,7 @@ from support import (
     upload,
 )
 
+from voucherd.server.keys import METRICS
 from voucherd.settings import Settings
 
 ClientFactory = Callable[[Settings], Awaitable[Client]]
@@ -964,7 +965,12 @@ async def test_the_error_file_keeps_the_earliest_rejected_rows_up_to_the_cap_and
         return "C1" if n % 5 == 0 else f"C{n}"
 
     lines = range(1, 61)
+    records = client.app[METRICS].journal_records_per_commit
+    before = records.sum
     reply = await uploaded(client, list_id, "".join(f"{row(n)}\n" for n in lines))
+    # The journal counted the upload's row, 8 chunks' blocks, the 10 error rows kept and the
+    # completion: rows past the cap are not written, nor held as queued records.
+    assert records.sum - before == 1 + 8 + 10 + 1
     invalid = [n for n in lines if n % 3 == 0]
     repeated = [n for n in lines if n % 5 == 0 and n % 3 != 0]
     assert nonzero(reply["errors"]) == {

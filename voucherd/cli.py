@@ -12,7 +12,7 @@ import os
 import secrets
 import sys
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from pathlib import Path
 
 import aiohttp
@@ -224,6 +224,13 @@ async def events_command(
                         print(f"voucherd: {_FINAL_CLOSES[ws.close_code]}", file=sys.stderr)
                         return 1
             except aiohttp.WSServerHandshakeError as exc:
+                if exc.status == 503:
+                    # Recovering, shutting down, or serving as many subscribers as it may.
+                    wait = _retry_after(exc.headers)
+                    print(f"voucherd: the server is busy (503); retrying in {wait:g} s",
+                          file=sys.stderr)  # fmt: skip
+                    await asyncio.sleep(wait)
+                    continue
                 print(
                     f"voucherd: {await _refusal(session, endpoint, params, exc)}", file=sys.stderr
                 )
@@ -232,6 +239,12 @@ async def events_command(
                 print(f"voucherd: {exc}; reconnecting", file=sys.stderr)
             await asyncio.sleep(1)
     return 0
+
+
+def _retry_after(headers: Mapping[str, str] | None) -> float:
+    """Seconds a 503 asks to wait: its Retry-After, within 1 to 60 s."""
+    raw = (headers or {}).get("Retry-After", "")
+    return float(min(max(int(raw), 1), 60)) if raw.isdigit() else 1.0
 
 
 async def _refusal(

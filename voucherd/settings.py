@@ -56,7 +56,7 @@ class Settings:
     max_json_bytes: int = 32 * 1024**2
     max_batch_users: int = 100_000
     # What requests in flight may hold in all; past it a request gets 503 and Retry-After
-    # (a 100,000-user batch holds about 30 MiB until its reply is built).
+    # (a 100,000-user batch holds about 30-40 MiB until its reply is written).
     max_body_bytes_in_flight: int = 256 * 1024**2
     max_batch_users_in_flight: int = 1_000_000
     max_uploads_in_flight: int = 16

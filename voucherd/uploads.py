@@ -192,6 +192,8 @@ class Uploader:
         # those committed: a commit that fails takes its chunk's rows and errors with it.
         self._tally = _Tally()
         self._committed = _Tally()
+        # Rejected rows of the chunks handed to the journal so far.
+        self._rejected_sent = 0
         # Code ids and cap room held for chunks being written; given back as each one lands.
         self._reserved = 0
         # Parsing and checking the next chunk overlap with writing the previous one.
@@ -286,9 +288,11 @@ class Uploader:
         # The index has the chunk's codes (committed) before the journal has their block, so
         # the index never misses a stored code. A chunk waits for room in the journal's queue
         # rather than failing the upload because claims are busy; it counts there as its rows
-        # do, one packed block and its error rows.
+        # do, one packed block and the error rows the file still has room for.
+        room = max(self.settings.max_error_rows - self._rejected_sent, 0)
+        self._rejected_sent += len(checked.rejected)
         store = [Step(partial(self._store_chunk, checked))]
-        writing = await self.journal.submit_waiting(store, 1 + len(checked.rejected))
+        writing = await self.journal.submit_waiting(store, 1 + min(len(checked.rejected), room))
         await self._written()
         self._writing = (writing, held, checked)
 

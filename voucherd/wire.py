@@ -44,3 +44,12 @@ def response(value: Any, status: int = 200, headers: dict[str, str] | None = Non
     return web.Response(
         body=orjson.dumps(value), status=status, headers=headers, content_type="application/json"
     )
+
+
+async def sent(request: web.Request, reply: web.Response) -> web.Response:
+    """Write a reply before the handler returns, for a handler that holds a budget while the
+    reply is large: a client that does not read it keeps holding the budget, not memory that
+    nothing counts."""
+    await reply.prepare(request)
+    await reply.write_eof()
+    return reply

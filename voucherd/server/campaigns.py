@@ -228,9 +228,12 @@ async def create_rewards(request: web.Request) -> web.Response:
     campaign = _campaign(request)
     body = await json_body(request)
     users = batch_users(body, request.app[SETTINGS].max_batch_users)
+    # Held until the reply is written (see create_claims).
     with request.app[BUDGETS].batch_users.hold(len(users)):
         answers = await campaign.reward_many(users)
-        return wire.response({"results": await _results(request, answers)})
+        return await wire.sent(
+            request, wire.response({"results": await _results(request, answers)})
+        )
 
 
 async def _results(request: web.Request, answers: list[BatchAnswer]) -> list[dict[str, Any]]:

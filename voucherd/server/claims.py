@@ -8,7 +8,13 @@ from typing import Any
 from aiohttp import web
 
 from voucherd import clock, errors, wire
-from voucherd.actors.voucher_list import BatchOutcome, ClaimOutcome, TakeCode, TakeCodes
+from voucherd.actors.voucher_list import (
+    BatchOutcome,
+    ClaimOutcome,
+    ListActor,
+    TakeCode,
+    TakeCodes,
+)
 from voucherd.claims import (
     MAX_IDEMPOTENCY_KEY,
     MAX_METADATA_BYTES,
@@ -76,12 +82,19 @@ async def create_claims(request: web.Request) -> web.Response:
     actor = request.app[DIRECTORY].actor(list_id)
     body = await json_body(request)
     users = batch_users(body, request.app[SETTINGS].max_batch_users)
+    # Held until the reply is written: a batch of 100,000 holds about 40 MiB until then.
     with request.app[BUDGETS].batch_users.hold(len(users)):
         outcome: BatchOutcome = await actor.ask(TakeCodes(users))
-        repeats = await read_claims(request.app[JOURNAL], outcome.repeat_ids)
-        expires_at = clock.format_time(actor.info.expires_at)
-        shown = [view for run in outcome.runs for view in run.shown(expires_at)]
-        shown += [claim.shown(expires_at) for claim in (*outcome.in_flight, *repeats)]
+        return await wire.sent(request, await _batch_reply(request, actor, outcome))
+
+
+async def _batch_reply(
+    request: web.Request, actor: ListActor, outcome: BatchOutcome
+) -> web.Response:
+    repeats = await read_claims(request.app[JOURNAL], outcome.repeat_ids)
+    expires_at = clock.format_time(actor.info.expires_at)
+    shown = [view for run in outcome.runs for view in run.shown(expires_at)]
+    shown += [claim.shown(expires_at) for claim in (*outcome.in_flight, *repeats)]
     metrics = request.app[METRICS]
     metrics.claims_created.inc(outcome.created)
     metrics.claims_repeated.inc(len(outcome.in_flight) + len(outcome.repeat_ids))

@@ -273,6 +273,11 @@ SHARED_RESPONSES: Json = {
         "The server is still recovering its state, or shutting down. Retry after `Retry-After`.",
         ["not_ready"],
     ),
+    "Busy": unavailable(
+        "Nothing was done: the server is recovering or shutting down (`not_ready`), or bodies "
+        "still arriving hold all the memory they may (`overloaded`). Retry after `Retry-After`.",
+        ["not_ready", "overloaded"],
+    ),
     "Overloaded": unavailable(
         "Nothing was done: the server is recovering or shutting down (`not_ready`), too busy "
         "(`overloaded`: a list's mailbox or the journal's queue is full, or requests in flight "
@@ -335,8 +340,8 @@ def operation(
         op["x-scope"] = scope
         all_responses.setdefault("401", shared_response("Unauthorized"))
         all_responses.setdefault("403", shared_response("Forbidden"))
-        busy = writes or body is not None
-        all_responses.setdefault("503", shared_response("Overloaded" if busy else "NotReady"))
+        busy = "Overloaded" if writes else "Busy" if body is not None else "NotReady"
+        all_responses.setdefault("503", shared_response(busy))
     if body is not None:
         all_responses.setdefault("400", shared_response("InvalidRequest"))
         all_responses.setdefault("413", shared_response("PayloadTooLarge"))
