@@ -3,8 +3,10 @@ journal's file for databases written before it had one."""
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
 
 from support import (
     Client,
@@ -24,8 +26,12 @@ Restart = Callable[[], Awaitable[Client]]
 
 
 def index_entries(settings: Settings) -> list[tuple[str, int, int]]:
+    """Every entry, merged or recent."""
     with sqlite3.connect(settings.code_index) as db:
-        return db.execute("SELECT code, id, upload_id FROM codes ORDER BY id").fetchall()
+        return db.execute(
+            "SELECT code, id, upload_id FROM codes"
+            " UNION ALL SELECT code, id, upload_id FROM recent ORDER BY id"
+        ).fetchall()
 
 
 async def test_each_accepted_code_is_entered_with_its_id_and_upload(
@@ -205,3 +211,61 @@ async def test_codes_with_backslashes_and_repeats_are_checked_like_any_other(
         if response.status == 201:
             claimed.add((await response.json())["claim"]["code"])
     assert claimed == {"A\\1", "B\\\\2", "PLAIN1", "C'3", "D{4}", "E\\5"}
+
+
+def table_counts(settings: Settings) -> dict[str, int]:
+    with sqlite3.connect(settings.code_index) as db:
+        return {
+            table: db.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0]
+            for table in ("codes", "recent")
+        }
+
+
+async def test_codes_merged_or_recent_are_duplicates_alike_and_a_failed_upload_leaves_neither(
+    start_client: Callable[[Settings], Awaitable[Client]], tmp_path: Path
+) -> None:
+    """The index gathers new codes in `recent` and merges them into `codes` once there are
+    `index_merge_codes`: a check must find a code in either, and a failed upload's entries
+    must go from both, even when a merge ran in the middle of it."""
+    settings = Settings(data_dir=tmp_path / "data", index_merge_codes=10, upload_chunk_codes=4)
+    client = await start_client(settings)
+    first = (await create_list(client, partner="P", tag="one"))["id"]
+    merged = make_codes(12, prefix="M")
+    status, reply = await upload(client, first, codes_csv(merged))
+    assert status == 201, reply
+    # Chunks of 4: the merge came after the third, at 12 recent codes.
+    assert table_counts(settings) == {"codes": 12, "recent": 0}
+    recent = make_codes(5, prefix="R")
+    status, reply = await upload(client, first, codes_csv(recent))
+    assert status == 201, reply
+    assert table_counts(settings) == {"codes": 12, "recent": 5}
+
+    second = (await create_list(client, partner="P", tag="two"))["id"]
+    status, reply = await upload(client, second, codes_csv([*merged[:2], *recent[:2], "NEW1"]))
+    assert status == 201, reply
+    assert (reply["accepted"], nonzero(reply["errors"])) == (1, {"duplicate_in_partner": 4})
+
+    # 20 new codes, then, once they were checked, a row with two columns: the upload fails
+    # whole, after its five chunks were entered, two merges ran in its middle and its last
+    # chunk stayed recent.
+    doomed = make_codes(20, prefix="D")
+
+    async def body() -> AsyncIterator[bytes]:
+        yield codes_csv(doomed).encode()
+        await asyncio.sleep(0.5)
+        yield b"D1,D2\n"
+
+    response = await client.post(
+        f"/v1/lists/{second}/uploads", data=body(), headers={"Content-Type": "text/csv"}
+    )
+    reply = await response.json()
+    assert response.status == 201, reply
+    assert reply["status"] == "failed"
+    entries = index_entries(settings)
+    assert not [code for code, _, _ in entries if code.startswith("D")]
+    assert len(entries) == 12 + 5 + 1
+    assert table_counts(settings) == {"codes": 18, "recent": 0}
+    # Nothing of it is left to clash with: the same codes upload anew.
+    status, reply = await upload(client, second, codes_csv(doomed))
+    assert status == 201, reply
+    assert reply["accepted"] == 20

@@ -355,9 +355,15 @@ class Uploader:
         db.execute("BEGIN")
         try:
             holders: dict[bytes, list[Holder]] = {}
-            for code, list_id, upload_id, partner, status, upload_status, claimed in db.execute(
-                code_index.HOLDERS, (code_index.in_key_order(db, unique_json),)
-            ):
+            for (
+                code,
+                list_id,
+                upload_id,
+                partner,
+                status,
+                upload_status,
+                claimed,
+            ) in self.index.holders(db, unique_json):
                 live = upload_status in ("completed", "in_progress") or bool(claimed)
                 holder = Holder(list_id, upload_id, partner, status == Status.ARCHIVED, live)
                 holders.setdefault(code.encode("ascii"), []).append(holder)
@@ -380,12 +386,13 @@ class Uploader:
                         rejected.append((upload.id, lines[code], code.decode("ascii"), reason))
                 accepted_json = code_index.json_array(accepted)
             if accepted:
-                code_index.enter(db, first_id, upload.id, accepted_json, len(accepted))
+                self.index.enter(db, first_id, upload.id, accepted_json, len(accepted))
             db.execute("COMMIT")
         except BaseException:
             if db.in_transaction:
                 db.execute("ROLLBACK")
             raise
+        self.index.merge_when_due(db)
         block, width = packed or pack(accepted)
         return _Checked(parsed.rows, first_id, len(accepted), block, width, rejected)
 

@@ -27,7 +27,7 @@ import sqlite3
 import sys
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -48,6 +48,16 @@ CREATE TABLE IF NOT EXISTS codes (
     upload_id INTEGER NOT NULL,
     PRIMARY KEY (code, id)
 ) WITHOUT ROWID;
+-- Codes entered lately, merged into `codes` once there are `index_merge_codes` of them. A chunk
+-- of random codes lands on most pages of a large table, and every page it touches is written
+-- again: entered into this small table and merged in key order many chunks at a time, each
+-- page of `codes` is written once a merge instead of once a chunk.
+CREATE TABLE IF NOT EXISTS recent (
+    code TEXT NOT NULL,
+    id INTEGER NOT NULL,
+    upload_id INTEGER NOT NULL,
+    PRIMARY KEY (code, id)
+) WITHOUT ROWID;
 -- The highest code id entered: a chunk cut off by a crash leaves entries past the journal's
 -- last block, and new codes are numbered past them too, so no id ever names two codes.
 CREATE TABLE IF NOT EXISTS high_id (
@@ -56,15 +66,17 @@ CREATE TABLE IF NOT EXISTS high_id (
 );
 """
 
-# Who already holds each code of a chunk: its upload names the list, and a claim naming it
-# keeps a withdrawn code distributed.
-HOLDERS = (
+TABLES = ("codes", "recent")
+
+# Who already holds each code of a chunk, in one of the tables: its upload names the list, and
+# a claim naming it keeps a withdrawn code distributed.
+_HOLDERS = (
     "SELECT j.value, u.list_id, c.upload_id, l.partner, l.status, u.status,"
     " (EXISTS (SELECT 1 FROM journal.claims WHERE code_id = c.id)"
     " OR EXISTS (SELECT 1 FROM journal.claim_runs AS r, json_each(r.claims, '$[1]') AS k"
     " WHERE r.list_id = u.list_id AND r.low_code <= c.id AND r.high_code >= c.id"
     " AND k.value = c.id))"
-    " FROM json_each(?) AS j CROSS JOIN codes AS c ON c.code = j.value"
+    " FROM json_each(?) AS j CROSS JOIN {table} AS c ON c.code = j.value"
     " JOIN journal.uploads AS u ON u.id = c.upload_id"
     " JOIN journal.lists AS l ON l.id = u.list_id"
 )
@@ -73,9 +85,10 @@ HOLDERS = (
 # about 60% more codes a second). So a chunk is probed and entered in key order, sorted by
 # SQLite, which lets go of the GIL meanwhile; its ids still follow the file's order.
 INSERT = (
-    "INSERT INTO codes (code, id, upload_id) SELECT value, ? + key, ? FROM json_each(?)"
+    "INSERT INTO {table} (code, id, upload_id) SELECT value, ? + key, ? FROM json_each(?)"
     " ORDER BY value"
 )
+_MERGE = "INSERT INTO codes SELECT code, id, upload_id FROM recent ORDER BY code, id"
 _IN_KEY_ORDER = (
     "SELECT json_group_array(value) FROM (SELECT value FROM json_each(?) ORDER BY value)"
 )
@@ -92,13 +105,19 @@ NICENESS = 10
 class CodeIndex:
     """The index's file and the connection that alone writes it."""
 
-    def __init__(self, path: Path, journal_path: Path, synchronous: str) -> None:
+    def __init__(
+        self, path: Path, journal_path: Path, synchronous: str, merge_codes: int = 1_000_000
+    ) -> None:
         self.path = path
         self.journal_path = journal_path
         self.synchronous = synchronous
+        self.merge_codes = merge_codes
         self._db: aiosqlite.Connection | None = None
         # The highest code id entered, as read at start-up (see `high_id` in the schema).
         self.high_id = 0
+        # Codes in `recent`, about (a failed upload's are not taken off): only the index's
+        # thread touches it.
+        self._recent = 0
 
     async def open(self) -> None:
         """Open (or create) the index, after the journal's file exists. Entries of uploads the
@@ -109,6 +128,7 @@ class CodeIndex:
             journal_uri = f"file:{self.journal_path}?mode=ro"
             self.high_id = await self.call(_prepare, journal_uri, self.synchronous)
             forgotten = await self.call(_forget_interrupted)
+            self._recent = await self.call(_count_recent)
         except BaseException:
             await self.close()
             raise
@@ -140,6 +160,41 @@ class CodeIndex:
         """Hand the page cache back after an upload; best effort."""
         with contextlib.suppress(errors.VoucherdError):
             await self.call(shrink_memory)
+
+    def holders(self, db: sqlite3.Connection, codes_json: str) -> Iterator[tuple[Any, ...]]:
+        """On the index's thread: the holders of these codes (a JSON array), from both tables,
+        probed in key order."""
+        probe = in_key_order(db, codes_json)
+        for table in TABLES:
+            yield from db.execute(_HOLDERS.format(table=table), (probe,))
+
+    def enter(
+        self, db: sqlite3.Connection, first_id: int, upload_id: int, codes_json: str, count: int
+    ) -> None:
+        """On the index's thread, inside a transaction: enter `count` codes (a JSON array),
+        numbered from `first_id`, into the recent ones."""
+        enter(db, first_id, upload_id, codes_json, count, table="recent")
+        self._recent += count
+
+    def merge_when_due(self, db: sqlite3.Connection) -> None:
+        """On the index's thread, between transactions: once enough codes are recent, move
+        them into `codes` in key order, in one transaction. A merge that fails (a full disk)
+        leaves them where they are, found all the same, for the next chunk to try again."""
+        if self._recent < self.merge_codes:
+            return
+        began = time.perf_counter()
+        db.execute("BEGIN")
+        try:
+            db.execute(_MERGE)
+            db.execute("DELETE FROM recent")
+            db.execute("COMMIT")
+        except sqlite3.Error as exc:
+            db.execute("ROLLBACK")
+            log.warning("code index: merging recent codes failed, will retry: %s", exc)
+            return
+        log.info("code index: merged %d recent codes in %.2f s", self._recent,
+                 time.perf_counter() - began)  # fmt: skip
+        self._recent = 0
 
     async def forget(self, blocks: list[StoredBlock]) -> int:
         """Delete the entries of a failed upload's blocks (see StoredBlock)."""
@@ -181,10 +236,15 @@ def in_key_order(db: sqlite3.Connection, codes_json: str) -> str:
 
 
 def enter(
-    db: sqlite3.Connection, first_id: int, upload_id: int, codes_json: str, count: int
+    db: sqlite3.Connection,
+    first_id: int,
+    upload_id: int,
+    codes_json: str,
+    count: int,
+    table: str = "codes",
 ) -> None:
     """Enter `count` codes (a JSON array), numbered from `first_id`; inside a transaction."""
-    db.execute(INSERT, (first_id, upload_id, codes_json))
+    db.execute(INSERT.format(table=table), (first_id, upload_id, codes_json))
     db.execute(_RAISE_HIGH_ID, (first_id + count - 1,))
 
 
@@ -194,7 +254,7 @@ def _prepare(db: sqlite3.Connection, journal_uri: str, synchronous: str) -> int:
     db.execute("PRAGMA cache_size=-32768")
     db.executescript(SCHEMA)
     db.execute("ATTACH DATABASE ? AS journal", (journal_uri,))
-    empty = not db.execute("SELECT 1 FROM codes LIMIT 1").fetchone()
+    empty = not any(db.execute(f"SELECT 1 FROM {table} LIMIT 1").fetchone() for table in TABLES)
     if empty and db.execute("SELECT 1 FROM journal.code_blocks LIMIT 1").fetchone():
         log.warning("code index: rebuilding it from the journal's blocks")
         log.info("code index: %d codes entered", _rebuild(db))
@@ -213,7 +273,7 @@ def _rebuild(db: sqlite3.Connection) -> int:
         "SELECT first_id, upload_id, codes, width FROM journal.code_blocks ORDER BY first_id"
     ).fetchall():
         codes = unpack(data, width)
-        db.execute(INSERT, (first_id, upload_id, json_array(codes)))
+        enter(db, first_id, upload_id, json_array(codes), len(codes))
         entered += len(codes)
     db.execute("COMMIT")
     return entered
@@ -244,10 +304,13 @@ def _forget(db: sqlite3.Connection, blocks: list[StoredBlock]) -> int:
     forgotten = 0
     for first_id, data, width in blocks:
         codes = [code.decode("ascii") for code in unpack(data, width)]
-        db.executemany(
-            "DELETE FROM codes WHERE code = ? AND id = ?",
-            [(code, first_id + offset) for offset, code in enumerate(codes)],
-        )
+        entries = [(code, first_id + offset) for offset, code in enumerate(codes)]
+        for table in TABLES:
+            db.executemany(f"DELETE FROM {table} WHERE code = ? AND id = ?", entries)
         forgotten += len(codes)
     db.execute("COMMIT")
     return forgotten
+
+
+def _count_recent(db: sqlite3.Connection) -> int:
+    return int(db.execute("SELECT COUNT(*) FROM recent").fetchone()[0])

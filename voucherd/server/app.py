@@ -179,7 +179,9 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
     stream = EventStream(partial(journal.read, read_events))
     journal.on_events = stream.publish
     app[JOURNAL] = journal
-    app[CODE_INDEX] = CodeIndex(settings.code_index, settings.database, settings.synchronous)
+    app[CODE_INDEX] = CodeIndex(
+        settings.code_index, settings.database, settings.synchronous, settings.index_merge_codes
+    )
     app[DIRECTORY] = directory
     app[CAMPAIGNS] = Campaigns(journal, directory)
     app[STREAM] = stream
