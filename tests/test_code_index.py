@@ -213,6 +213,11 @@ async def test_codes_with_backslashes_and_repeats_are_checked_like_any_other(
     assert claimed == {"A\\1", "B\\\\2", "PLAIN1", "C'3", "D{4}", "E\\5"}
 
 
+def backwards(codes: list[str]) -> list[str]:
+    """Codes out of key order, as random partner codes come: each pair descends."""
+    return codes[::-1]
+
+
 def table_counts(settings: Settings) -> dict[str, int]:
     with sqlite3.connect(settings.code_index) as db:
         return {
@@ -224,21 +229,22 @@ def table_counts(settings: Settings) -> dict[str, int]:
 async def test_codes_merged_or_recent_are_duplicates_alike_and_a_failed_upload_leaves_neither(
     start_client: Callable[[Settings], Awaitable[Client]], tmp_path: Path
 ) -> None:
-    """The index gathers new codes in `recent` and merges them into `codes` once there are
-    `index_merge_codes`: a check must find a code in either, and a failed upload's entries
-    must go from both, even when a merge ran in the middle of it."""
+    """The index gathers new codes out of key order in `recent` and merges them into `codes`
+    once there are `index_merge_codes`: a check must find a code in either, and a failed
+    upload's entries must go from both, even when a merge ran in the middle of it. Codes in
+    key order go straight into `codes`."""
     settings = Settings(data_dir=tmp_path / "data", index_merge_codes=10, upload_chunk_codes=4)
     client = await start_client(settings)
     first = (await create_list(client, partner="P", tag="one"))["id"]
-    merged = make_codes(12, prefix="M")
+    merged = backwards(make_codes(12, prefix="M"))
     status, reply = await upload(client, first, codes_csv(merged))
     assert status == 201, reply
     # Chunks of 4: the merge came after the third, at 12 recent codes.
     assert table_counts(settings) == {"codes": 12, "recent": 0}
-    recent = make_codes(5, prefix="R")
+    recent = backwards(make_codes(8, prefix="R"))
     status, reply = await upload(client, first, codes_csv(recent))
     assert status == 201, reply
-    assert table_counts(settings) == {"codes": 12, "recent": 5}
+    assert table_counts(settings) == {"codes": 12, "recent": 8}
 
     second = (await create_list(client, partner="P", tag="two"))["id"]
     status, reply = await upload(client, second, codes_csv([*merged[:2], *recent[:2], "NEW1"]))
@@ -248,7 +254,7 @@ async def test_codes_merged_or_recent_are_duplicates_alike_and_a_failed_upload_l
     # 20 new codes, then, once they were checked, a row with two columns: the upload fails
     # whole, after its five chunks were entered, two merges ran in its middle and its last
     # chunk stayed recent.
-    doomed = make_codes(20, prefix="D")
+    doomed = backwards(make_codes(20, prefix="D"))
 
     async def body() -> AsyncIterator[bytes]:
         yield codes_csv(doomed).encode()
@@ -263,9 +269,16 @@ async def test_codes_merged_or_recent_are_duplicates_alike_and_a_failed_upload_l
     assert reply["status"] == "failed"
     entries = index_entries(settings)
     assert not [code for code, _, _ in entries if code.startswith("D")]
-    assert len(entries) == 12 + 5 + 1
-    assert table_counts(settings) == {"codes": 18, "recent": 0}
+    assert len(entries) == 12 + 8 + 1
+    assert table_counts(settings) == {"codes": 21, "recent": 0}
     # Nothing of it is left to clash with: the same codes upload anew.
     status, reply = await upload(client, second, codes_csv(doomed))
     assert status == 201, reply
     assert reply["accepted"] == 20
+    # Codes in key order skip `recent`, and are found all the same.
+    before = table_counts(settings)
+    status, reply = await upload(client, second, codes_csv(make_codes(6, prefix="S")))
+    assert (status, reply["accepted"]) == (201, 6), reply
+    assert table_counts(settings) == {"codes": before["codes"] + 6, "recent": before["recent"]}
+    status, reply = await upload(client, first, codes_csv([*backwards(make_codes(6, "S")), "T"]))
+    assert (reply["accepted"], nonzero(reply["errors"])) == (1, {"duplicate_in_partner": 6})

@@ -351,6 +351,7 @@ class Uploader:
         if repeated:
             rejected.extend(_repeats(upload.id, codes, parsed.lines))
         distinct = list(unique)
+        ordered = code_index.in_order(distinct)
         unique_json = code_index.json_array(distinct)
         db.execute("BEGIN")
         try:
@@ -363,7 +364,7 @@ class Uploader:
                 status,
                 upload_status,
                 claimed,
-            ) in self.index.holders(db, unique_json):
+            ) in self.index.holders(db, unique_json, ordered):
                 live = upload_status in ("completed", "in_progress") or bool(claimed)
                 holder = Holder(list_id, upload_id, partner, status == Status.ARCHIVED, live)
                 holders.setdefault(code.encode("ascii"), []).append(holder)
@@ -386,7 +387,7 @@ class Uploader:
                         rejected.append((upload.id, lines[code], code.decode("ascii"), reason))
                 accepted_json = code_index.json_array(accepted)
             if accepted:
-                self.index.enter(db, first_id, upload.id, accepted_json, len(accepted))
+                self.index.enter(db, first_id, upload.id, accepted_json, len(accepted), ordered)
             db.execute("COMMIT")
         except BaseException:
             if db.in_transaction:
