@@ -43,7 +43,7 @@ from test_overload import until, write_lock
 
 from voucherd.persistence.journal import Journal
 from voucherd.server.budget import Budget
-from voucherd.server.keys import BUDGETS, DIRECTORY, JOURNAL
+from voucherd.server.keys import BUDGETS, DIRECTORY, JOURNAL, STREAM
 from voucherd.settings import Settings
 
 ClientFactory = Callable[[Settings], Awaitable[Client]]
@@ -337,6 +337,35 @@ async def test_a_subscriber_past_the_limit_gets_503_and_pages_still_work(
     assert status == 200, page
     await first.close()
     await until(lambda: budget.used == 0, "the first subscriber gone")
+    second = await client.ws_connect("/v1/events")
+    await second.close()
+
+
+async def test_a_subscriber_being_closed_keeps_its_place_until_it_takes_the_close(
+    start_client: ClientFactory, tmp_path: Path
+) -> None:
+    settings = Settings(data_dir=tmp_path / "data", max_subscribers=1, event_buffer=5)
+    client = await start_client(settings)
+    list_id = await list_with_codes(client, make_codes(100))
+    budget: Budget = client.app[BUDGETS].subscribers
+    stream = client.app[STREAM]
+    first = await client.ws_connect("/v1/events")
+    await until(lambda: stream.subscribers == 1, "the first subscriber subscribed")
+    # 20 events at once, more than its buffer: the server gives up on it and closes it, but
+    # the subscriber reads nothing, so the close waits for its answer.
+    users = [f"u-{n}" for n in range(20)]
+    status, reply, _ = await post(client, f"/v1/lists/{list_id}/claims/batch", {"user_ids": users})
+    assert status == 200, reply
+    await until(lambda: stream.subscribers == 0, "the first subscriber given up on")
+    assert budget.used == 1
+    with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
+        await client.ws_connect("/v1/events")
+    assert refused.value.status == 503
+    # Once it reads its way to the close, its place is free.
+    while (await first.receive()).type is not aiohttp.WSMsgType.CLOSE:
+        pass
+    assert first.close_code == 4008
+    await until(lambda: budget.used == 0, "the first subscriber's place given back")
     second = await client.ws_connect("/v1/events")
     await second.close()
 

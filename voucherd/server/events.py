@@ -63,6 +63,8 @@ async def stream_events(request: web.Request) -> web.StreamResponse:
     ws = web.WebSocketResponse(heartbeat=settings.websocket_heartbeat)
     if not ws.can_prepare(request).ok:
         return await _page(request, since, types)
+    # Held until the close handshake is over: a subscriber slow to take its close still holds
+    # its connection and buffers.
     with request.app[BUDGETS].subscribers.hold(1):
         await ws.prepare(request)
         subscription = stream.subscribe(since, types, settings.event_buffer)
@@ -70,17 +72,21 @@ async def stream_events(request: web.Request) -> web.StreamResponse:
             close = await _serve(ws, subscription, binary=fmt == "msgpack")
         finally:
             stream.unsubscribe(subscription)
-    if close is not None:
-        # Closed from here, with nothing else reading, so the close handshake completes and
-        # the subscriber sees the code even if it reads it late. A subscriber that never reads
-        # again would hold the close forever: its connection is dropped instead.
-        try:
-            async with asyncio.timeout(CLOSE_TIMEOUT):
-                await ws.close(code=close[0], message=close[1].encode())
-        except (TimeoutError, ConnectionResetError):
-            if request.transport is not None:
-                request.transport.abort()
+        if close is not None:
+            await _close(request, ws, *close)
     return ws
+
+
+async def _close(request: web.Request, ws: web.WebSocketResponse, code: int, reason: str) -> None:
+    """Closed from here, with nothing else reading, so the close handshake completes and the
+    subscriber sees the code even if it reads it late. A subscriber that never reads again
+    would hold the close forever: its connection is dropped instead."""
+    try:
+        async with asyncio.timeout(CLOSE_TIMEOUT):
+            await ws.close(code=code, message=reason.encode())
+    except (TimeoutError, ConnectionResetError):
+        if request.transport is not None:
+            request.transport.abort()
 
 
 async def _serve(
