@@ -289,10 +289,13 @@ class Uploader:
         # the index never misses a stored code. A chunk waits for room in the journal's queue
         # rather than failing the upload because claims are busy; it counts there as its rows
         # do, one packed block and the error rows the file still has room for.
-        room = max(self.settings.max_error_rows - self._rejected_sent, 0)
+        # The error file keeps the earliest rejected rows, up to the cap; all are counted.
+        kept = min(
+            len(checked.rejected), max(self.settings.max_error_rows - self._rejected_sent, 0)
+        )
         self._rejected_sent += len(checked.rejected)
-        store = [Step(partial(self._store_chunk, checked))]
-        writing = await self.journal.submit_waiting(store, 1 + min(len(checked.rejected), room))
+        store = [Step(partial(self._store_chunk, checked, kept))]
+        writing = await self.journal.submit_waiting(store, 1 + kept)
         await self._written()
         self._writing = (writing, held, checked)
 
@@ -397,8 +400,9 @@ class Uploader:
         block, width = packed or pack(accepted)
         return _Checked(parsed.rows, first_id, len(accepted), block, width, rejected)
 
-    def _store_chunk(self, checked: _Checked, db: sqlite3.Connection) -> Segment | None:
-        """Runs on the journal's thread inside its transaction: the block and the errors."""
+    def _store_chunk(self, checked: _Checked, kept: int, db: sqlite3.Connection) -> Segment | None:
+        """Runs on the journal's thread inside its transaction: the block and the first `kept`
+        rejected rows, by line."""
         upload, tally = self.upload, self._tally
         assert upload is not None
         segment = None
@@ -411,13 +415,11 @@ class Uploader:
             segment = Segment(
                 upload.id, checked.first_id, checked.block, 0, checked.accepted, checked.width
             )
-        # The error file keeps the earliest rejected rows, up to the cap; all are counted.
-        room = self.settings.max_error_rows - sum(tally.errors.values())
-        if room > 0 and checked.rejected:
-            kept = checked.rejected
-            if len(kept) > room:
-                kept = sorted(kept, key=itemgetter(1))[:room]
-            db.executemany(_INSERT_ERRORS, kept)
+        if kept:
+            rows = checked.rejected
+            if kept < len(rows):
+                rows = sorted(rows, key=itemgetter(1))[:kept]
+            db.executemany(_INSERT_ERRORS, rows)
         tally.add(checked)
         db.execute(_PROGRESS, (tally.rows, tally.accepted, sum(tally.errors.values()),
                                msgpack.packb(dict(tally.errors)), upload.id))  # fmt: skip

@@ -85,15 +85,10 @@ _HOLDERS = (
 # page of its own; in key order a chunk goes through the pages once, in order (at 5M codes,
 # about 60% more codes a second). So a chunk is probed and entered in key order, sorted by
 # SQLite, which lets go of the GIL meanwhile; its ids still follow the file's order.
-INSERT = (
-    "INSERT INTO {table} (code, id, upload_id) SELECT value, ? + key, ? FROM json_each(?)"
-    " ORDER BY value"
-)
 # A chunk already in key order (sequential codes) lands on a few neighbouring pages of either
-# table: it goes straight into `codes`, unsorted again, and is never merged.
-_INSERT_IN_ORDER = (
-    "INSERT INTO codes (code, id, upload_id) SELECT value, ? + key, ? FROM json_each(?)"
-)
+# table: it goes straight into `codes`, not sorted again, and is never merged.
+_INSERT = "INSERT INTO {table} (code, id, upload_id) SELECT value, ? + key, ? FROM json_each(?)"
+_SORTED = " ORDER BY value"
 _MERGE = "INSERT INTO codes SELECT code, id, upload_id FROM recent ORDER BY code, id"
 _IN_KEY_ORDER = (
     "SELECT json_group_array(value) FROM (SELECT value FROM json_each(?) ORDER BY value)"
@@ -187,12 +182,10 @@ class CodeIndex:
     ) -> None:
         """On the index's thread, inside a transaction: enter `count` codes (a JSON array),
         numbered from `first_id`: into `codes` when `ordered`, else into the recent ones."""
-        if ordered:
-            db.execute(_INSERT_IN_ORDER, (first_id, upload_id, codes_json))
-            db.execute(_RAISE_HIGH_ID, (first_id + count - 1,))
-            return
-        enter(db, first_id, upload_id, codes_json, count, table="recent")
-        self._recent += count
+        table = "codes" if ordered else "recent"
+        enter(db, first_id, upload_id, codes_json, count, table=table, ordered=ordered)
+        if not ordered:
+            self._recent += count
 
     def merge_when_due(self, db: sqlite3.Connection) -> None:
         """On the index's thread, between transactions: once enough codes are recent, move
@@ -207,7 +200,9 @@ class CodeIndex:
             db.execute("DELETE FROM recent")
             db.execute("COMMIT")
         except sqlite3.Error as exc:
-            db.execute("ROLLBACK")
+            # A COMMIT that fails on a full disk may already have been rolled back by SQLite.
+            if db.in_transaction:
+                db.execute("ROLLBACK")
             log.warning("code index: merging recent codes failed, will retry: %s", exc)
             return
         log.info("code index: merged %d recent codes in %.2f s", self._recent,
@@ -259,7 +254,7 @@ def json_array(codes: Sequence[bytes]) -> str:
 
 
 def in_key_order(db: sqlite3.Connection, codes_json: str) -> str:
-    """The same JSON array of codes, sorted, for probing the index (see INSERT)."""
+    """The same JSON array of codes, sorted, for probing the index (see _INSERT)."""
     (ordered,) = db.execute(_IN_KEY_ORDER, (codes_json,)).fetchone()
     return str(ordered)
 
@@ -270,10 +265,14 @@ def enter(
     upload_id: int,
     codes_json: str,
     count: int,
+    *,
     table: str = "codes",
+    ordered: bool = False,
 ) -> None:
-    """Enter `count` codes (a JSON array), numbered from `first_id`; inside a transaction."""
-    db.execute(INSERT.format(table=table), (first_id, upload_id, codes_json))
+    """Enter `count` codes (a JSON array), numbered from `first_id`, in key order (sorted here
+    unless `ordered`); inside a transaction."""
+    sql = _INSERT.format(table=table) + ("" if ordered else _SORTED)
+    db.execute(sql, (first_id, upload_id, codes_json))
     db.execute(_RAISE_HIGH_ID, (first_id + count - 1,))
 
 
