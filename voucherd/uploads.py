@@ -43,7 +43,7 @@ UPLOAD_COLUMNS = (
 )
 _INSERT_BLOCK = (
     "INSERT INTO code_blocks (first_id, upload_id, list_id, count, codes, width)"
-    " VALUES (?, ?, ?, ?, ?, ?)"
+    " VALUES (?, ?, ?, ?, zeroblob(?), ?)"
 )
 _INSERT_ERRORS = "INSERT INTO upload_errors (upload_id, line, code, reason) VALUES (?, ?, ?, ?)"
 _PROGRESS = "UPDATE uploads SET rows = ?, accepted = ?, rejected = ?, errors = ? WHERE id = ?"
@@ -407,11 +407,15 @@ class Uploader:
         assert upload is not None
         segment = None
         if checked.accepted:
+            # The block is written through a blob handle rather than bound: the cached
+            # statement would keep a copy of the last block bound to it (1.2 MB) for good.
             db.execute(
                 _INSERT_BLOCK,
-                (checked.first_id, upload.id, upload.list_id, checked.accepted, checked.block,
-                 checked.width),
+                (checked.first_id, upload.id, upload.list_id, checked.accepted,
+                 len(checked.block), checked.width),
             )  # fmt: skip
+            with db.blobopen("code_blocks", "codes", checked.first_id) as blob:
+                blob.write(checked.block)
             segment = Segment(
                 upload.id, checked.first_id, checked.block, 0, checked.accepted, checked.width
             )
