@@ -219,11 +219,23 @@ def backwards(codes: list[str]) -> list[str]:
 
 
 def table_counts(settings: Settings) -> dict[str, int]:
+    """Entries in each table, read in one snapshot (a merge may be moving them meanwhile)."""
     with sqlite3.connect(settings.code_index) as db:
-        return {
-            table: db.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0]
-            for table in ("codes", "recent")
-        }
+        codes, recent = db.execute(
+            "SELECT (SELECT COUNT(*) FROM codes), (SELECT COUNT(*) FROM recent)"
+        ).fetchone()
+    return {"codes": codes, "recent": recent}
+
+
+async def settled_counts(settings: Settings, expected: dict[str, int]) -> dict[str, int]:
+    """The tables' counts once they read `expected`, or after 5 s: a merge due at an upload's
+    end runs after its reply."""
+    for _ in range(50):
+        counts = table_counts(settings)
+        if counts == expected:
+            break
+        await asyncio.sleep(0.1)
+    return counts
 
 
 async def test_codes_merged_or_recent_are_duplicates_alike_and_a_failed_upload_leaves_neither(
@@ -239,8 +251,9 @@ async def test_codes_merged_or_recent_are_duplicates_alike_and_a_failed_upload_l
     merged = backwards(make_codes(12, prefix="M"))
     status, reply = await upload(client, first, codes_csv(merged))
     assert status == 201, reply
-    # Chunks of 4: the merge came after the third, at 12 recent codes.
-    assert table_counts(settings) == {"codes": 12, "recent": 0}
+    # Chunks of 4: the third made 12 recent codes and a merge due, which ran after the reply.
+    expected = {"codes": 12, "recent": 0}
+    assert await settled_counts(settings, expected) == expected
     recent = backwards(make_codes(8, prefix="R"))
     status, reply = await upload(client, first, codes_csv(recent))
     assert status == 201, reply
@@ -252,8 +265,8 @@ async def test_codes_merged_or_recent_are_duplicates_alike_and_a_failed_upload_l
     assert (reply["accepted"], nonzero(reply["errors"])) == (1, {"duplicate_in_partner": 4})
 
     # 20 new codes, then, once they were checked, a row with two columns: the upload fails
-    # whole, after its five chunks were entered, two merges ran in its middle and its last
-    # chunk stayed recent.
+    # whole, after its five chunks were entered, two merges ran in its middle (before its
+    # second and fifth chunks) and its last chunk stayed recent.
     doomed = backwards(make_codes(20, prefix="D"))
 
     async def body() -> AsyncIterator[bytes]:
@@ -276,9 +289,13 @@ async def test_codes_merged_or_recent_are_duplicates_alike_and_a_failed_upload_l
     assert status == 201, reply
     assert reply["accepted"] == 20
     # Codes in key order skip `recent`, and are found all the same.
-    before = table_counts(settings)
     status, reply = await upload(client, second, codes_csv(make_codes(6, prefix="S")))
     assert (status, reply["accepted"]) == (201, 6), reply
-    assert table_counts(settings) == {"codes": before["codes"] + 6, "recent": before["recent"]}
+    with sqlite3.connect(settings.code_index) as db:
+        where = db.execute(
+            "SELECT (SELECT COUNT(*) FROM codes WHERE code LIKE 'S%'),"
+            " (SELECT COUNT(*) FROM recent WHERE code LIKE 'S%')"
+        ).fetchone()
+    assert where == (6, 0)
     status, reply = await upload(client, first, codes_csv([*backwards(make_codes(6, "S")), "T"]))
     assert (reply["accepted"], nonzero(reply["errors"])) == (1, {"duplicate_in_partner": 6})

@@ -263,13 +263,15 @@ async def test_ctrl_c_stops_the_upload_with_a_line_and_adds_no_code(
         "--url", server.url,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=env,
     )  # fmt: skip
+    seen: list[Any] = []
     for _ in range(200):
-        if await upload_history(server, list_id):
+        seen = await upload_history(server, list_id)
+        if seen:
             break
         await asyncio.sleep(0.02)
     process.send_signal(signal.SIGINT)
-    _, err = await asyncio.wait_for(process.communicate(), 60)
-    assert process.returncode == 130, err
+    out, err = await asyncio.wait_for(process.communicate(), 60)
+    assert process.returncode == 130, (seen, out, err)
     assert "upload interrupted" in err.decode()
     assert "Traceback" not in err.decode(), err
     for _ in range(100):

@@ -241,7 +241,7 @@ class Uploader:
         finally:
             self.actor.incoming -= self._reserved
             self.journal.release_memory()
-            await self.index.release_memory()
+            self.index.tidy()
         self.actor.metrics.uploads.labels(upload.status).inc()
         self.actor.metrics.codes_uploaded.inc(upload.accepted)
         for reason, count in upload.errors.items():
@@ -335,6 +335,9 @@ class Uploader:
         upload, target = self.upload, self.target
         assert upload is not None
         assert target is not None
+        # A merge the last chunk made due runs before this one (or after the upload), never
+        # inside the chunk, so an upload that ends where a merge falls due does not wait for it.
+        self.index.merge_when_due(db)
         rejected: list[tuple[int, int, str, str]] = [
             (upload.id, line, describe_invalid(raw), Reason.INVALID_CODE)
             for line, raw in parsed.invalid
@@ -396,7 +399,6 @@ class Uploader:
             if db.in_transaction:
                 db.execute("ROLLBACK")
             raise
-        self.index.merge_when_due(db)
         block, width = packed or pack(accepted)
         return _Checked(parsed.rows, first_id, len(accepted), block, width, rejected)
 

@@ -20,6 +20,7 @@ check reads each holder's upload, list and claims there, as last committed.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import operator
@@ -119,6 +120,8 @@ class CodeIndex:
         # Codes in `recent`, about (a failed upload's are not taken off): only the index's
         # thread touches it.
         self._recent = 0
+        # Merging and handing memory back after an upload, which its reply does not wait for.
+        self._tidying: set[asyncio.Task[None]] = set()
 
     async def open(self) -> None:
         """Open (or create) the index, after the journal's file exists. Entries of uploads the
@@ -140,6 +143,8 @@ class CodeIndex:
             log.info("code index: forgot %d codes of interrupted uploads", forgotten)
 
     async def close(self) -> None:
+        if self._tidying:
+            await asyncio.wait(self._tidying)
         if self._db is not None:
             db, self._db = self._db, None
             await db.close()
@@ -160,9 +165,17 @@ class CodeIndex:
             ) from exc
         return result
 
-    async def release_memory(self) -> None:
-        """Hand the page cache back after an upload; best effort."""
+    def tidy(self) -> None:
+        """After an upload, in the background: merge the recent codes if due, so an upload
+        that brought them to `merge_codes` is answered without waiting for the merge, then
+        hand the page cache back; best effort. The next upload's chunks queue behind it."""
+        task = asyncio.create_task(self._tidy())
+        self._tidying.add(task)
+        task.add_done_callback(self._tidying.discard)
+
+    async def _tidy(self) -> None:
         with contextlib.suppress(errors.VoucherdError):
+            await self.call(self.merge_when_due)
             await self.call(shrink_memory)
 
     def holders(
@@ -192,7 +205,8 @@ class CodeIndex:
 
     def merge_when_due(self, db: sqlite3.Connection) -> None:
         """On the index's thread, between transactions: once enough codes are recent, move
-        them into `codes` in key order, in one transaction. A merge that fails (a full disk)
+        them into `codes` in key order, in one transaction; before a chunk, or after the
+        upload (see tidy). A merge that fails (a full disk)
         leaves them where they are, found all the same, for the next chunk to try again."""
         if self._recent < self.merge_codes:
             return
