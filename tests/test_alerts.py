@@ -29,6 +29,7 @@ from support import (
 )
 
 from voucherd import clock
+from voucherd.server import list_series as series_writer
 from voucherd.settings import Settings
 
 PAST = "2020-01-01T00:00:00Z"
@@ -914,6 +915,34 @@ async def test_an_archived_lists_series_go_away_and_the_others_stay(client: Clie
     samples = await scrape(client)
     assert list_series(samples, gone) == []
     assert {sample.name for sample in list_series(samples, kept)} == set(PER_LIST)
+
+
+async def test_every_lists_series_are_written_once_a_piece_at_a_time_with_labels_quoted(
+    client: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """/metrics writes the per-list series a few lists at a time: whatever the piece, each
+    list's series appear once and in full, and a partner or tag holding quotes and backslashes
+    (one before an n, which must not come back as a line break) comes back as it was."""
+    monkeypatch.setattr(series_writer, "PIECE", 2)
+    odd = await create_list(client, partner='Say "hi" \\ there', tag='a\\n"b')
+    made = [await create_list(client, tag=f"many-{n}") for n in range(4)]
+    archived = await create_list(client, tag="archived")
+    await act(client, f"/v1/lists/{archived['id']}/archive")
+    claimed = await list_with_codes(client, make_codes(5), tag="claimed")
+    await claim(client, claimed, "u-1")
+
+    samples = await scrape(client)
+
+    # Without claims a list has no exhaustion estimate; its codes are four series, by state.
+    unclaimed = sorted([*[PER_LIST[0]] * 4, *PER_LIST[1:-1]])
+    for listing in [odd, *made]:
+        assert sorted(s.name for s in list_series(samples, listing["id"])) == unclaimed
+    assert sorted(s.name for s in list_series(samples, claimed)) == sorted(
+        [*unclaimed, PER_LIST[-1]]
+    )
+    assert list_series(samples, archived["id"]) == []
+    assert value(samples, "voucherd_list_low_stock_threshold", **of_list(odd)) is not None
+    assert value(samples, "voucherd_list_codes", **of_list(odd), state="available") == 0.0
 
 
 async def test_the_exhaustion_estimate_appears_once_a_list_is_claimed_from(client: Client) -> None:

@@ -7,6 +7,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from voucherd import wire
 from voucherd.server.keys import METRICS, READINESS
+from voucherd.server.list_series import list_series
 from voucherd.server.openapi import openapi_document
 
 
@@ -28,9 +29,14 @@ async def readyz(request: web.Request) -> web.Response:
     )
 
 
-async def metrics(request: web.Request) -> web.Response:
-    body = generate_latest(request.app[METRICS].registry)
-    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+async def metrics(request: web.Request) -> web.StreamResponse:
+    response = web.StreamResponse(headers={"Content-Type": CONTENT_TYPE_LATEST})
+    await response.prepare(request)
+    await response.write(generate_latest(request.app[METRICS].registry))
+    async for piece in list_series(request.app):
+        await response.write(piece)
+    await response.write_eof()
+    return response
 
 
 async def openapi(request: web.Request) -> web.Response:

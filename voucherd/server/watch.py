@@ -13,8 +13,6 @@ from aiohttp import web
 
 from voucherd import clock, errors
 from voucherd.actors.voucher_list import WarnExpiry
-from voucherd.campaigns import CampaignStatus
-from voucherd.lists import duration_seconds
 from voucherd.metrics import CounterMetricFamily, GaugeMetricFamily, Metric
 from voucherd.persistence.journal import Step
 from voucherd.server.budget import Budgets
@@ -28,7 +26,6 @@ from voucherd.server.keys import (
     SETTINGS,
     STREAM,
 )
-from voucherd.statuses import Status
 from voucherd.stream import delete_events, retention_cutoff
 
 log = logging.getLogger(__name__)
@@ -41,66 +38,9 @@ PURGE_BATCH = 20_000
 
 
 def gauges(app: web.Application) -> Iterable[Metric]:
-    """Per-list and saturation gauges, read from live state at each scrape. A list's series go
-    away when it is archived."""
-    directory, campaigns, now = app[DIRECTORY], app[CAMPAIGNS], clock.now()
-    running: dict[int, int] = {}
-    for campaign in campaigns:
-        if campaign.info.status(now) is CampaignStatus.RUNNING:
-            for list_id in campaign.info.lists:
-                running[list_id] = running.get(list_id, 0) + 1
-
-    def family(name: str, help: str, extra: tuple[str, ...] = ()) -> GaugeMetricFamily:
-        return GaugeMetricFamily(name, help, labels=[*LIST_LABELS, *extra])
-
-    codes = family("voucherd_list_codes", "Codes of a list by state.", ("state",))
-    low = family(
-        "voucherd_list_low_stock", "1 while a list's available codes are at or below its threshold."
-    )
-    threshold = family(
-        "voucherd_list_low_stock_threshold", "A list's low-stock threshold, in codes."
-    )
-    expiry = family(
-        "voucherd_list_expiry_seconds", "Seconds until a list expires; negative once expired."
-    )
-    warning = family(
-        "voucherd_list_expiry_warning_seconds",
-        "How long before its expiry a list warns, in seconds; 0 without a warning.",
-    )
-    mapped = family("voucherd_list_running_campaigns", "Running campaigns that map a list.")
-    rate = family(
-        "voucherd_list_claims_per_minute",
-        "Codes a list handed out per minute over the last 15 minutes.",
-    )
-    exhaustion = family(
-        "voucherd_list_exhaustion_seconds",
-        "Seconds until a list runs out at its recent claim rate; absent while nothing is claimed.",
-    )
-    for actor in directory:
-        info = actor.info
-        if info.stored_status is Status.ARCHIVED:
-            continue
-        labels = [str(info.id), info.partner, info.tag]
-        counts = info.counts
-        for state, value in (
-            ("uploaded", counts.uploaded),
-            ("available", counts.available),
-            ("distributed", counts.distributed),
-            ("withdrawn", counts.withdrawn),
-        ):
-            codes.add_metric([*labels, state], value)
-        low.add_metric(labels, 1.0 if counts.available <= info.low_stock_threshold else 0.0)
-        threshold.add_metric(labels, info.low_stock_threshold)
-        expiry.add_metric(labels, info.expires_at - now)
-        warn = duration_seconds(info.expiry_warning) if info.expiry_warning else 0.0
-        warning.add_metric(labels, warn)
-        mapped.add_metric(labels, running.get(info.id, 0))
-        rate.add_metric(labels, info.rate.per_minute(now))
-        runs_out = info.exhaustion_at(now)
-        if runs_out is not None:
-            exhaustion.add_metric(labels, runs_out - now)
-    yield from (codes, low, threshold, expiry, warning, mapped, rate, exhaustion)
-
+    """Saturation gauges, read from live state at each scrape (the per-list ones are written
+    by list_series)."""
+    directory, campaigns = app[DIRECTORY], app[CAMPAIGNS]
     depth = GaugeMetricFamily(
         "voucherd_mailbox_depth", "Messages waiting in actors' mailboxes, by kind.", labels=["kind"]
     )
