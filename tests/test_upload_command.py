@@ -253,22 +253,26 @@ async def test_the_key_is_sent_when_keys_are_configured(
 async def test_ctrl_c_stops_the_upload_with_a_line_and_adds_no_code(
     server: Server, tmp_path: Path
 ) -> None:
-    list_id = await new_list(server)
-    csv_file = write(
-        tmp_path / "huge.csv", b"".join(b"H%011d\n" % index for index in range(4_000_000))
-    )
     env = {name: value for name, value in os.environ.items() if not name.startswith("VOUCHERD_")}
-    process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "voucherd", "upload", str(list_id), str(csv_file),
-        "--url", server.url,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=env,
-    )  # fmt: skip
-    seen: list[Any] = []
-    for _ in range(200):
-        seen = await upload_history(server, list_id)
-        if seen:
+    # The signal must come while the upload runs: if the upload is seen only once it has
+    # finished (a slow start of the command, a busy machine), it is tried again, larger.
+    for codes in (4_000_000, 8_000_000, 16_000_000):
+        list_id = await new_list(server)
+        csv_file = write(
+            tmp_path / "huge.csv", b"".join(b"H%011d\n" % index for index in range(codes))
+        )
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "voucherd", "upload", str(list_id), str(csv_file),
+            "--url", server.url,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=env,
+        )  # fmt: skip
+        seen: list[Any] = []
+        while not seen and process.returncode is None:
+            seen = await upload_history(server, list_id)
+            await asyncio.sleep(0.02)
+        if seen and seen[0]["status"] == "in_progress":
             break
-        await asyncio.sleep(0.02)
+        await asyncio.wait_for(process.communicate(), 60)
     process.send_signal(signal.SIGINT)
     out, err = await asyncio.wait_for(process.communicate(), 60)
     assert process.returncode == 130, (seen, out, err)
