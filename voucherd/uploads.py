@@ -175,8 +175,6 @@ class _Checked:
     block: bytes
     width: int
     rejected: list[tuple[int, int, str, str]]
-    # The check's CPU time on the index's thread.
-    seconds: float
 
 
 class Uploader:
@@ -283,9 +281,10 @@ class Uploader:
         held = min(size, room)
         self.actor.incoming += held
         self._reserved += held
+        began = time.perf_counter()
         checked = await self.index.call(self._check, parsed, first_id, room)
         # The check shares the core with claims too, so it counts with the parsing.
-        await self._give_way(checked.seconds)
+        await self._give_way(time.perf_counter() - began)
         # The index has the chunk's codes (committed) before the journal has their block, so
         # the index never misses a stored code. A chunk waits for room in the journal's queue
         # rather than failing the upload because claims are busy; it counts there as its rows
@@ -317,11 +316,9 @@ class Uploader:
         rest so that the upload's parsing and checking take at most `upload_share` of the time;
         claims come first. Resting after every read rather than every chunk keeps each stretch
         of work a few milliseconds long, so claims never queue behind a long one. The checks
-        run on the index's thread at a lower priority, and their CPU time counts too, as they
-        share the core with the claims; not their wall time, most of which is spent waiting
-        for the claims to leave the core (counting it slowed uploads beside busy claims about
-        threefold). On a server with nothing else to do the upload runs flat out, and a body
-        already buffered still gives others a turn between reads."""
+        run on the index's thread at a lower priority, and their time counts too: they share
+        the core with the claims. On a server with nothing else to do the upload runs flat
+        out, and a body already buffered still gives others a turn between reads."""
         claims_busy = self.journal.shared_records != self._seen_records
         self._seen_records = self.journal.shared_records
         share = self.settings.upload_share
@@ -341,7 +338,6 @@ class Uploader:
         # A merge the last chunk made due runs before this one (or after the upload), never
         # inside the chunk, so an upload that ends where a merge falls due does not wait for it.
         self.index.merge_when_due(db)
-        began = time.thread_time()
         rejected: list[tuple[int, int, str, str]] = [
             (upload.id, line, describe_invalid(raw), Reason.INVALID_CODE)
             for line, raw in parsed.invalid
@@ -404,8 +400,7 @@ class Uploader:
                 db.execute("ROLLBACK")
             raise
         block, width = packed or pack(accepted)
-        seconds = time.thread_time() - began
-        return _Checked(parsed.rows, first_id, len(accepted), block, width, rejected, seconds)
+        return _Checked(parsed.rows, first_id, len(accepted), block, width, rejected)
 
     def _store_chunk(self, checked: _Checked, kept: int, db: sqlite3.Connection) -> Segment | None:
         """Runs on the journal's thread inside its transaction: the block and the first `kept`
