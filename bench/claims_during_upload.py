@@ -33,7 +33,7 @@ from bench.servers import Fleet, Server, voucherd_server
 SHARE = 0.5  # of voucherd's maximum: the claims' rate
 CONNECTIONS = 64
 WARM_S = 2.0  # open loop at the same rate first, not recorded
-LONGEST_UPLOAD_RATE = 50_000  # codes/s: the claims list holds enough codes for an upload this slow
+LONGEST_UPLOAD_RATE = 20_000  # codes/s: the claims list holds enough codes for an upload this slow
 TARGET_GROWTH = 2.0  # the claims' p99 during the upload, as a multiple of it alone
 SCENARIO = "j. claims during upload"
 _STARTED = "started"
