@@ -29,7 +29,7 @@ from support import (
 )
 
 from voucherd import clock
-from voucherd.server import list_series as series_writer
+from voucherd.server import pieces as server_pieces
 from voucherd.settings import Settings
 
 PAST = "2020-01-01T00:00:00Z"
@@ -917,13 +917,14 @@ async def test_an_archived_lists_series_go_away_and_the_others_stay(client: Clie
     assert {sample.name for sample in list_series(samples, kept)} == set(PER_LIST)
 
 
-async def test_every_lists_series_are_written_once_a_piece_at_a_time_with_labels_quoted(
+async def test_every_lists_series_view_and_tally_are_made_once_a_piece_at_a_time(
     client: Client, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """/metrics writes the per-list series a few lists at a time: whatever the piece, each
-    list's series appear once and in full, and a partner or tag holding quotes and backslashes
-    (one before an n, which must not come back as a line break) comes back as it was."""
-    monkeypatch.setattr(series_writer, "PIECE", 2)
+    """/metrics, /v1/lists and /v1/stats go through the lists a few at a time: whatever the
+    piece, each list's series, view and tally appear once and in full, and in /metrics a
+    partner or tag holding quotes and backslashes (one before an n, which must not come back
+    as a line break) comes back as it was."""
+    monkeypatch.setattr(server_pieces, "PIECE", 2)
     odd = await create_list(client, partner='Say "hi" \\ there', tag='a\\n"b')
     made = [await create_list(client, tag=f"many-{n}") for n in range(4)]
     archived = await create_list(client, tag="archived")
@@ -943,6 +944,15 @@ async def test_every_lists_series_are_written_once_a_piece_at_a_time_with_labels
     assert list_series(samples, archived["id"]) == []
     assert value(samples, "voucherd_list_low_stock_threshold", **of_list(odd)) is not None
     assert value(samples, "voucherd_list_codes", **of_list(odd), state="available") == 0.0
+
+    status, found = await call(client, "GET", "/v1/lists")
+    assert status == 200, found
+    ids = [odd["id"], *(listing["id"] for listing in made), archived["id"], claimed]
+    assert [listing["id"] for listing in found["lists"]] == ids
+    status, stats = await call(client, "GET", "/v1/stats")
+    assert status == 200, stats
+    assert (stats["lists"]["total"], stats["lists"]["archived"]) == (7, 1)
+    assert (stats["codes"]["uploaded"], stats["codes"]["distributed"]) == (5, 1)
 
 
 async def test_the_exhaustion_estimate_appears_once_a_list_is_claimed_from(client: Client) -> None:

@@ -31,6 +31,12 @@ def dumps(value: Any) -> str:
     return orjson.dumps(value).decode("utf-8")
 
 
+def array_items(values: list[Any]) -> bytes:
+    """JSON of these values as an array's items, without its brackets: for a reply written a
+    piece at a time."""
+    return orjson.dumps(values)[1:-1]
+
+
 def client_json(value: Any, what: str) -> str:
     """JSON text of a value a client sent, to measure or store. orjson reads nesting down to
     1024 levels but writes only 254, so a value in between is refused here with a 400."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 from voucherd import clock, errors
@@ -63,13 +63,18 @@ class Directory:
             raise errors.NotFound(f"list {list_id} does not exist")
         return actor
 
+    @staticmethod
     def find(
-        self, partner: str | None = None, status: Status | None = None, tag: str | None = None
+        actors: Iterable[ListActor],
+        partner: str | None = None,
+        status: Status | None = None,
+        tag: str | None = None,
     ) -> list[ListInfo]:
+        """The lists among these that match every filter given."""
         now = clock.now()
         return [
             actor.info
-            for actor in self._actors.values()
+            for actor in actors
             if (partner is None or actor.info.partner == partner)
             and (tag is None or actor.info.tag == tag)
             and (status is None or actor.info.status(now) is status)
