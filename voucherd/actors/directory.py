@@ -63,23 +63,6 @@ class Directory:
             raise errors.NotFound(f"list {list_id} does not exist")
         return actor
 
-    @staticmethod
-    def find(
-        actors: Iterable[ListActor],
-        partner: str | None = None,
-        status: Status | None = None,
-        tag: str | None = None,
-    ) -> list[ListInfo]:
-        """The lists among these that match every filter given."""
-        now = clock.now()
-        return [
-            actor.info
-            for actor in actors
-            if (partner is None or actor.info.partner == partner)
-            and (tag is None or actor.info.tag == tag)
-            and (status is None or actor.info.status(now) is status)
-        ]
-
     def _tag_holder(self, partner: str, tag: str) -> ListInfo | None:
         return next(
             (
@@ -128,3 +111,20 @@ class Directory:
                 f"partner {info.partner!r} already has a list tagged {info.tag!r}"
             ) from None
         return info
+
+
+def matching(
+    actors: Iterable[ListActor],
+    partner: str | None = None,
+    status: Status | None = None,
+    tag: str | None = None,
+) -> list[ListInfo]:
+    """The lists among these that match every filter given."""
+    now = clock.now()
+    return [
+        actor.info
+        for actor in actors
+        if (partner is None or actor.info.partner == partner)
+        and (tag is None or actor.info.tag == tag)
+        and (status is None or actor.info.status(now) is status)
+    ]

@@ -86,7 +86,7 @@ async def _rows(app: web.Application) -> list[_Row]:
             for list_id in campaign.info.lists:
                 running[list_id] = running.get(list_id, 0) + 1
     rows: list[_Row] = []
-    async for piece in pieces(list(directory)):
+    async for piece in pieces(directory):
         for actor in piece:
             info = actor.info
             if info.stored_status is Status.ARCHIVED:

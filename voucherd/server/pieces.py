@@ -7,7 +7,7 @@ lists in one pass (about 5 µs a list) would hold all of them for a quarter of a
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Iterable, Sequence
 from typing import TypeVar
 
 T = TypeVar("T")
@@ -16,8 +16,10 @@ T = TypeVar("T")
 PIECE = 500
 
 
-async def pieces(items: Sequence[T]) -> AsyncIterator[Sequence[T]]:
-    """The items a piece at a time, other requests running between pieces."""
+async def pieces(items: Iterable[T]) -> AsyncIterator[Sequence[T]]:
+    """The items a piece at a time, other requests running between pieces. They are taken
+    first: a list created meanwhile would break a pass over the directory itself."""
+    items = list(items)
     for start in range(0, len(items), PIECE):
         if start:
             await asyncio.sleep(0)
