@@ -7,7 +7,10 @@ client would refuse to send it. Each attack is bounded by a documented limit:
 | oversized upload                | `max_upload_bytes` (413; tests/test_bad_input.py)      |
 | deeply nested JSON              | orjson's 1024 levels (400 `invalid_request`)           |
 | long request or header line     | aiohttp's 8190 bytes per line or field (400)           |
-| many headers                    | aiohttp's 128 headers (400)                            |
+| many headers                    | `max_headers` lines (400)                              |
+| many connections                | `max_connections` (503 `overloaded`, `Retry-After`)    |
+| a connection idle, or dripping  | `idle_timeout`: closed once it has sent no whole head  |
+| its request head                | for that long                                          |
 | slow-drip body                  | `body_timeout`: 408 once it sends nothing for that long |
 |                                 | (a JSON body must arrive whole within it)              |
 | a WebSocket that never reads    | `event_buffer` (close 4008; tests/test_events.py,      |
@@ -22,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, suppress
@@ -39,10 +43,11 @@ from support import (
     request_head,
 )
 
+from voucherd.settings import Settings
+
 JSON_LIMIT = 64 * 1024
-# aiohttp's defaults for its HTTP parser, which voucherd keeps.
-MAX_LINE = 8190
-MAX_HEADERS = 128
+MAX_LINE = 8190  # aiohttp's limit for a line or a field, which voucherd keeps
+MAX_HEADERS = Settings().max_headers
 
 
 BODY_TIMEOUT = 4.0
@@ -521,3 +526,132 @@ async def test_an_upload_that_stalls_is_refused_with_408_and_adds_no_code(
     listing = await get_json(server, f"/v1/lists/{list_id}")
     assert listing["codes"]["uploaded"] == 100
     await assert_serving(server, list_id)
+
+
+MAX_CONNECTIONS = 4
+IDLE_TIMEOUT = 1.0
+
+
+@pytest.fixture
+async def narrow_server(server_process: ServerProcess) -> ServerProcess:
+    """A server that holds few connections."""
+    return await started(server_process, VOUCHERD_MAX_CONNECTIONS=str(MAX_CONNECTIONS))
+
+
+@pytest.fixture
+async def impatient_server(server_process: ServerProcess) -> ServerProcess:
+    """A server that closes idle connections soon."""
+    return await started(server_process, VOUCHERD_IDLE_TIMEOUT=str(IDLE_TIMEOUT))
+
+
+async def started(server: ServerProcess, **env: str) -> ServerProcess:
+    server.env.update(env)
+    server.start()
+    await server.wait_ready()
+    return server
+
+
+async def test_a_connection_past_max_connections_gets_503_and_changes_nothing(
+    narrow_server: ServerProcess,
+) -> None:
+    server = narrow_server
+    list_id = await new_list(server, codes=10)
+    held = [await asyncio.open_connection("127.0.0.1", server.port) for _ in range(MAX_CONNECTIONS)]
+    try:
+        # Each held connection is a live keep-alive connection: it is served.
+        for reader, writer in held:
+            writer.write(request_head("GET", "/healthz"))
+            assert (await asyncio.wait_for(read_reply(reader), 10)).status == 200
+        claim = json_post(f"/v1/lists/{list_id}/claims", b'{"user_id": "one-too-many"}')
+        refused = await exchange(server, claim)
+        assert refused.status == 503, refused
+        assert refused.json()["error"]["code"] == "overloaded"
+        assert refused.headers["retry-after"] == "1"
+        assert refused.headers["connection"] == "close"
+        # A client that sends nothing, or only part of a head, gets the refusal too.
+        silent = await exchange(server, b"")
+        partial = await exchange(server, b"GET /healthz HTTP/1.1\r\nHost: 12")
+        assert (silent.status, partial.status) == (503, 503)
+        # Room again once a connection goes: a claim then succeeds, and it is the only one.
+        reader, writer = held.pop()
+        writer.close()
+        reply = await once_served(server, claim)
+        assert reply.status == 201, reply
+        metrics = await scrape(server)
+    finally:
+        for _, writer in held:
+            writer.close()
+    assert f'voucherd_budget_limit{{budget="connections"}} {MAX_CONNECTIONS:.1f}' in metrics
+    refusals = re.search(r'voucherd_budget_refusals_total\{budget="connections"\} (\S+)', metrics)
+    assert refusals is not None, metrics
+    assert float(refusals[1]) >= 3, metrics
+    # Every connection's place is given back once it is gone: only the scrape's is taken.
+    for _ in range(50):
+        metrics = await scrape(server)
+        if 'voucherd_budget_used{budget="connections"} 1.0' in metrics:
+            break
+        await asyncio.sleep(0.05)
+    assert 'voucherd_budget_used{budget="connections"} 1.0' in metrics
+    listing = await get_json(server, f"/v1/lists/{list_id}")
+    assert listing["codes"]["distributed"] == 1
+    await assert_serving(server, list_id)
+
+
+async def once_served(server: ServerProcess, data: bytes) -> RawReply:
+    """The reply to `data` once a connection is free: a connection just closed by the client
+    is given back when the server has seen it go."""
+    for _ in range(50):
+        reply = await exchange(server, data)
+        if reply.status != 503:
+            return reply
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"still refused: {reply}")
+
+
+async def scrape(server: ServerProcess) -> str:
+    """/metrics (written in pieces, so read by a client that understands chunks)."""
+    async with session_to(server) as session:
+        for _ in range(50):
+            async with session.get("/metrics") as response:
+                if response.status != 503:
+                    assert response.status == 200
+                    return await response.text()
+            await asyncio.sleep(0.05)
+    raise AssertionError("/metrics still refused")
+
+
+async def test_idle_connections_and_heads_dripped_are_closed_but_long_requests_are_not(
+    impatient_server: ServerProcess,
+) -> None:
+    server = impatient_server
+    list_id = await new_list(server, codes=10)
+    idle = await asyncio.open_connection("127.0.0.1", server.port)
+    idle[1].write(request_head("GET", "/healthz"))
+    assert (await asyncio.wait_for(read_reply(idle[0]), 10)).status == 200
+    silent = await asyncio.open_connection("127.0.0.1", server.port)
+    dripping = await asyncio.open_connection("127.0.0.1", server.port)
+    # A head sent a byte every 100 ms never ends; the connection is closed all the same.
+    head = request_head("GET", "/healthz", {"X-Slow": "a" * 1000})
+    drip_head = asyncio.create_task(drip(dripping[1], head, 0.1))
+    # A claim whose body takes three times the idle timeout to arrive is not idle: it is
+    # answered (a body is bounded by body_timeout instead).
+    body = b'{"user_id": "patient"}'
+    patient = await asyncio.open_connection("127.0.0.1", server.port)
+    patient[1].write(json_post(f"/v1/lists/{list_id}/claims", body)[: -len(body)])
+    drip_body = asyncio.create_task(drip(patient[1], body, IDLE_TIMEOUT * 3 / len(body)))
+    started = time.monotonic()
+    try:
+        for reader, _ in (idle, silent, dripping):
+            assert await asyncio.wait_for(reader.read(), IDLE_TIMEOUT * 10) == b""
+        closed_after = time.monotonic() - started
+        assert not drip_head.done() or drip_head.exception() is not None
+        await drip_body
+        reply = await asyncio.wait_for(read_reply(patient[0]), 10)
+    finally:
+        drip_head.cancel()
+        for _, writer in (idle, silent, dripping, patient):
+            writer.close()
+    assert closed_after < IDLE_TIMEOUT * 5
+    assert reply.status == 201, reply
+    listing = await get_json(server, f"/v1/lists/{list_id}")
+    assert listing["codes"]["distributed"] == 1

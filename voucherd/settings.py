@@ -61,6 +61,16 @@ class Settings:
     max_batch_users_in_flight: int = 1_000_000
     max_uploads_in_flight: int = 16
     max_subscribers: int = 100
+    # Connections open at once; past it a new connection's request gets 503 and Retry-After.
+    # Each may hold up to `max_headers` lines of a request head (about 16 KiB of memory a line)
+    # before any key is checked: 1,000 at 32 lines, about 0.5 GiB at worst.
+    max_connections: int = 1000
+    max_headers: int = 32
+    # A connection that sends no whole request head for this long, after it opened or after
+    # its last reply, is closed: idle ones, and ones dripping a head. Longer than the idle
+    # timeout of a proxy in front (60 s for nginx's upstream keep-alive and most balancers),
+    # so the proxy never sends a request on a connection voucherd is closing.
+    idle_timeout: float = 75.0
     # Codes checked against the code index and stored at once: larger chunks write each page
     # of the index once for more codes, smaller ones hold less memory while they are checked.
     upload_chunk_codes: int = 100_000
@@ -133,6 +143,8 @@ class Settings:
             "max_batch_users",
             "max_uploads_in_flight",
             "max_subscribers",
+            "max_connections",
+            "max_headers",
             "upload_chunk_codes",
             "index_merge_codes",
             "mailbox_size",
@@ -160,6 +172,7 @@ class Settings:
         for name in (
             "shutdown_timeout",
             "body_timeout",
+            "idle_timeout",
             "event_retention",
             "websocket_heartbeat",
             "alert_check_interval",

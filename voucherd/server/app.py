@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import gc
 import logging
+import resource
 import signal
 from collections.abc import AsyncIterator
 from functools import partial
@@ -33,6 +34,7 @@ from voucherd.persistence.journal import Journal, shrink_memory
 from voucherd.persistence.recovery import recover
 from voucherd.server import campaigns, claims, events, lists, operations, uploads, watch
 from voucherd.server.budget import Budgets
+from voucherd.server.door import Door, DoorSite
 from voucherd.server.keys import (
     BUDGETS,
     CAMPAIGNS,
@@ -125,16 +127,23 @@ async def serve(settings: Settings) -> int:
     app = create_app(settings)
     # Requests in flight get `shutdown_timeout` below, before the runner's cleanup; what
     # outlasts it is cut off then, not after a second wait as long.
-    runner = web.AppRunner(
-        app, handle_signals=False, access_log=None, shutdown_timeout=_CUT_OFF_GRACE
-    )
+    runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=_CUT_OFF_GRACE)
     try:
         await runner.setup()
     except OSError as exc:
         # The data folder cannot be made or opened: said in one line, not a traceback.
         log.error("cannot use the data folder %s: %s", settings.data_dir, exc)
         return 1
-    site = web.TCPSite(runner, settings.host, settings.port)
+    assert runner.server is not None
+    _open_files_for(settings.max_connections)
+    door = Door(
+        runner.server,
+        app[BUDGETS].connections,
+        access_log=None,
+        keepalive_timeout=settings.idle_timeout,
+        max_headers=settings.max_headers,
+    )
+    site = DoorSite(runner, door, settings.host, settings.port)
     try:
         await site.start()
     except OSError as exc:
@@ -164,6 +173,26 @@ async def serve(settings: Settings) -> int:
         log.warning("%d requests cut off after %.0f s", in_flight.count, settings.shutdown_timeout)
     await runner.cleanup()
     return 0
+
+
+# Files besides connections: the databases and their journals, the listening socket, logs.
+_OTHER_FILES = 64
+
+
+def _open_files_for(connections: int) -> None:
+    """Raise the process's soft limit on open files so that every connection allowed can be
+    accepted (many systems start services at 1,024); say so if the hard limit is lower."""
+    wanted = connections + _OTHER_FILES
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        raised = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (raised, hard))
+        if raised < wanted:
+            log.warning(
+                "max_connections is %d but this process may open only %d files: connections "
+                "past about %d will fail before voucherd can refuse them",
+                connections, raised, raised - _OTHER_FILES,
+            )  # fmt: skip
 
 
 async def _freeze_when_ready(readiness: Readiness) -> None:

@@ -1,8 +1,8 @@
 """Budgets: what requests in flight may hold at once, in all.
 
 Past a budget a request is refused with 503 and `Retry-After`, so overload costs a client a
-retry, never the server's memory: bodies still arriving, batches waiting for their list, uploads
-and event subscribers each hold memory for as long as a client makes them last.
+retry, never the server's memory: bodies still arriving, batches waiting for their list, uploads,
+event subscribers and open connections each hold memory for as long as a client makes them last.
 """
 
 from __future__ import annotations
@@ -49,6 +49,7 @@ class Budgets:
     batch_users: Budget
     uploads: Budget
     subscribers: Budget
+    connections: Budget
 
     @classmethod
     def of(cls, settings: Settings) -> Budgets:
@@ -57,7 +58,15 @@ class Budgets:
             Budget("batch_users", "users of batches", settings.max_batch_users_in_flight),
             Budget("uploads", "uploads", settings.max_uploads_in_flight),
             Budget("subscribers", "event subscribers", settings.max_subscribers),
+            Budget("connections", "connections", settings.max_connections),
         )
 
     def __iter__(self) -> Iterator[Budget]:
-        return iter((self.body_bytes, self.batch_users, self.uploads, self.subscribers))
+        budgets = (
+            self.body_bytes,
+            self.batch_users,
+            self.uploads,
+            self.subscribers,
+            self.connections,
+        )
+        return iter(budgets)

@@ -270,19 +270,22 @@ SHARED_RESPONSES: Json = {
         ["unsupported_media_type"],
     ),
     "NotReady": unavailable(
-        "The server is still recovering its state, or shutting down. Retry after `Retry-After`.",
-        ["not_ready"],
+        "The server is still recovering its state, or shutting down (`not_ready`), or holds as "
+        "many connections as it may (`overloaded`, the first reply of a new connection, which "
+        "is then closed). Retry after `Retry-After`.",
+        ["not_ready", "overloaded"],
     ),
     "Busy": unavailable(
         "Nothing was done: the server is recovering or shutting down (`not_ready`), or bodies "
-        "still arriving hold all the memory they may (`overloaded`). Retry after `Retry-After`.",
+        "still arriving hold all the memory they may, or every connection it may hold is open "
+        "(`overloaded`). Retry after `Retry-After`.",
         ["not_ready", "overloaded"],
     ),
     "Overloaded": unavailable(
         "Nothing was done: the server is recovering or shutting down (`not_ready`), too busy "
         "(`overloaded`: a list's mailbox or the journal's queue is full, or requests in flight "
-        "hold all the bodies, batch users or uploads they may), or could not write the journal "
-        "(`storage_unavailable`). Retry after `Retry-After`.",
+        "hold all the bodies, batch users, uploads or connections they may), or could not write "
+        "the journal (`storage_unavailable`). Retry after `Retry-After`.",
         ["not_ready", "overloaded", "storage_unavailable"],
     ),
 }
