@@ -23,10 +23,17 @@ def test_the_map_answers_as_one_dict_would_past_its_first_dict(tiny_first_dict: 
     while at < len(keys):
         size = rng.choice((1, 1, 2, 5, 40))
         part = keys[at : at + size]
-        assert found.isdisjoint(part)
-        assert not found.isdisjoint([*part, keys[rng.randrange(at)]])
         values = list(range(at, at + len(part)))
-        found.add(part, values)
+        # One key held already: nothing is added, and the held key keeps its value.
+        held = keys[rng.randrange(at)]
+        assert not found.add_new([*part, held], [*values, -1])
+        assert len(found) == len(expected)
+        assert found.get(held) == expected[held]
+        assert all(found.get(key) is None for key in part)
+        if rng.random() < 0.5:
+            assert found.add_new(part, values)
+        else:
+            found.add(part, values)
         expected.update(zip(part, values, strict=True))
         at += len(part)
     assert len(found) == len(expected) == len(keys)
@@ -67,6 +74,20 @@ def test_counts_set_and_popped_on_either_side_stay_as_a_dict_keeps_them(
     }
 
 
+def test_removed_keys_are_gone_on_either_side(tiny_first_dict: None) -> None:
+    keys = [f"user-{n}" for n in range(100)]
+    found: ClaimKeys[int] = ClaimKeys()
+    for at in range(0, 100, 10):
+        assert found.add_new(keys[at : at + 10], range(at, at + 10))
+    found.remove(keys[::2])
+    assert len(found) == 50
+    assert [found.get(key) for key in keys[:4]] == [None, 1, None, 3]
+    assert found.add_new(keys[::2], range(100, 150))
+    assert found.get(keys[98]) == 149
+
+
 def test_keys_and_values_must_pair_up() -> None:
     with pytest.raises(ValueError, match="2 keys for 1 values"):
         ClaimKeys[int]().add(["a", "b"], [1])
+    with pytest.raises(ValueError, match="1 keys for 2 values"):
+        ClaimKeys[int]().add_new(["a"], [1, 2])

@@ -48,12 +48,6 @@ class ClaimKeys(Generic[V]):
             return self._shards[hash(key) >> _SHIFT].get(key)
         return found
 
-    def isdisjoint(self, keys: Sequence[str]) -> bool:
-        """Whether none of these keys is in the map; each is looked up in C."""
-        if not self._first.keys().isdisjoint(keys):
-            return False
-        return self._shards is None or not any(map(operator.contains, self._homes(keys), keys))
-
     def add(self, keys: Sequence[str], values: Sequence[V]) -> None:
         """Add keys the map does not hold yet, with their values."""
         if len(keys) != len(values):
@@ -62,6 +56,31 @@ class ClaimKeys(Generic[V]):
             self._first.update(zip(keys, values, strict=True))
         else:
             deque(map(operator.setitem, self._homes(keys), keys, values), maxlen=0)
+
+    def add_new(self, keys: Sequence[str], values: Sequence[V]) -> bool:
+        """Add these distinct keys with their values if the map holds none of them; whether
+        it did. If it did not, the map is as it was. Each key is looked up once, in C: in a
+        map of a million keys a lookup waits for memory, about 0.4 µs here."""
+        if len(keys) != len(values):
+            raise ValueError(f"{len(keys)} keys for {len(values)} values")
+        values = list(values)
+        if self._shards is None and len(self._first) + len(keys) <= FIRST:
+            found = list(map(self._first.setdefault, keys, values))
+        elif not self._first.keys().isdisjoint(keys):
+            return False  # new keys go to the other dicts, so the first is looked in apart
+        else:
+            found = list(map(dict.setdefault, self._homes(keys), keys, values))
+        if all(map(operator.is_, found, values)):
+            return True
+        added = zip(keys, found, values, strict=True)
+        self.remove([key for key, was, value in added if was is value])
+        return False
+
+    def remove(self, keys: Sequence[str]) -> None:
+        """Remove keys the map holds."""
+        for key in keys:
+            if self._first.pop(key, None) is None and self._shards is not None:
+                del self._shards[hash(key) >> _SHIFT][key]
 
     def set(self, key: str, value: V) -> None:
         """Set a key's value, adding the key if the map does not hold it."""

@@ -163,13 +163,13 @@ class _Slice:
     taken: Taken
     rewards: RewardRun
     durable: asyncio.Future[Any] | None = None
-    # Where each key is in the slice, made at the first lookup: most slices never need it.
-    _index: dict[str, int] | None = None
 
-    def in_flight(self, key: str) -> _InFlight:
-        if self._index is None:
-            self._index = dict(zip(self.keys, range(len(self.keys)), strict=True))
-        return _InFlight(self.run.claim(self._index[key]), self.durable)
+    def in_flight(self, claim_id: int) -> _InFlight | None:
+        """The claim of this id, if it is one of the slice's."""
+        index = claim_id - self.run.first_id
+        if 0 <= index < len(self.keys):
+            return _InFlight(self.run.claim(index), self.durable)
+        return None
 
 
 @dataclass(slots=True)
@@ -236,11 +236,15 @@ class ListActor(Actor[Message]):
         self.journal = journal
         self.ids = ids
         self.metrics = metrics
-        # Every committed claim by (user, idempotency key), and the keys each user has used:
-        # idempotency answers from here, and so does a user's voucher tray.
+        # Every claim by (user, idempotency key), from the moment its code is taken, and the
+        # keys each user has used: idempotency answers from here, and so does a user's voucher
+        # tray. Claims not committed yet are also in `_pending` (single claims, by key) or in
+        # `_slices` (a batch's, by their first id), and a lookup asks those first: so a batch
+        # checks and enters its keys in one lookup each.
         self._claims: ClaimKeys[int] = ClaimKeys(claims)
         self._keys_by_user: ClaimKeys[list[str]] = ClaimKeys(keys_by_user)
-        self._pending: dict[str, _Pending | _Slice] = {}
+        self._pending: dict[str, _Pending] = {}
+        self._slices: dict[int, _Slice] = {}
         # Status of each finished upload of this list: completed or withdrawn.
         self.uploads: dict[int, str] = uploads or {}
         # Codes stored by uploads still in progress: they count against the list's cap.
@@ -272,18 +276,22 @@ class ListActor(Actor[Message]):
     def claim_ids_of(self, user_id: str) -> list[int]:
         """The committed claims a user holds on this list."""
         keys = [f"{user_id}\x1f{suffix}" for suffix in self._keys_by_user.get(user_id) or ()]
-        found = map(self._claims.get, [user_id, *keys])
-        return [claim_id for claim_id in found if claim_id is not None]
+        ids = []
+        for key in (user_id, *keys):
+            claim_id = self._claims.get(key)
+            if claim_id is not None and self._in_flight(key, claim_id) is None:
+                ids.append(claim_id)
+        return ids
 
     def _take_one(self, envelope: Envelope[Message], message: TakeCode, turn: _Turn) -> None:
         key = identity(message.user_id, message.idempotency_key, message.campaign_id)
         claim_id = self._claims.get(key)
         if claim_id is not None:
-            envelope.reply(ClaimOutcome(claim_id, None, created=False))
-            return
-        in_flight = self._in_flight(key)
-        if in_flight is not None:
-            turn.waits.append((envelope, in_flight, False))
+            in_flight = self._in_flight(key, claim_id)
+            if in_flight is not None:
+                turn.waits.append((envelope, in_flight, False))
+            else:
+                envelope.reply(ClaimOutcome(claim_id, None, created=False))
             return
         if turn.status is None:
             turn.now = clock.now()
@@ -323,18 +331,26 @@ class ListActor(Actor[Message]):
         self.info.counts.distributed += 1
         pending = _Pending(claim, code, key)
         self._pending[key] = pending
+        self._claims.set(key, claim.id)
         return pending
 
-    def _in_flight(self, key: str) -> _Pending | _InFlight | None:
-        """The claim in flight for this key, if one is."""
+    def _in_flight(self, key: str, claim_id: int) -> _Pending | _InFlight | None:
+        """The claim of this key and id if it is still in flight (a batch's few slices are
+        looked through by id)."""
         pending = self._pending.get(key)
-        return pending.in_flight(key) if isinstance(pending, _Slice) else pending
+        if pending is not None:
+            return pending
+        for made in self._slices.values():
+            in_flight = made.in_flight(claim_id)
+            if in_flight is not None:
+                return in_flight
+        return None
 
     def _take_slice(
         self, keys: list[str], users: list[str], taken: Taken, message: TakeCodes, now: float
     ) -> _Slice:
         """New keyless claims for a batch slice, one for each user and key, with the codes
-        taken for them."""
+        taken for them; the keys are in the claims map already, with the ids they get."""
         count = len(taken.ids)
         info = self.info
         keys, users = keys[:count], users[:count]
@@ -347,7 +363,7 @@ class ListActor(Actor[Message]):
         run = ClaimRun(self.ids.next_claims(count), info.id, now, message.source,
                        message.campaign_id, users, taken.ids, taken.codes, messages)  # fmt: skip
         made = _Slice(run, keys, taken, rewards.run(taken.codes, users, messages, now))
-        self._pending.update(zip(keys, repeat(made)))
+        self._slices[run.first_id] = made
         info.counts.distributed += count
         return made
 
@@ -372,11 +388,9 @@ class ListActor(Actor[Message]):
             self._give_back_slice(made)
             self._restate_stock(stock, made.run.claimed_at)
             return
-        run, keys, pending = made.run, made.keys, self._pending
+        run, keys = made.run, made.keys
         self.info.rate.record(run.claimed_at, len(run))
-        for key in keys:
-            del pending[key]
-        self._claims.add(keys, run.ids())
+        del self._slices[run.first_id]
         if run.campaign_id is not None:
             # The tray finds rewards by what follows the user id.
             for user_id, key in zip(run.users, keys, strict=True):
@@ -384,8 +398,8 @@ class ListActor(Actor[Message]):
 
     def _give_back_slice(self, made: _Slice) -> None:
         """Undo a slice whose records were never written (see _give_back)."""
-        for key in made.keys:
-            self._pending.pop(key, None)
+        self._slices.pop(made.run.first_id, None)
+        self._claims.remove(made.keys)
         self.info.counts.distributed -= len(made.keys)
         self.pool.give_back_taken(made.taken)
 
@@ -446,7 +460,6 @@ class ListActor(Actor[Message]):
         else:
             in_flight = self._pending
             self.info.rate.record(taken[0].claim.claimed_at, len(taken))
-            self._claims.add([p.key for p in taken], [p.claim.id for p in taken])
             for pending in taken:
                 claim = pending.claim
                 del in_flight[pending.key]
@@ -483,6 +496,7 @@ class ListActor(Actor[Message]):
         these claims were queued before any withdrawal that could take their codes."""
         for pending in reversed(taken):
             self._pending.pop(pending.key, None)
+            self._claims.pop(pending.key)
             self.info.counts.distributed -= 1
             self.pool.give_back(pending.code)
 
@@ -517,17 +531,21 @@ class ListActor(Actor[Message]):
                 refusal = exc.with_traceback(None)
             part = users[start : start + BATCH_SLICE]
             keys = keys_of(part, message.campaign_id)
-            if refusal is not None or not (
-                self._claims.isdisjoint(keys) and self._pending.keys().isdisjoint(keys)
-            ):
+            # The slice's new claims get the ids that follow: the keys go into the claims map
+            # with them at once, unless one is there already.
+            ids = range(self.ids.claim_id + 1, self.ids.claim_id + 1 + len(keys))
+            if refusal is not None or not self._claims.add_new(keys, ids):
                 keys, part = self._sort_out(keys, part, refusal, outcome, waits)
+                self._claims.add(keys, ids[: len(keys)])
             now, available = clock.now(), self.info.counts.available
             taken = self.pool.take(len(keys))
             if len(taken.ids) < len(keys):
                 exhausted = errors.ListExhausted(f"list {self.info.id} has no codes left")
                 outcome.failed.extend((user_id, exhausted) for user_id in part[len(taken.ids) :])
+                self._claims.remove(keys[len(taken.ids) :])
             if taken.ids:
                 made = self._take_slice(keys, part, taken, message, now)
+                assert made.run.first_id == ids.start  # the ids its keys went in with
                 refused = self._commit_slice(made, available)
                 if refused is None:
                     slices.append(made)
@@ -553,11 +571,11 @@ class ListActor(Actor[Message]):
         for key, user_id in zip(keys, users, strict=True):
             claim_id = self._claims.get(key)
             if claim_id is not None:
-                outcome.repeat_ids.append(claim_id)
-                continue
-            in_flight = self._in_flight(key)
-            if in_flight is not None:
-                waits.append(in_flight)
+                in_flight = self._in_flight(key, claim_id)
+                if in_flight is not None:
+                    waits.append(in_flight)
+                else:
+                    outcome.repeat_ids.append(claim_id)
             elif refusal is not None:
                 outcome.failed.append((user_id, refusal))
             else:
