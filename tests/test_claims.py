@@ -9,6 +9,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import aiohttp
+import pytest
 from support import (
     FUTURE,
     Client,
@@ -18,6 +19,8 @@ from support import (
     list_with_codes,
     make_codes,
 )
+
+from voucherd.server import pieces as server_pieces
 
 Caller = Client | aiohttp.ClientSession
 
@@ -186,6 +189,31 @@ async def test_the_voucher_tray_lists_every_code_a_user_holds_with_its_list(
         assert voucher["description"] == "Shoes only"
         assert voucher["expires_at"] == "2031-06-30T12:00:00Z"
         assert voucher["campaign_id"] is None
+
+
+async def test_a_tray_gathered_a_piece_at_a_time_holds_every_claim_once(
+    client: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The tray goes through the lists, and then through the user's claims, a few at a time
+    (here two), other requests running between pieces."""
+    monkeypatch.setattr(server_pieces, "PIECE", 2)
+    lists = [await list_with_codes(client, make_codes(5, f"L{n}"), tag=f"t{n}") for n in range(5)]
+    codes = []
+    for list_id in lists[1:]:
+        _, made = await claim(client, list_id, "u-42")
+        codes.append(made["claim"]["code"])
+    for key in ("a", "b", "c"):
+        _, made = await claim(client, lists[3], "u-42", idempotency_key=key)
+        codes.append(made["claim"]["code"])
+    batch = await claim_batch(client, lists[4], ["u-7", "u-42", "u-8"])
+    await claim(client, lists[0], "someone-else")
+
+    tray = await vouchers(client, "u-42")
+
+    assert sorted(voucher["code"] for voucher in tray) == sorted(codes)
+    assert [voucher["list_id"] for voucher in tray] == [*lists[1:], *[lists[3]] * 3]
+    # The batch repeated the claim u-42 held on that list already.
+    assert {made["user_id"]: made["code"] for made in batch["claims"]}["u-42"] == codes[3]
 
 
 async def test_a_user_without_claims_has_an_empty_tray(client: Client) -> None:

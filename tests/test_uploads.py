@@ -25,6 +25,7 @@ from support import (
     upload,
 )
 
+from voucherd.server import pieces as server_pieces
 from voucherd.server.keys import METRICS
 from voucherd.settings import Settings
 
@@ -492,6 +493,20 @@ async def test_a_body_of_another_type_is_refused(client: Client) -> None:
     assert (await response.json())["error"]["code"] == "unsupported_media_type"
     history = await client.get(f"/v1/lists/{list_id}/uploads")
     assert (await history.json())["uploads"] == []
+
+
+async def test_an_upload_history_made_a_piece_at_a_time_holds_every_upload_in_order(
+    client: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(server_pieces, "PIECE", 2)
+    list_id = (await create_list(client))["id"]
+    made = [
+        await uploaded(client, list_id, codes_csv(make_codes(n + 1, f"U{n}-"))) for n in range(5)
+    ]
+    response = await client.get(f"/v1/lists/{list_id}/uploads")
+    assert response.status == 200
+    history = (await response.json())["uploads"]
+    assert history == made
 
 
 # -- multipart ---------------------------------------------------------------------------------

@@ -275,13 +275,12 @@ class ListActor(Actor[Message]):
 
     def claim_ids_of(self, user_id: str) -> list[int]:
         """The committed claims a user holds on this list."""
-        keys = [f"{user_id}\x1f{suffix}" for suffix in self._keys_by_user.get(user_id) or ()]
-        ids = []
-        for key in (user_id, *keys):
-            claim_id = self._claims.get(key)
-            if claim_id is not None and self._in_flight(key, claim_id) is None:
-                ids.append(claim_id)
-        return ids
+        suffixes = self._keys_by_user.get(user_id) or ()
+        keys = [user_id, *(f"{user_id}\x1f{suffix}" for suffix in suffixes)]
+        held = {key: claim_id for key in keys if (claim_id := self._claims.get(key)) is not None}
+        if self._pending or self._slices:  # leave out claims not committed yet
+            held = {key: id_ for key, id_ in held.items() if self._in_flight(key, id_) is None}
+        return list(held.values())
 
     def _take_one(self, envelope: Envelope[Message], message: TakeCode, turn: _Turn) -> None:
         key = identity(message.user_id, message.idempotency_key, message.campaign_id)

@@ -21,10 +21,12 @@ from voucherd.claims import (
     MAX_USER_ID,
     Claim,
 )
+from voucherd.lists import ListInfo
 from voucherd.persistence.claim_store import find_claims
 from voucherd.persistence.journal import Journal
 from voucherd.server.inputs import json_body, path_id, string, strings
 from voucherd.server.keys import BUDGETS, DIRECTORY, JOURNAL, METRICS, SETTINGS
+from voucherd.server.pieces import pieces
 
 
 async def create_claim(request: web.Request) -> web.Response:
@@ -132,21 +134,26 @@ async def read_claims(journal: Journal, ids: list[int]) -> list[Claim]:
 async def user_vouchers(request: web.Request) -> web.Response:
     user_id = string(request.match_info["user_id"], "user_id", max_length=MAX_USER_ID)
     directory = request.app[DIRECTORY]
-    ids = sorted(claim_id for actor in directory for claim_id in actor.claim_ids_of(user_id))
+    ids: list[int] = []
+    async for actors in pieces(directory):
+        for actor in actors:
+            ids += actor.claim_ids_of(user_id)
+    ids.sort()
     vouchers = []
-    for claim in await read_claims(request.app[JOURNAL], ids):
-        info = directory.actor(claim.list_id).info
-        vouchers.append(
-            {
-                "code": claim.code,
-                "list_id": claim.list_id,
-                "partner": info.partner,
-                "tag": info.tag,
-                "name": info.name,
-                "description": info.description,
-                "expires_at": clock.format_time(info.expires_at),
-                "claimed_at": clock.format_time(claim.claimed_at),
-                "campaign_id": claim.campaign_id,
-            }
-        )
+    async for claims in pieces(await read_claims(request.app[JOURNAL], ids)):
+        vouchers += [_voucher(claim, directory.actor(claim.list_id).info) for claim in claims]
     return wire.response({"vouchers": vouchers})
+
+
+def _voucher(claim: Claim, info: ListInfo) -> dict[str, Any]:
+    return {
+        "code": claim.code,
+        "list_id": claim.list_id,
+        "partner": info.partner,
+        "tag": info.tag,
+        "name": info.name,
+        "description": info.description,
+        "expires_at": clock.format_time(info.expires_at),
+        "claimed_at": clock.format_time(claim.claimed_at),
+        "campaign_id": claim.campaign_id,
+    }

@@ -1,4 +1,5 @@
-"""Replies that grow with the number of lists, built a piece at a time.
+"""Replies that grow with what they hold, built a piece at a time: lists, a list's uploads,
+a user's claims.
 
 The event loop serves every request and every claim: a reply built over tens of thousands of
 lists in one pass (about 5 µs a list) would hold all of them for a quarter of a second and more.
@@ -12,7 +13,7 @@ from typing import TypeVar
 
 T = TypeVar("T")
 
-# Lists handled between turns of the event loop: a piece takes a few milliseconds at most.
+# Items handled between turns of the event loop: a piece takes a few milliseconds at most.
 PIECE = 500
 
 

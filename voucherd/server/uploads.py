@@ -14,6 +14,7 @@ from voucherd.actors.voucher_list import ListActor, Withdraw
 from voucherd.codes import UploadAborted
 from voucherd.server.inputs import path_id, unstalled
 from voucherd.server.keys import BUDGETS, CODE_INDEX, DIRECTORY, JOURNAL, SETTINGS, caller
+from voucherd.server.pieces import pieces
 from voucherd.uploads import UPLOAD_COLUMNS, Upload, Uploader
 
 READ_SIZE = 64 * 1024
@@ -105,7 +106,10 @@ async def list_uploads(request: web.Request) -> web.Response:
     rows = await request.app[JOURNAL].reader.execute_fetchall(
         f"SELECT {UPLOAD_COLUMNS} FROM uploads WHERE list_id = ? ORDER BY id", (list_id,)
     )
-    return wire.response({"uploads": [Upload.from_row(tuple(row)).view() for row in rows]})
+    views = []
+    async for piece in pieces(rows):
+        views += [Upload.from_row(tuple(row)).view() for row in piece]
+    return wire.response({"uploads": views})
 
 
 async def get_upload(request: web.Request) -> web.Response:
