@@ -26,6 +26,7 @@ FIRST = 1_000_000
 # A dict picks a key's slot by the low bits of its hash, so the top byte picks the dict.
 _SHIFT = sys.hash_info.width - 8
 _SHARDS = 256
+_ABSENT = object()
 
 
 class ClaimKeys(Generic[V]):
@@ -79,7 +80,7 @@ class ClaimKeys(Generic[V]):
     def remove(self, keys: Sequence[str]) -> None:
         """Remove keys the map holds."""
         for key in keys:
-            if self._first.pop(key, None) is None and self._shards is not None:
+            if self._first.pop(key, _ABSENT) is _ABSENT and self._shards is not None:
                 del self._shards[hash(key) >> _SHIFT][key]
 
     def set(self, key: str, value: V) -> None:

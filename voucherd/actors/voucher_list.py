@@ -204,6 +204,10 @@ class Ids:
         self.claim_id += 1
         return self.claim_id
 
+    def following_claims(self, count: int) -> range:
+        """The ids the next `count` claims will get, not reserved yet."""
+        return range(self.claim_id + 1, self.claim_id + 1 + count)
+
     def next_claims(self, count: int) -> int:
         """Reserve `count` consecutive claim ids; returns the first."""
         first = self.claim_id + 1
@@ -532,7 +536,7 @@ class ListActor(Actor[Message]):
             keys = keys_of(part, message.campaign_id)
             # The slice's new claims get the ids that follow: the keys go into the claims map
             # with them at once, unless one is there already.
-            ids = range(self.ids.claim_id + 1, self.ids.claim_id + 1 + len(keys))
+            ids = self.ids.following_claims(len(keys))
             if refusal is not None or not self._claims.add_new(keys, ids):
                 keys, part = self._sort_out(keys, part, refusal, outcome, waits)
                 self._claims.add(keys, ids[: len(keys)])
