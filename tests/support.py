@@ -39,6 +39,27 @@ async def call(
     return response.status, await response.json()
 
 
+async def pages(
+    client: Caller, path: str, items: str, id_field: str, limit: int, **params: str
+) -> list[list[Any]]:
+    """Every page of a collection read `limit` at a time, each page asked for after the last
+    id of the one before; checks that `has_more` is true on every page but the last."""
+    found: list[list[Any]] = []
+    after = 0
+    while True:
+        status, reply = await call(
+            client, "GET", path, **params, limit=str(limit), after=str(after)
+        )
+        assert status == 200, reply
+        page: list[Any] = reply[items]
+        assert len(page) <= limit, reply
+        found.append(page)
+        if not reply["has_more"]:
+            return found
+        assert len(page) == limit, reply
+        after = page[-1][id_field]
+
+
 def error_code(reply: Any) -> str:
     """The code of an error reply, checked to have the contract's shape."""
     assert set(reply) == {"error"}, reply

@@ -537,6 +537,19 @@ LIST_ROUTES = [
 BAD_IDS = ["0", "999", "99999999999999999999999", "abc", "-1", "1.0", "0x1", "1e3", "%D9%A3", "+1"]
 
 
+# Pages: `after` and `limit` are whole numbers, `limit` 1 to 10,000.
+BAD_PAGES = [
+    *("limit=0", "limit=10001", "limit=-1", "limit=1.5", "limit=", "limit=two"),
+    *("after=-1", "after=1e3", "after=", "after=%D9%A3", "after=1234567890123456789"),
+]
+PAGED = [LISTS, UPLOADS, "/v1/users/u-1/vouchers"]
+
+
+async def test_a_bad_page_is_refused(client: Client, seeded: int) -> None:
+    cases = [Bad("GET", f"{path}?{query}", b"") for path in PAGED for query in BAD_PAGES]
+    await assert_refused(client, seeded, cases, 400, "invalid_request")
+
+
 def to(method: str, path: str) -> Bad:
     """A request that would be fine if the path named something that exists."""
     if path.endswith("/uploads") and method == "POST":

@@ -18,6 +18,7 @@ from support import (
     get_list,
     list_with_codes,
     make_codes,
+    pages,
 )
 
 from voucherd.server import pieces as server_pieces
@@ -170,6 +171,7 @@ async def test_the_voucher_tray_lists_every_code_a_user_holds_with_its_list(
     by_code = {voucher["code"]: voucher for voucher in tray}
     assert len(tray) == 3
     assert by_code[first["claim"]["code"]] == {
+        "claim_id": first["claim"]["id"],
         "code": first["claim"]["code"],
         "list_id": puma,
         "partner": "Puma",
@@ -214,6 +216,24 @@ async def test_a_tray_gathered_a_piece_at_a_time_holds_every_claim_once(
     assert [voucher["list_id"] for voucher in tray] == [*lists[1:], *[lists[3]] * 3]
     # The batch repeated the claim u-42 held on that list already.
     assert {made["user_id"]: made["code"] for made in batch["claims"]}["u-42"] == codes[3]
+
+
+async def test_a_tray_comes_in_pages_in_claim_order(client: Client) -> None:
+    lists = [await list_with_codes(client, make_codes(5, f"L{n}"), tag=f"t{n}") for n in range(3)]
+    made = []
+    for n in range(7):
+        _, reply = await claim(client, lists[n % 3], "u-42", idempotency_key=f"k{n}")
+        made.append(reply["claim"])
+    await claim(client, lists[0], "someone-else")
+
+    tray = await pages(client, "/v1/users/u-42/vouchers", "vouchers", "claim_id", 3)
+
+    assert [[voucher["claim_id"] for voucher in page] for page in tray] == [
+        [claim["id"] for claim in made[at : at + 3]] for at in (0, 3, 6)
+    ]
+    assert [voucher["code"] for page in tray for voucher in page] == [c["code"] for c in made]
+    response = await client.get("/v1/users/u-42/vouchers", params={"after": str(made[-1]["id"])})
+    assert await response.json() == {"vouchers": [], "has_more": False}
 
 
 async def test_a_user_without_claims_has_an_empty_tray(client: Client) -> None:

@@ -20,6 +20,7 @@ from support import (
     list_body,
     list_with_codes,
     make_codes,
+    pages,
     upload,
 )
 
@@ -222,6 +223,29 @@ async def test_lists_filter_by_partner_status_and_tag(client: Client) -> None:
     assert ids(await lists(client, tag="B")) == {paused["id"], archived["id"]}
     assert ids(await lists(client, partner="Nike", tag="a", status="expired")) == {expired["id"]}
     assert ids(await lists(client, partner="Nike", status="active")) == set()
+
+
+async def test_lists_come_in_pages_in_id_order(client: Client) -> None:
+    made = [(await create_list(client, tag=f"t{n}", partner=("Puma", "Nike")[n % 2]))["id"]
+            for n in range(7)]  # fmt: skip
+
+    by_three = await pages(client, "/v1/lists", "lists", "id", 3)
+    assert [[found["id"] for found in page] for page in by_three] == [
+        made[:3],
+        made[3:6],
+        [made[6]],
+    ]
+    # A page that ends the collection exactly says so: no empty page follows.
+    assert len(await pages(client, "/v1/lists", "lists", "id", 7)) == 1
+    # Filters narrow the lists before the page is cut.
+    nike = await pages(client, "/v1/lists", "lists", "id", 2, partner="Nike")
+    assert [[found["id"] for found in page] for page in nike] == [made[1:4:2], [made[5]]]
+    status, reply = await call(client, "GET", "/v1/lists", after=str(made[-1]))
+    assert (status, reply) == (200, {"lists": [], "has_more": False})
+    # Without a limit, every list after `after`.
+    status, reply = await call(client, "GET", "/v1/lists", after=str(made[4]))
+    assert [found["id"] for found in reply["lists"]] == made[5:]
+    assert reply["has_more"] is False
 
 
 async def test_the_listing_shows_the_same_objects_as_get(client: Client) -> None:

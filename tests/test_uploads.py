@@ -16,12 +16,14 @@ from prometheus_client.parser import text_string_to_metric_families
 from support import (
     Client,
     assert_balanced,
+    call,
     codes_csv,
     create_list,
     get_list,
     list_with_codes,
     make_codes,
     nonzero,
+    pages,
     upload,
 )
 
@@ -507,6 +509,20 @@ async def test_an_upload_history_made_a_piece_at_a_time_holds_every_upload_in_or
     assert response.status == 200
     history = (await response.json())["uploads"]
     assert history == made
+
+
+async def test_an_upload_history_comes_in_pages(client: Client) -> None:
+    list_id = (await create_list(client))["id"]
+    other = (await create_list(client, tag="other"))["id"]
+    made = []
+    for n in range(5):
+        made.append(await uploaded(client, list_id, codes_csv(make_codes(2, f"U{n}-"))))
+        await uploaded(client, other, codes_csv(make_codes(1, f"O{n}-")))
+
+    path = f"/v1/lists/{list_id}/uploads"
+    assert await pages(client, path, "uploads", "id", 2) == [made[:2], made[2:4], made[4:]]
+    status, reply = await call(client, "GET", path, after=str(made[2]["id"]))
+    assert (status, reply) == (200, {"uploads": made[3:], "has_more": False})
 
 
 # -- multipart ---------------------------------------------------------------------------------

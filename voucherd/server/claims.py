@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from bisect import bisect_right
 from typing import Any
 
 from aiohttp import web
@@ -24,7 +25,7 @@ from voucherd.claims import (
 from voucherd.lists import ListInfo
 from voucherd.persistence.claim_store import find_claims
 from voucherd.persistence.journal import Journal
-from voucherd.server.inputs import json_body, path_id, string, strings
+from voucherd.server.inputs import json_body, page, path_id, string, strings
 from voucherd.server.keys import BUDGETS, DIRECTORY, JOURNAL, METRICS, SETTINGS
 from voucherd.server.pieces import pieces
 
@@ -139,14 +140,17 @@ async def user_vouchers(request: web.Request) -> web.Response:
         for actor in actors:
             ids += actor.claim_ids_of(user_id)
     ids.sort()
+    wanted = page(request)
+    ids, more = wanted.cut(ids[bisect_right(ids, wanted.after) :])
     vouchers = []
     async for claims in pieces(await read_claims(request.app[JOURNAL], ids)):
         vouchers += [_voucher(claim, directory.actor(claim.list_id).info) for claim in claims]
-    return wire.response({"vouchers": vouchers})
+    return wire.response({"vouchers": vouchers, "has_more": more})
 
 
 def _voucher(claim: Claim, info: ListInfo) -> dict[str, Any]:
     return {
+        "claim_id": claim.id,
         "code": claim.code,
         "list_id": claim.list_id,
         "partner": info.partner,

@@ -9,12 +9,12 @@ import logging
 from aiohttp import WSMsgType, web
 
 from voucherd import errors, events, wire
+from voucherd.server.inputs import MAX_PAGE, query_number
 from voucherd.server.keys import BUDGETS, SETTINGS, STREAM
 from voucherd.stream import Expired, Subscription
 
 log = logging.getLogger(__name__)
 
-MAX_PAGE = 10_000
 DEFAULT_PAGE = 100
 
 # Close codes, documented in the API: the subscriber fell too far behind; its `since` is past
@@ -24,15 +24,6 @@ CLOSE_EXPIRED = 4010
 CLOSE_GOING_AWAY = 1001
 # Seconds a subscriber gets to take its close frame.
 CLOSE_TIMEOUT = 10.0
-
-
-def _seq(request: web.Request, name: str) -> int | None:
-    raw = request.query.get(name)
-    if raw is None:
-        return None
-    if not raw.isascii() or not raw.isdigit() or len(raw) > 18:
-        raise errors.InvalidRequest(f"{name} must be a whole number ≥ 0")
-    return int(raw)
 
 
 def _types(request: web.Request) -> frozenset[str] | None:
@@ -51,7 +42,7 @@ def _types(request: web.Request) -> frozenset[str] | None:
 
 
 async def stream_events(request: web.Request) -> web.StreamResponse:
-    since = _seq(request, "since")
+    since = query_number(request, "since")
     types = _types(request)
     stream = request.app[STREAM]
     if since is not None and since > stream.last_seq:
@@ -139,7 +130,7 @@ async def _read(ws: web.WebSocketResponse) -> None:
 async def _page(
     request: web.Request, since: int | None, types: frozenset[str] | None
 ) -> web.Response:
-    limit = _seq(request, "limit")
+    limit = query_number(request, "limit")
     limit = DEFAULT_PAGE if limit is None else limit
     if not 1 <= limit <= MAX_PAGE:
         raise errors.InvalidRequest(f"limit must be 1 to {MAX_PAGE}")

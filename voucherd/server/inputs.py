@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterable, AsyncIterator
-from typing import Any
+from typing import Any, NamedTuple
 
 from aiohttp import web
 
@@ -65,6 +65,41 @@ def path_id(request: web.Request, name: str, what: str) -> int:
         # Not echoed: a path segment may be anything, a partner's code included.
         raise errors.NotFound(f"no {what} has that id: {what} ids are whole numbers")
     return int(raw)
+
+
+def query_number(request: web.Request, name: str) -> int | None:
+    """A whole number from the query string, or None when it is absent."""
+    raw = request.query.get(name)
+    if raw is None:
+        return None
+    if not raw.isascii() or not raw.isdigit() or len(raw) > 18:
+        raise errors.InvalidRequest(f"{name} must be a whole number ≥ 0")
+    return int(raw)
+
+
+# The most items a page of a collection holds, as for the events read over HTTP.
+MAX_PAGE = 10_000
+
+
+class Page(NamedTuple):
+    """Which items of a collection ordered by id a read returns: those after `after`, at most
+    `limit` of them (all without a limit, as before pages existed)."""
+
+    after: int
+    limit: int | None
+
+    def cut(self, items: list[Any]) -> tuple[list[Any], bool]:
+        """The page's items of those after `after`, and whether more follow."""
+        if self.limit is None or len(items) <= self.limit:
+            return items, False
+        return items[: self.limit], True
+
+
+def page(request: web.Request) -> Page:
+    limit = query_number(request, "limit")
+    if limit is not None and not 1 <= limit <= MAX_PAGE:
+        raise errors.InvalidRequest(f"limit must be 1 to {MAX_PAGE}")
+    return Page(query_number(request, "after") or 0, limit)
 
 
 def text(

@@ -19,7 +19,7 @@ from voucherd.lists import (
     ListInfo,
     duration_seconds,
 )
-from voucherd.server.inputs import count, json_body, path_id, required_text, text, timestamp
+from voucherd.server.inputs import count, json_body, page, path_id, required_text, text, timestamp
 from voucherd.server.keys import DIRECTORY, SETTINGS
 from voucherd.server.pieces import pieces
 from voucherd.statuses import Action, Status
@@ -91,18 +91,27 @@ async def find_lists(request: web.Request) -> web.StreamResponse:
     partner, tag = query.get("partner"), query.get("tag")
     wanted = Status(status) if status else None
     tag = tag.lower() if tag else None
+    after, limit = page(request)
     directory = request.app[DIRECTORY]
     # Written as it is made, a piece of lists at a time: at 50,000 lists the reply is 21 MB.
     response = web.StreamResponse(headers={"Content-Type": "application/json"})
     await response.prepare(request)
     await response.write(b'{"lists":[')
     separator = b""
-    async for piece in pieces(directory):
+    left = limit  # lists the page still has room for; None without a limit
+    more = False
+    # The directory holds its lists in id order, the order of their creation.
+    async for piece in pieces(actor for actor in directory if actor.info.id > after):
         found = matching(piece, partner, wanted, tag)
+        if left is not None:
+            more = len(found) > left
+            found, left = found[:left], left - len(found[:left])
         if found:
             await response.write(separator + wire.array_items([info.view() for info in found]))
             separator = b","
-    await response.write(b"]}")
+        if more:
+            break
+    await response.write(b'],"has_more":' + (b"true}" if more else b"false}"))
     await response.write_eof()
     return response
 

@@ -63,10 +63,11 @@ CONDITIONS_MAX = 50
 EVENT_NAME_MAX = 200
 TEMPLATE_MAX = 10_000
 EVENT_PROPERTIES_MAX_BYTES = 16 * 1024
-EVENTS_PAGE_MAX = 10_000
 EVENTS_PAGE_DEFAULT = 100
-# `since` and `limit` are read as at most 18 digits.
+# `since`, `after` and `limit` are read as at most 18 digits.
 SEQ_MAX = 10**18 - 1
+# The most items a page holds, events or a collection's.
+PAGE_MAX = 10_000
 CAMPAIGN_STATUSES = ["scheduled", "running", "paused", "ended"]
 REWARD_REASONS = [
     "not_qualified",
@@ -293,6 +294,28 @@ SHARED_RESPONSES: Json = {
 
 def path_param(name: str, schema: Json) -> Json:
     return {"name": name, "in": "path", "required": True, "schema": schema}
+
+
+def page_params(what: str) -> list[Json]:
+    """`after` and `limit`: a page of a collection ordered by id."""
+    return [
+        query_param(
+            "after",
+            integer(0, SEQ_MAX, format="int64", default=0),
+            f"Only {what} after this id: the last id of the page before.",
+        ),
+        query_param(
+            "limit",
+            integer(1, PAGE_MAX),
+            f"The most {what} in the page. Absent: every one after `after`.",
+        ),
+    ]
+
+
+HAS_MORE = {
+    "type": "boolean",
+    "description": "Whether more follow the page: ask again with `after` set to its last id.",
+}
 
 
 def query_param(name: str, schema: Json, description: str) -> Json:
@@ -547,7 +570,7 @@ SCHEMAS: Json = {
             ),
         }
     ),
-    "ListPage": closed({"lists": array_of(ref("List"))}),
+    "ListPage": closed({"lists": array_of(ref("List")), "has_more": HAS_MORE}),
     "Stats": closed(
         STATS_FIELDS
         | {
@@ -590,7 +613,7 @@ SCHEMAS: Json = {
             "uploaded_by": nullable(string(description="The name of the key that uploaded.")),
         }
     ),
-    "UploadPage": closed({"uploads": array_of(ref("Upload"))}),
+    "UploadPage": closed({"uploads": array_of(ref("Upload")), "has_more": HAS_MORE}),
     "UploadForm": request(
         {"file": {"type": "string", "contentMediaType": "text/csv", "description": "The CSV."}},
         required=["file"],
@@ -649,6 +672,7 @@ SCHEMAS: Json = {
     ),
     "UserVoucher": closed(
         {
+            "claim_id": identifier("claim"),
             "code": CODE,
             "list_id": identifier("list"),
             "partner": string(1, 100),
@@ -660,7 +684,7 @@ SCHEMAS: Json = {
             "campaign_id": nullable(integer(1)),
         }
     ),
-    "UserVoucherPage": closed({"vouchers": array_of(ref("UserVoucher"))}),
+    "UserVoucherPage": closed({"vouchers": array_of(ref("UserVoucher")), "has_more": HAS_MORE}),
     "Condition": obj(
         {
             "property": identity_text(1, EVENT_NAME_MAX, "An event property's name."),
@@ -1076,17 +1100,21 @@ def lists_paths() -> Json:
             "get": operation(
                 "listLists",
                 "Find lists",
-                "Every list, narrowed by the query parameters given.",
+                "Every list, narrowed by the query parameters given, in id order; a page of "
+                "them with `limit`.",
                 tag="Lists",
                 scope="read",
                 parameters=[
                     query_param("partner", string(), "Only this partner's lists."),
                     query_param("status", enum(LIST_STATUSES), "Only lists in this status."),
                     query_param("tag", string(), "Only lists with this tag (any case)."),
+                    *page_params("lists"),
                 ],
                 responses={
                     "200": json_response("The lists.", ref("ListPage")),
-                    "400": error_response("An unknown `status`.", ["invalid_request"]),
+                    "400": error_response(
+                        "An unknown `status`, or a bad `after` or `limit`.", ["invalid_request"]
+                    ),
                 },
             ),
         },
@@ -1201,12 +1229,13 @@ def uploads_paths() -> Json:
             "get": operation(
                 "listUploads",
                 "List a list's uploads",
-                "The upload history of the list, oldest first.",
+                "The upload history of the list, oldest first; a page of it with `limit`.",
                 tag="Uploads",
                 scope="read",
-                parameters=[LIST_ID],
+                parameters=[LIST_ID, *page_params("uploads")],
                 responses={
                     "200": json_response("The uploads.", ref("UploadPage")),
+                    "400": error_response("A bad `after` or `limit`.", ["invalid_request"]),
                     "404": shared_response("NotFound"),
                 },
             ),
@@ -1313,14 +1342,16 @@ def claims_paths() -> Json:
             "get": operation(
                 "listUserVouchers",
                 "A user's vouchers",
-                "Every code the user holds, with its list's details, oldest first.",
+                "Every code the user holds, with its list's details, oldest first (in claim id "
+                "order); a page of them with `limit`.",
                 tag="Users",
                 scope="issue",
-                parameters=[USER_ID],
+                parameters=[USER_ID, *page_params("vouchers (by claim id)")],
                 responses={
                     "200": json_response("The vouchers.", ref("UserVoucherPage")),
                     "400": error_response(
-                        "A user id that is too long or holds control characters.",
+                        "A user id that is too long or holds control characters, or a bad "
+                        "`after` or `limit`.",
                         ["invalid_request"],
                     ),
                 },
@@ -1558,7 +1589,7 @@ def events_paths() -> Json:
                     ),
                     query_param(
                         "limit",
-                        integer(1, EVENTS_PAGE_MAX, default=EVENTS_PAGE_DEFAULT),
+                        integer(1, PAGE_MAX, default=EVENTS_PAGE_DEFAULT),
                         "The most events in a page; not read by the WebSocket.",
                     ),
                     query_param(

@@ -12,7 +12,7 @@ from aiohttp.http_exceptions import HttpProcessingError
 from voucherd import errors, wire
 from voucherd.actors.voucher_list import ListActor, Withdraw
 from voucherd.codes import UploadAborted
-from voucherd.server.inputs import path_id, unstalled
+from voucherd.server.inputs import page, path_id, unstalled
 from voucherd.server.keys import BUDGETS, CODE_INDEX, DIRECTORY, JOURNAL, SETTINGS, caller
 from voucherd.server.pieces import pieces
 from voucherd.uploads import UPLOAD_COLUMNS, Upload, Uploader
@@ -103,13 +103,17 @@ async def _load(request: web.Request) -> Upload:
 async def list_uploads(request: web.Request) -> web.Response:
     list_id = path_id(request, "list_id", "list")
     request.app[DIRECTORY].actor(list_id)
+    wanted = page(request)
+    # One row past the page says whether more follow; SQLite reads -1 as no limit.
     rows = await request.app[JOURNAL].reader.execute_fetchall(
-        f"SELECT {UPLOAD_COLUMNS} FROM uploads WHERE list_id = ? ORDER BY id", (list_id,)
+        f"SELECT {UPLOAD_COLUMNS} FROM uploads WHERE list_id = ? AND id > ? ORDER BY id LIMIT ?",
+        (list_id, wanted.after, -1 if wanted.limit is None else wanted.limit + 1),
     )
+    found, more = wanted.cut(list(rows))
     views = []
-    async for piece in pieces(rows):
+    async for piece in pieces(found):
         views += [Upload.from_row(tuple(row)).view() for row in piece]
-    return wire.response({"uploads": views})
+    return wire.response({"uploads": views, "has_more": more})
 
 
 async def get_upload(request: web.Request) -> web.Response:
