@@ -39,6 +39,7 @@ from support import (
     request_head,
 )
 from test_campaigns import create_campaign
+from test_events import big_user, slow_subscriber
 from test_overload import until, write_lock
 
 from voucherd.persistence.journal import Journal
@@ -65,7 +66,7 @@ async def post(client: Client, path: str, body: Any) -> tuple[int, Any, str | No
 async def trays_are_empty(client: Client, users: list[str]) -> None:
     for user in users:
         status, reply = await call(client, "GET", f"/v1/users/{user}/vouchers")
-        assert (status, reply) == (200, {"vouchers": []})
+        assert (status, reply) == (200, {"vouchers": [], "has_more": False})
 
 
 async def metric(client: Client, name: str, budget: str) -> float:
@@ -346,26 +347,29 @@ async def test_a_subscriber_being_closed_keeps_its_place_until_it_takes_the_clos
 ) -> None:
     settings = Settings(data_dir=tmp_path / "data", max_subscribers=1, event_buffer=5)
     client = await start_client(settings)
-    list_id = await list_with_codes(client, make_codes(100))
+    list_id = await list_with_codes(client, make_codes(4000), description="d" * 2000)
     budget: Budget = client.app[BUDGETS].subscribers
     stream = client.app[STREAM]
-    first = await client.ws_connect("/v1/events")
-    await until(lambda: stream.subscribers == 1, "the first subscriber subscribed")
-    # 20 events at once, more than its buffer: the server gives up on it and closes it, but
-    # the subscriber reads nothing, so the close waits for its answer.
-    users = [f"u-{n}" for n in range(20)]
-    status, reply, _ = await post(client, f"/v1/lists/{list_id}/claims/batch", {"user_ids": users})
-    assert status == 200, reply
-    await until(lambda: stream.subscribers == 0, "the first subscriber given up on")
-    assert budget.used == 1
-    with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
-        await client.ws_connect("/v1/events")
-    assert refused.value.status == 503
-    # Once it reads its way to the close, its place is free.
-    while (await first.receive()).type is not aiohttp.WSMsgType.CLOSE:
-        pass
-    assert first.close_code == 4008
-    await until(lambda: budget.used == 0, "the first subscriber's place given back")
+    async with slow_subscriber(client) as first:
+        await until(lambda: stream.subscribers == 1, "the first subscriber subscribed")
+        # 2.5 MB of events a batch: the server is soon stuck writing to a socket the
+        # subscriber does not read, gives up on it and closes it, and the close waits for
+        # its answer.
+        for n in range(4):
+            users = [big_user(f"u-{n}-{m}") for m in range(1000)]
+            path = f"/v1/lists/{list_id}/claims/batch"
+            status, reply, _ = await post(client, path, {"user_ids": users})
+            assert status == 200, reply
+        await until(lambda: stream.subscribers == 0, "the first subscriber given up on")
+        assert budget.used == 1
+        with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
+            await client.ws_connect("/v1/events")
+        assert refused.value.status == 503
+        # Once it reads its way to the close, its place is free.
+        while (await first.receive()).type is not aiohttp.WSMsgType.CLOSE:
+            pass
+        assert first.close_code == 4008
+        await until(lambda: budget.used == 0, "the first subscriber's place given back")
     second = await client.ws_connect("/v1/events")
     await second.close()
 

@@ -863,6 +863,26 @@ async def test_after_kill_9_every_acknowledged_claim_has_exactly_one_event_and_e
 # -- slow subscribers (invariant 7) ------------------------------------------------------------
 
 
+async def test_a_batch_larger_than_the_buffer_reaches_a_subscriber_that_keeps_up(
+    start_client: ClientFactory, tmp_path: Path
+) -> None:
+    """A commit's events arrive together: 300 of them, six times the buffer, go to a subscriber
+    that reads, which is not closed; the next commit's events follow."""
+    client = await start_client(Settings(data_dir=tmp_path / "data", event_buffer=50))
+    list_id = await list_with_codes(client, make_codes(400))
+    ws = await subscribe(client)
+
+    reply = await claim_batch(client, list_id, [f"u-{n}" for n in range(300)])
+    assert len(reply["claims"]) == 300
+    received = await next_events(ws, 300)
+    assert {e["data"]["voucherCode"] for e in received} == {c["code"] for c in reply["claims"]}
+    status, single = await claim(client, list_id, "u-last")
+    assert status == 201
+    assert (await next_event(ws))["data"]["voucherCode"] == single["claim"]["code"]
+    await assert_next_is_only(ws, client, list_id)
+    await ws.close()
+
+
 async def test_a_subscriber_that_never_reads_is_closed_with_4008_and_claims_go_on(
     start_client: ClientFactory, tmp_path: Path
 ) -> None:
@@ -985,7 +1005,7 @@ async def test_a_subscriber_that_reads_its_close_late_still_gets_the_close_code(
     4008 or 4010, not 1006 (abnormal closure)."""
     settings = Settings(data_dir=tmp_path / "data", event_buffer=50, event_retention=0.4)
     client = await start_client(settings)
-    list_id = await list_with_codes(client, make_codes(200))
+    list_id = await list_with_codes(client, make_codes(4001), description="d" * 2000)
     assert (await claim(client, list_id, "first"))[0] == 201
 
     async def purged() -> bool:
@@ -994,17 +1014,21 @@ async def test_a_subscriber_that_reads_its_close_late_still_gets_the_close_code(
 
     await poll(purged)
     expired = await subscribe(client, since=0)
-    lagging = await subscribe(client)
-    reply = await claim_batch(client, list_id, [f"u-{n}" for n in range(100)])
-    assert len(reply["claims"]) == 100
-    # A slow subscriber: it gets to its socket a while after the server closed it.
-    await asyncio.sleep(0.5)
+    async with slow_subscriber(client) as lagging:
+        # 2.5 MB a batch: the server is soon stuck writing to a socket nobody reads (the
+        # kernel holds a few MB of it), a batch waits in the buffer, and the next finds the
+        # subscriber behind.
+        for n in range(4):
+            users = [big_user(f"u-{n}-{m}") for m in range(1000)]
+            assert len((await claim_batch(client, list_id, users))["claims"]) == 1000
+        # A slow subscriber: it gets to its socket a while after the server closed it.
+        await asyncio.sleep(0.5)
 
-    for ws, code in ((lagging, 4008), (expired, 4010)):
-        _, closing = await events_until_close(ws)
-        assert (closing.type, closing.data) == (WSMsgType.CLOSE, code)
-        assert ws.closed
-        assert ws.close_code == code
+        for ws, code in ((lagging, 4008), (expired, 4010)):
+            _, closing = await events_until_close(ws)
+            assert (closing.type, closing.data) == (WSMsgType.CLOSE, code)
+            assert ws.closed
+            assert ws.close_code == code
 
 
 # -- retention ---------------------------------------------------------------------------------

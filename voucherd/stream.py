@@ -9,8 +9,9 @@ buffer where the pages end:
                                  live events after `base` gather in the buffer meanwhile (if
                                  too many, they are dropped and `base` moves on: the pages
                                  will bring them)
-    live (cursor >= base):       send what the buffer holds; more than `limit` waiting means
-                                 the subscriber cannot keep up, and it is told where to resume
+    live (cursor >= base):       send what the buffer holds; more than `limit` waiting when
+                                 the next commit's events arrive means the subscriber cannot
+                                 keep up, and it is told where to resume
 """
 
 from __future__ import annotations
@@ -58,16 +59,20 @@ class Subscription:
         added = events if types is None else [event for event in events if event.type in types]
         if not added:
             return
+        # Behind means more than `limit` events of earlier commits still waiting: a commit's
+        # events arrive together, so one batch larger than the limit, sent whole to a
+        # subscriber that keeps up, does not close it.
+        behind = len(self.buffer) > self.limit
         self.buffer.extend(added)
-        if len(self.buffer) > self.limit:
-            if self.cursor >= self.base:
-                self.lagging = True
-                self.buffer.clear()
-                self.ended.set()
-            else:
+        if self.cursor < self.base:
+            if len(self.buffer) > self.limit:
                 # Still catching up: these will come from the journal instead.
                 self.buffer.clear()
                 self.base = events[-1].seq
+        elif behind:
+            self.lagging = True
+            self.buffer.clear()
+            self.ended.set()
         self._wake.set()
 
     async def next(self) -> list[Event]:

@@ -72,6 +72,12 @@ async def _close(request: web.Request, ws: web.WebSocketResponse, code: int, rea
     """Closed from here, with nothing else reading, so the close handshake completes and the
     subscriber sees the code even if it reads it late. A subscriber that never reads again
     would hold the close forever: its connection is dropped instead."""
+    protocol = request.protocol
+    if protocol._drain_waiter is not None and protocol._drain_waiter.cancelled():
+        # A connection's writes share one wait for the socket to drain, and the pump, stopped
+        # while waiting, cancelled it: left in place, the close would end at once instead of
+        # waiting for the subscriber to take it.
+        protocol._drain_waiter = None
     try:
         async with asyncio.timeout(CLOSE_TIMEOUT):
             await ws.close(code=code, message=reason.encode())
