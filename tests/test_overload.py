@@ -26,7 +26,9 @@ from support import (
     Client,
     ServerProcess,
     assert_balanced,
+    call,
     codes_csv,
+    create_list,
     get_list,
     list_body,
     list_with_codes,
@@ -35,7 +37,7 @@ from support import (
 
 from voucherd import errors
 from voucherd.persistence.journal import Journal
-from voucherd.server.keys import DIRECTORY, JOURNAL
+from voucherd.server.keys import CODE_INDEX, DIRECTORY, JOURNAL
 from voucherd.settings import Settings
 
 ClientFactory = Callable[[Settings], Awaitable[Client]]
@@ -303,6 +305,83 @@ async def test_an_upload_waits_for_room_in_a_small_journal_queue_instead_of_fail
     listing = await get_list(client, list_id)
     assert listing["codes"]["available"] == 20_000
     assert_balanced(listing)
+
+
+async def test_an_upload_ending_while_claims_fill_the_journal_queue_completes(
+    start_client: ClientFactory, tmp_path: Path
+) -> None:
+    """The upload's last write waits for room, as its chunks do, rather than failing it with a
+    503 that would send the client back with a file whose codes still count as taken."""
+    settings = Settings(data_dir=tmp_path / "data", journal_queue_size=32, upload_chunk_codes=500)
+    client = await start_client(settings)
+    other = await list_with_codes(client, make_codes(200, prefix="O"))
+    list_id = (await create_list(client, tag="upload"))["id"]
+    actor = client.app[DIRECTORY].actor(list_id)
+    journal = client.app[JOURNAL]
+    codes = make_codes(500, prefix="U")
+    ended = asyncio.Event()
+
+    async def body() -> AsyncIterator[bytes]:
+        yield codes_csv(codes).encode()  # one whole chunk, stored at once
+        await ended.wait()
+
+    sending = asyncio.ensure_future(
+        client.post(
+            f"/v1/lists/{list_id}/uploads", data=body(), headers={"Content-Type": "text/csv"}
+        )
+    )
+    await until(lambda: actor.incoming == 500 and not journal.queued_records, "the chunk stored")
+    async with wide_session(client) as session:
+        async with write_lock(settings.database):
+            claims = [asyncio.ensure_future(claim(session, other, f"u-{n}")) for n in range(100)]
+            await until(lambda: journal.queued_records >= 32, "the queue full of claims")
+            ended.set()
+            await asyncio.sleep(0.2)  # the upload's end meets the full queue
+        response = await sending
+        assert response.status == 201, await response.text()
+        reply = await response.json()
+        assert (reply["status"], reply["accepted"]) == ("completed", 500), reply
+        await asyncio.gather(*claims)
+    listing = await get_list(client, list_id)
+    assert listing["codes"]["uploaded"] == 500
+    assert_balanced(listing)
+
+
+async def test_a_file_sent_again_at_once_after_its_upload_failed_unrecorded_is_accepted(
+    start_client: ClientFactory, tmp_path: Path
+) -> None:
+    """The journal cannot write (another connection holds SQLite's lock past its 5 s wait)
+    when an upload ends, nor when its failure is to be recorded: the client is told 503, and
+    the same file sent at once is accepted whole, though the first upload still reads in
+    progress in the database until its failure is recorded a little later."""
+    settings = Settings(data_dir=tmp_path / "data", upload_chunk_codes=500)
+    client = await start_client(settings)
+    list_id = (await create_list(client))["id"]
+    actor = client.app[DIRECTORY].actor(list_id)
+    file = codes_csv(make_codes(500, prefix="U")).encode()
+    ended = asyncio.Event()
+
+    async def body() -> AsyncIterator[bytes]:
+        yield file  # one whole chunk, stored at once
+        await ended.wait()
+
+    path = f"/v1/lists/{list_id}/uploads"
+    headers = {"Content-Type": "text/csv"}
+    sending = asyncio.ensure_future(client.post(path, data=body(), headers=headers))
+    await until(lambda: actor.incoming == 500, "the chunk stored")
+    async with write_lock(settings.database):
+        ended.set()
+        response = await sending
+    assert response.status == 503, await response.text()
+    response = await client.post(path, data=file, headers=headers)
+    assert response.status == 201, await response.text()
+    reply = await response.json()
+    assert (reply["status"], reply["accepted"]) == ("completed", 500), reply
+    await until(lambda: not client.app[CODE_INDEX].failing, "the failure recorded")
+    states = [upload["status"] for upload in (await call(client, "GET", path))[1]["uploads"]]
+    assert states == ["failed", "completed"]
+    listing = await get_list(client, list_id)
+    assert (listing["codes"]["uploaded"], listing["codes"]["available"]) == (500, 500)
 
 
 async def test_memory_stays_bounded_under_a_flood_far_beyond_capacity(

@@ -371,7 +371,11 @@ class Uploader:
                 upload_status,
                 claimed,
             ) in self.index.holders(db, unique_json, ordered):
-                live = upload_status in ("completed", "in_progress") or bool(claimed)
+                live = (
+                    upload_status == "completed"
+                    or (upload_status == "in_progress" and upload_id not in self.index.failing)
+                    or bool(claimed)
+                )
                 holder = Holder(list_id, upload_id, partner, status == Status.ARCHIVED, live)
                 holders.setdefault(code.encode("ascii"), []).append(holder)
             if not holders and len(unique) <= room:
@@ -506,12 +510,16 @@ class Uploader:
         ops: list[Op] = [Step(drop), Events([failed])]
         try:
             # Shielded: a cancelled request must still leave its upload recorded as failed.
-            dropped = await asyncio.shield(self.journal.submit(ops))
+            # Waiting for room, as chunks do: a client told to send the file again must not
+            # find this upload's codes still counted.
+            dropped = await asyncio.shield(_recorded(self.journal, ops))
         except errors.VoucherdError as exc:
             # The journal cannot write now (a full disk, say): its codes were never available,
             # and the failure is recorded as soon as it can be, without waiting for a restart.
+            # Meanwhile the checks count none of its codes.
             log.error("upload %d: could not record its failure yet: %s", upload.id, exc.message)
-            retry = asyncio.create_task(_record_later(self.journal, upload.id, ops))
+            self.index.failing.add(upload.id)
+            retry = asyncio.create_task(_record_later(self.journal, self.index, upload.id, ops))
             _RETRIES.add(retry)
             retry.add_done_callback(_RETRIES.discard)
         else:
@@ -527,17 +535,22 @@ _RETRIES: set[asyncio.Task[None]] = set()
 RETRY_SECONDS = 2.0
 
 
-async def _record_later(journal: Journal, upload_id: int, ops: list[Op]) -> None:
+async def _recorded(journal: Journal, ops: Sequence[Op]) -> Any:
+    return await (await journal.submit_waiting(ops))
+
+
+async def _record_later(journal: Journal, index: CodeIndex, upload_id: int, ops: list[Op]) -> None:
     """Retry recording a failed upload until it is written, or until the journal closes (then
     recovery fails it at the next start)."""
     while True:
         await asyncio.sleep(RETRY_SECONDS)
         try:
-            await journal.write(*ops)
+            await _recorded(journal, ops)
         except errors.NotReady:
             return
         except errors.VoucherdError:
             continue
+        index.failing.discard(upload_id)
         log.info("upload %d: its failure is recorded", upload_id)
         return
 

@@ -609,7 +609,9 @@ class ListActor(Actor[Message]):
         if isinstance(message, CompleteUpload):
             if info.stored_status is Status.ARCHIVED:
                 raise errors.ListArchived(f"list {info.id} was archived during the upload")
-            await self.journal.write(*message.ops)
+            # Waiting for room, as the upload's chunks did: a finished upload does not fail
+            # because claims fill the journal's queue.
+            await (await self.journal.submit_waiting(message.ops))
             self.pool.add(message.segments)
             info.counts.uploaded += message.accepted
             self.uploads[message.upload_id] = "completed"

@@ -122,6 +122,9 @@ class CodeIndex:
         self._recent = 0
         # Merging and handing memory back after an upload, which its reply does not wait for.
         self._tidying: set[asyncio.Task[None]] = set()
+        # Uploads that failed while the journal could not record it (a full disk): they still
+        # read in progress there, but their entries hold no code that can be claimed.
+        self.failing: set[int] = set()
 
     async def open(self) -> None:
         """Open (or create) the index, after the journal's file exists. Entries of uploads the
