@@ -286,20 +286,45 @@ async def test_over_long_lines_and_too_many_headers_get_400_and_the_server_stays
     }  # fmt: skip
     for what, data in over.items():
         reply = await exchange(server, data)
-        # aiohttp's own refusal: plain text, before any voucherd code runs.
+        # Refused by the parser, before any handler runs: a JSON error like any other, which
+        # names what is wrong without quoting the request back.
         assert reply.status == 400, (what, reply.status, reply.body[:200])
+        assert reply.json()["error"]["code"] == "invalid_request", (what, reply.body[:200])
+        assert b"aaaa" not in reply.body, (what, reply.body)
+        assert b"X-H1" not in reply.body, (what, reply.body)
     listing = await get_json(server, f"/v1/lists/{list_id}")
     assert listing["codes"]["distributed"] == 0
     await assert_serving(server, list_id)
 
 
+async def test_bytes_that_are_not_http_get_a_json_error(server: ServerProcess) -> None:
+    not_http = {
+        b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03secret-ish\r\n\r\n": "HTTP method",
+        b"GET /healthz HTTP/9.9\r\nHost: x\r\n\r\n": "not valid HTTP/1.1",
+        b"GET /healthz HTTP/1.1\r\nBad Header Line\r\n\r\n": "not valid HTTP/1.1",
+    }
+    for data, says in not_http.items():
+        reply = await exchange(server, data)
+        assert reply.status == 400, (data, reply)
+        error = reply.json()["error"]
+        assert error["code"] == "invalid_request", (data, error)
+        assert says in error["message"], (data, error)
+        assert b"secret-ish" not in reply.body
+        assert b"Bad Header" not in reply.body
+
+
 async def test_an_over_long_authorization_header_is_not_logged(server: ServerProcess) -> None:
-    """Keys never appear in logs: not even a key sent in a header line too long to parse.
-    (aiohttp's plain-text 400 quotes the start of the line back to the sender, who sent it.)"""
+    """Keys never appear in logs, nor in the reply: not even a key sent in a header line too
+    long to parse."""
     secret = "vk_live_SECRET_3f9a2c71"
     data = request_head("GET", "/v1/lists", {"Authorization": f"Bearer {secret}{'x' * 9000}"})
     reply = await exchange(server, data)
     assert reply.status == 400
+    assert reply.json()["error"] == {
+        "code": "invalid_request",
+        "message": "a line of the request head is too long (at most 8190 bytes)",
+    }
+    assert secret.encode() not in reply.body
     # The refusal is logged, by its kind alone; wait for that line before reading the log.
     for _ in range(100):
         if "unparseable request" in server.log():

@@ -15,8 +15,10 @@ from typing import Any, cast
 
 import orjson
 from aiohttp import web
+from aiohttp.http_exceptions import BadHttpMethod, LineTooLong
+from aiohttp.web_request import BaseRequest
 
-from voucherd import errors
+from voucherd import errors, wire
 from voucherd.server.budget import Budget
 
 # How long a connection past the limit may take to send its request head, and how long it is
@@ -76,6 +78,36 @@ class _Counted(web.RequestHandler):
             self._budget.give(1)
             self._budget = None
         super().connection_lost(exc)
+
+    def handle_error(
+        self,
+        request: BaseRequest,
+        status: int = 500,
+        exc: BaseException | None = None,
+        message: str | None = None,
+    ) -> web.StreamResponse:
+        """aiohttp's own refusals (a head that is not HTTP, or past the parser's limits) as
+        JSON errors like every other, naming what is wrong but not quoting it: aiohttp's text
+        would quote the bad line back."""
+        # aiohttp logs it (by its kind alone, see logs.py), and refuses if a reply has begun.
+        super().handle_error(request, status, exc, message)
+        if status >= 500:
+            body = {"error": {"code": "internal_error", "message": "unexpected server error"}}
+        else:
+            body = {"error": {"code": "invalid_request", "message": _unparseable(exc)}}
+        response = wire.response(body, status=status)
+        response.force_close()
+        return response
+
+
+def _unparseable(exc: BaseException | None) -> str:
+    if isinstance(exc, LineTooLong):
+        return "a line of the request head is too long (at most 8190 bytes)"
+    if isinstance(exc, BadHttpMethod):
+        return "the request does not start with an HTTP method"
+    if "too many headers" in str(exc).lower():
+        return "the request head has too many header lines"
+    return "the request is not valid HTTP/1.1"
 
 
 class _Refusal(asyncio.Protocol):
