@@ -603,6 +603,12 @@ async def test_utilization_claim_rate_and_estimated_exhaustion_follow_the_claims
     (shown,) = [found for found in await all_lists(client) if found["id"] == list_id]
     assert shown == listing
 
+    # Paused, it runs out of nothing: no estimate until it is active again.
+    assert (await client.post(f"/v1/lists/{list_id}/pause")).status == 200
+    assert (await get_list(client, list_id))["estimated_exhaustion_at"] is None
+    assert (await client.post(f"/v1/lists/{list_id}/activate")).status == 200
+    assert_exhaustion(await get_list(client, list_id), before, after)
+
     # The rest: exhausted, so no estimate.
     await claim_batch(client, list_id, [f"rest-{n}" for n in range(14)])
     done = await get_list(client, list_id)

@@ -243,6 +243,11 @@ CREATE_WRONG: list[dict[str, Any]] = [
 # Control characters: C0, DEL and C1 (U+0080 to U+009F are control characters too).
 CONTROLS = ["\x00", "\n", "\t", "\x1b", "\x1f", "\x7f", "\x85", "\x9b"]
 BAD_TIMES = [
+    # ISO 8601 that is not RFC 3339: a week date, offsets without their colon or minutes.
+    "2027-W52-5T23:59:59Z",
+    "2027-12-31T23:59:59+01",
+    "2027-12-31T23:59:59+0100",
+    "2027-12-31T23:59:59 Z",
     "2030-01-01T00:00:00",
     "2030-01-01",
     "2030-01-01 00:00:00Z",

@@ -308,7 +308,7 @@ BAD_CAMPAIGNS: list[tuple[str, dict[str, Any]]] = [
     ("lists not a list", {"lists": 1}),
     ("duplicate list ids", {"lists": THE_LIST_TWICE}),
     ("string list id", {"lists": ["1"]}),
-    ("float list id", {"lists": [1.0]}),
+    ("fractional list id", {"lists": [1.5]}),
     ("boolean list id", {"lists": [True]}),
     ("zero per user", {"max_codes_per_user": 0}),
     ("negative per user", {"max_codes_per_user": -1}),
@@ -951,6 +951,21 @@ async def test_the_wrong_event_or_none_does_not_qualify(client: Client) -> None:
     )
     assert status == 201
     assert (await get_list(client, list_id))["codes"]["distributed"] == 1
+
+
+async def test_any_event_name_a_reward_may_carry_can_qualify(client: Client) -> None:
+    # Not control characters, though not printable either: a zero-width space, private use.
+    name = "Char\u200bged\ue000"
+    qualification = {"event": name, "where": [{"property": "k\u200b", "op": "exists"}]}
+    list_id = await list_with_codes(client, make_codes(5))
+    campaign_id = (await create_campaign(client, [list_id], qualification=qualification))["id"]
+    event = {"name": name, "properties": {"k\u200b": 1}}
+    assert (await reward(client, campaign_id, "u-1", event=event))[0] == 201
+    status, reply = await call(
+        client, "POST", "/v1/campaigns",
+        {"name": "c", "lists": [list_id], "qualification": {"event": "Char\x07ged"}},
+    )  # fmt: skip
+    assert (status, error_code(reply)) == (400, "invalid_request"), reply
 
 
 async def test_a_campaign_without_qualification_rewards_any_event_or_none(client: Client) -> None:

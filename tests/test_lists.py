@@ -130,6 +130,14 @@ async def test_a_tag_may_hold_special_characters(client: Client) -> None:
     assert created["tag"] == "holi-2025_50%!@#/é"
 
 
+async def test_a_tag_longer_than_allowed_once_lowercased_is_refused(client: Client) -> None:
+    # "İ" lowercases to two characters: 100 of them make a tag of 200.
+    status, reply = await call(client, "POST", "/v1/lists", list_body(tag="İ" * 100))
+    assert (status, error_code(reply)) == (400, "invalid_request"), reply
+    assert await lists(client) == []
+    assert (await create_list(client, tag="İ" * 50))["tag"] == "i̇" * 50
+
+
 @pytest.mark.parametrize("tag", ["holi 2025", " holi", "holi ", "holi\t2025", "holi\u00a02025"])
 async def test_a_tag_with_whitespace_is_refused(client: Client, tag: str) -> None:
     status, reply = await call(client, "POST", "/v1/lists", list_body(tag=tag))

@@ -27,6 +27,7 @@ from support import (
     upload,
 )
 
+from voucherd import clock
 from voucherd.server import pieces as server_pieces
 from voucherd.server.keys import METRICS
 from voucherd.settings import Settings
@@ -672,6 +673,42 @@ async def test_an_archived_list_refuses_uploads(client: Client) -> None:
     assert (await client.post(f"/v1/lists/{list_id}/archive")).status == 200
     status, reply = await upload(client, list_id, "A2\n")
     assert (status, reply["error"]["code"]) == (409, "list_archived")
+
+
+@pytest.mark.parametrize("change", ["archive", "expire"])
+async def test_a_list_archived_or_expired_during_an_upload_takes_none_of_its_codes(
+    client: Client, change: str
+) -> None:
+    list_id = (await create_list(client))["id"]
+    started, go_on = asyncio.Event(), asyncio.Event()
+
+    async def body() -> AsyncIterator[bytes]:
+        yield b"A1\nA2\n"
+        started.set()
+        await go_on.wait()
+        yield b"A3\n"
+
+    sending = asyncio.ensure_future(
+        client.post(
+            f"/v1/lists/{list_id}/uploads", data=body(), headers={"Content-Type": "text/csv"}
+        )
+    )
+    await started.wait()
+    if change == "archive":
+        assert (await client.post(f"/v1/lists/{list_id}/archive")).status == 200
+    else:
+        soon = clock.format_time(clock.now() + 1.0)
+        response = await client.patch(f"/v1/lists/{list_id}", json={"expires_at": soon})
+        assert response.status == 200, await response.text()
+        await asyncio.sleep(1.1)  # the expiry is shown in whole seconds, so it is past now
+        assert (await get_list(client, list_id))["status"] == "expired"
+    go_on.set()
+    response = await sending
+    reply = await response.json()
+    assert (response.status, reply["error"]["code"]) == (409, f"list_{change}d"), reply
+    assert (await counts(client, list_id))["uploaded"] == 0
+    history = (await (await client.get(f"/v1/lists/{list_id}/uploads")).json())["uploads"]
+    assert [(u["status"], u["accepted"]) for u in history] == [("failed", 0)]
 
 
 async def test_a_paused_list_takes_uploads(client: Client) -> None:

@@ -15,6 +15,7 @@ from typing import Any
 
 from voucherd import clock, errors, wire
 from voucherd.templates import Template
+from voucherd.texts import check_characters
 
 MAX_NAME = 200
 MAX_LISTS = 50
@@ -150,11 +151,11 @@ class Qualification:
 
 
 def _name(value: Any, what: str) -> str:
-    """An event or property name: 1 to MAX_EVENT_NAME printable characters."""
+    """An event or property name: 1 to MAX_EVENT_NAME characters, no control characters (the
+    rule of every text a client sends, so any event a reward names can be matched)."""
     if not isinstance(value, str) or not 1 <= len(value) <= MAX_EVENT_NAME:
         raise errors.InvalidRequest(f"{what} must be a name of 1 to {MAX_EVENT_NAME} characters")
-    if not value.isprintable():
-        raise errors.InvalidRequest(f"{what} must not contain control characters")
+    check_characters(value, what)
     return value
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 from datetime import datetime
 from functools import lru_cache
@@ -26,9 +27,16 @@ def format_optional(epoch: float | None) -> str | None:
     return None if epoch is None else format_time(epoch)
 
 
+# RFC 3339's date-time: what datetime.fromisoformat also takes (week dates, offsets without a
+# colon or with hours alone, a space for the T) is refused. A time zone is required.
+_RFC3339 = re.compile(
+    r"\d{4}-\d\d-\d\d[Tt]\d\d:\d\d:\d\d(\.\d{1,9})?([Zz]|[+-]\d\d:\d\d)", re.ASCII
+)
+
+
 def parse_time(text: str) -> float:
     """Parse an RFC 3339 timestamp with an explicit offset; raise ValueError otherwise."""
-    if not isinstance(text, str) or not 20 <= len(text) <= 40 or "T" not in text.upper():
+    if not isinstance(text, str) or not _RFC3339.fullmatch(text):
         raise ValueError("expected an RFC 3339 timestamp such as 2026-12-31T23:59:59Z")
     try:
         parsed = datetime.fromisoformat(text.upper().replace("Z", "+00:00"))

@@ -111,10 +111,11 @@ class ListInfo:
         return self.expires_at - duration_seconds(self.expiry_warning)
 
     def exhaustion_at(self, now: float) -> float | None:
-        """When the list runs out at its recent claim rate; None while nothing is claimed."""
+        """When the list runs out at its recent claim rate; None while nothing is claimed, and
+        for a list that takes no claims (paused, expired or archived)."""
         rate = self.rate.per_minute(now)
         available = self.counts.available
-        if rate <= 0 or available <= 0:
+        if rate <= 0 or available <= 0 or self.status(now) is not Status.ACTIVE:
             return None
         return now + available / rate * 60
 

@@ -607,8 +607,9 @@ class ListActor(Actor[Message]):
         if isinstance(message, WarnExpiry):
             return await self._warn_expiry(now)
         if isinstance(message, CompleteUpload):
-            if info.stored_status is Status.ARCHIVED:
-                raise errors.ListArchived(f"list {info.id} was archived during the upload")
+            # Archived or expired during the upload: the codes would join a list that takes
+            # none.
+            check(info.status(now), Action.UPLOAD, info.id)
             # Waiting for room, as the upload's chunks did: a finished upload does not fail
             # because claims fill the journal's queue.
             await (await self.journal.submit_waiting(message.ops))

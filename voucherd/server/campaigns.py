@@ -38,6 +38,9 @@ MAX_EVENT_BYTES = 16 * 1024
 
 
 def _lists(value: Any) -> tuple[int, ...]:
+    if isinstance(value, list):
+        # JSON has one kind of number: 12.0 is the id 12, as a count reads it.
+        value = [int(v) if isinstance(v, float) and v.is_integer() else v for v in value]
     if (
         not isinstance(value, list)
         or not 1 <= len(value) <= MAX_LISTS

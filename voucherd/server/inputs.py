@@ -10,6 +10,7 @@ from aiohttp import web
 
 from voucherd import clock, errors, wire
 from voucherd.server.keys import BUDGETS, SETTINGS
+from voucherd.texts import check_characters
 
 
 async def json_body(request: web.Request) -> dict[str, Any]:
@@ -141,18 +142,6 @@ def strings(values: list[Any], name: str, *, max_length: int) -> None:
             return
     for value in values:
         string(value, name, max_length=max_length)
-
-
-def check_characters(value: str, name: str) -> None:
-    """Refuse control characters (C0, DEL, C1) and text that is not valid Unicode."""
-    if value.isascii() and value.isprintable():
-        return
-    if not value.isprintable() and any(ch < " " or "\x7f" <= ch <= "\x9f" for ch in value):
-        raise errors.InvalidRequest(f"{name} must not contain control characters")
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        raise errors.InvalidRequest(f"{name} is not valid Unicode text") from None
 
 
 def required_text(body: dict[str, Any], name: str, *, max_length: int, min_length: int = 1) -> str:

@@ -44,7 +44,11 @@ def _expiry_warning(body: dict[str, Any]) -> str | None:
 def _tag(raw: str) -> str:
     if any(ch.isspace() for ch in raw):
         raise errors.InvalidRequest("tag must not contain spaces")
-    return raw.lower()
+    tag = raw.lower()
+    if len(tag) > MAX_TAG:
+        # Lowercasing may lengthen a text: "İ" becomes two characters.
+        raise errors.InvalidRequest(f"tag must be at most {MAX_TAG} characters once lowercased")
+    return tag
 
 
 async def create_list(request: web.Request) -> web.Response:

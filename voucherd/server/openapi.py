@@ -415,7 +415,7 @@ METADATA: Json = {
     "type": "object",
     "additionalProperties": True,
     "description": f"Free-form data kept with the claim; at most {METADATA_MAX_BYTES} bytes "
-    "once serialized (as MessagePack).",
+    "once serialized as compact JSON (UTF-8).",
 }
 CODE = string(
     1,
@@ -564,8 +564,8 @@ SCHEMAS: Json = {
             "claim_rate": number(0, None, "Codes handed out per minute over the last 15 minutes."),
             "estimated_exhaustion_at": nullable(
                 timestamp(
-                    "When the list runs out at that rate; `null` while nothing is claimed or "
-                    "nothing is left"
+                    "When the list runs out at that rate; `null` while nothing is claimed, "
+                    "when nothing is left, or while the list is not active"
                 )
             ),
         }

@@ -45,8 +45,10 @@ async def _upload(request: web.Request, actor: ListActor) -> Upload:
         raise errors.UnsupportedMediaType(
             "send the CSV as text/csv or text/plain, or as the field 'file' of multipart/form-data"
         )
-    if filename is not None and (len(filename) > MAX_FILENAME or "\x00" in filename):
+    if filename is not None and len(filename) > MAX_FILENAME:
         raise errors.InvalidRequest(f"filename must be at most {MAX_FILENAME} characters")
+    if filename is not None and "\x00" in filename:
+        raise errors.InvalidRequest("filename must not contain NUL")
     settings = request.app[SETTINGS]
     key = caller(request)
     body = unstalled(body, settings.body_timeout)
