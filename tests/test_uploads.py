@@ -565,6 +565,28 @@ async def test_a_multipart_body_without_a_file_field_is_refused(client: Client) 
     assert (await counts(client, list_id))["uploaded"] == 0
 
 
+@pytest.mark.parametrize(
+    "encoding", ["Content-Transfer-Encoding: base64", "Content-Encoding: gzip"]
+)
+async def test_an_encoded_file_part_is_refused(client: Client, encoding: str) -> None:
+    list_id = (await create_list(client))["id"]
+    body = (
+        b'--xyz\r\nContent-Disposition: form-data; name="file"; filename="a.csv"\r\n'
+        + encoding.encode()
+        + b"\r\nContent-Type: text/csv\r\n\r\nQTEKQTIK\r\n--xyz--\r\n"
+    )
+    response = await client.post(
+        f"/v1/lists/{list_id}/uploads",
+        data=body,
+        headers={"Content-Type": "multipart/form-data; boundary=xyz"},
+    )
+    assert response.status == 415
+    assert (await response.json())["error"]["code"] == "unsupported_media_type"
+    assert (await counts(client, list_id))["uploaded"] == 0
+    history = await client.get(f"/v1/lists/{list_id}/uploads")
+    assert (await history.json())["uploads"] == []
+
+
 async def test_a_multipart_body_cut_before_its_closing_boundary_fails_the_upload(
     client: Client,
 ) -> None:

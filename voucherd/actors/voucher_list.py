@@ -508,7 +508,7 @@ class ListActor(Actor[Message]):
         # the withdrawn ones. Recovery recounts withdrawn codes, so this write is a courtesy.
         self.info.counts.withdrawn += count
         try:
-            self.journal.submit(
+            written = self.journal.submit(
                 [
                     Rows(
                         "UPDATE uploads SET withdrawn = withdrawn + ? WHERE id = ?",
@@ -518,6 +518,8 @@ class ListActor(Actor[Message]):
             )
         except errors.VoucherdError:
             log.error("list %d: could not record a late withdrawal", self.info.id)
+        else:
+            written.add_done_callback(partial(_late_withdrawal_written, self.info.id))
 
     async def _take_many(self, envelope: Envelope[Message], message: TakeCodes) -> None:
         outcome = BatchOutcome()
@@ -716,6 +718,11 @@ def _stock_event(info: ListInfo, kind: str, available: int, now: float) -> Event
         "low_stock_threshold": info.low_stock_threshold,
     }
     return Event.of(kind, data, now)
+
+
+def _late_withdrawal_written(list_id: int, written: asyncio.Future[Any]) -> None:
+    if not written.cancelled() and written.exception() is not None:
+        log.error("list %d: could not record a late withdrawal", list_id)
 
 
 def _alert_written(list_id: int, written: asyncio.Future[Any]) -> None:

@@ -256,7 +256,9 @@ class Journal:
     def release_memory(self) -> None:
         """Hand the page cache back after a large write such as an upload; best effort."""
         with contextlib.suppress(errors.VoucherdError):
-            self.submit([Chore(shrink_memory)], records=0)
+            done = self.submit([Chore(shrink_memory)], records=0)
+            # Nobody waits for it: its failure is read here, so it is not reported as lost.
+            done.add_done_callback(lambda f: f.cancelled() or f.exception())
 
     async def call(self, function: Callable[[sqlite3.Connection], _T]) -> _T:
         """Run a function on the writer's connection and thread; for recovery, before start()."""

@@ -267,7 +267,8 @@ SHARED_RESPONSES: Json = {
         "The request body is larger than the server accepts.", ["payload_too_large"]
     ),
     "UnsupportedMediaType": error_response(
-        "The request body's Content-Type is not one this operation accepts.",
+        "The request body's Content-Type is not one this operation accepts (or, for an "
+        "upload, its multipart file part is encoded).",
         ["unsupported_media_type"],
     ),
     "NotReady": unavailable(

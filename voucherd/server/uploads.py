@@ -67,6 +67,10 @@ async def _multipart_file(request: web.Request) -> tuple[AsyncIterator[bytes], s
         ) from None
 
 
+# Transfer encodings that leave a part's bytes as they are.
+_PLAIN_TRANSFER = ("", "binary", "8bit", "7bit")
+
+
 async def _find_file(request: web.Request) -> tuple[AsyncIterator[bytes], str | None]:
     reader = await request.multipart()
     while True:
@@ -77,6 +81,13 @@ async def _find_file(request: web.Request) -> tuple[AsyncIterator[bytes], str | 
             break
         if isinstance(part, BodyPartReader):
             await part.release()
+    encodings = (
+        part.headers.get("Content-Transfer-Encoding", "").lower() not in _PLAIN_TRANSFER,
+        part.headers.get("Content-Encoding", "identity").lower() != "identity",
+    )
+    if any(encodings):
+        # Read as they come, encoded bytes would be taken for codes.
+        raise errors.UnsupportedMediaType("send the file part as it is, not encoded")
 
     async def chunks() -> AsyncIterator[bytes]:
         while data := await part.read_chunk(READ_SIZE):
