@@ -232,6 +232,11 @@ async def test_a_tray_comes_in_pages_in_claim_order(client: Client) -> None:
         [claim["id"] for claim in made[at : at + 3]] for at in (0, 3, 6)
     ]
     assert [voucher["code"] for page in tray for voucher in page] == [c["code"] for c in made]
+    # A page that takes the last voucher says none follow: no empty page after it.
+    whole = await pages(client, "/v1/users/u-42/vouchers", "vouchers", "claim_id", 7)
+    assert [[voucher["claim_id"] for voucher in page] for page in whole] == [
+        [claim["id"] for claim in made]
+    ]
     response = await client.get("/v1/users/u-42/vouchers", params={"after": str(made[-1]["id"])})
     assert await response.json() == {"vouchers": [], "has_more": False}
 

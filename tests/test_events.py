@@ -40,6 +40,7 @@ from support import (
 
 from voucherd import clock
 from voucherd.clock import parse_time
+from voucherd.events import Event
 from voucherd.server import watch
 from voucherd.server.keys import STREAM
 from voucherd.settings import Settings
@@ -861,6 +862,36 @@ async def test_after_kill_9_every_acknowledged_claim_has_exactly_one_event_and_e
 
 
 # -- slow subscribers (invariant 7) ------------------------------------------------------------
+
+
+def test_a_subscriber_is_closed_as_soon_as_more_than_its_buffer_waits() -> None:
+    """The rule alone, on the stream's own objects: more than `limit` events waiting closes a
+    live subscriber at once, a commit's events counting as at most `limit`."""
+
+    async def no_reads(*_: Any) -> list[Event]:
+        raise AssertionError("a live subscriber reads nothing from the journal")
+
+    stream = EventStream(no_reads)
+    seq = iter(range(1, 10_000))
+
+    def commit(size: int) -> list[Event]:
+        return [Event("list.low_stock", b"{}", 0.0, next(seq)) for _ in range(size)]
+
+    def lagging_after(*sizes: int) -> list[bool]:
+        subscription = stream.subscribe(None, None, limit=5)
+        found = []
+        for size in sizes:
+            subscription.offer(commit(size))
+            found.append(subscription.lagging)
+        return found
+
+    assert lagging_after(1, 1, 1, 1, 1, 1) == [False] * 5 + [True]
+    assert lagging_after(5, 1) == [False, True]
+    assert lagging_after(6) == [False]  # one commit, nothing else waiting: sent whole
+    assert lagging_after(1000) == [False]
+    # Counted as 5: one more event waiting past it, before any is sent, is one too many.
+    assert lagging_after(1000, 1) == [False, True]
+    assert lagging_after(3, 1000) == [False, True]
 
 
 async def test_a_batch_larger_than_the_buffer_reaches_a_subscriber_that_keeps_up(

@@ -24,6 +24,8 @@ from support import (
     upload,
 )
 
+from voucherd.server import pieces as server_pieces
+
 PAST = "2020-01-01T00:00:00Z"
 LATER = "2031-06-30T12:00:00Z"
 TIME = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$")
@@ -151,6 +153,19 @@ async def test_the_expiry_is_shown_in_utc(client: Client) -> None:
     assert created["expires_at"] == "2030-01-01T00:00:00Z"
 
 
+@pytest.mark.parametrize(
+    ("sent", "shown"),
+    [
+        ("2030-01-01t02:30:00z", "2030-01-01T02:30:00Z"),
+        ("2030-01-01T02:30:00.999999999999-00:00", "2030-01-01T02:30:00Z"),
+        ("2030-01-01T14:00:00+14:00", "2030-01-01T00:00:00Z"),
+        ("2030-06-30T23:59:60Z", "2030-06-30T23:59:59Z"),  # a leap second
+    ],
+)
+async def test_each_form_of_rfc_3339_is_read(client: Client, sent: str, shown: str) -> None:
+    assert (await create_list(client, expires_at=sent))["expires_at"] == shown
+
+
 async def test_a_list_created_with_a_past_expiry_reads_expired(client: Client) -> None:
     created = await create_list(client, expires_at=PAST)
     assert created["status"] == "expired"
@@ -254,6 +269,25 @@ async def test_lists_come_in_pages_in_id_order(client: Client) -> None:
     status, reply = await call(client, "GET", "/v1/lists", after=str(made[4]))
     assert [found["id"] for found in reply["lists"]] == made[5:]
     assert reply["has_more"] is False
+
+
+async def test_pages_of_lists_cut_across_pieces_hold_each_list_once(
+    client: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The listing goes through the lists two at a time (other requests run between): every
+    limit gives the same lists, in order, whichever filter narrows them."""
+    monkeypatch.setattr(server_pieces, "PIECE", 2)
+    made = [
+        await create_list(client, tag=f"t{n}", partner=("A", "B", "C")[n % 3]) for n in range(8)
+    ]
+    for partner in (None, "A", "B", "C"):
+        wanted = [found["id"] for found in made if partner in (None, found["partner"])]
+        params = {} if partner is None else {"partner": partner}
+        for limit in range(1, len(wanted) + 2):
+            found = await pages(client, "/v1/lists", "lists", "id", limit, **params)
+            assert [[listing["id"] for listing in page] for page in found] == [
+                wanted[at : at + limit] for at in range(0, max(len(wanted), 1), limit)
+            ], (partner, limit)
 
 
 async def test_the_listing_shows_the_same_objects_as_get(client: Client) -> None:

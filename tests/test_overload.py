@@ -307,6 +307,34 @@ async def test_an_upload_waits_for_room_in_a_small_journal_queue_instead_of_fail
     assert_balanced(listing)
 
 
+@dataclass
+class HalfSent:
+    """An upload whose first chunk is stored, and whose body ends when told."""
+
+    reply: asyncio.Future[aiohttp.ClientResponse]
+    end: asyncio.Event
+
+
+async def half_sent(client: Client, list_id: int, codes: list[str]) -> HalfSent:
+    """Start an upload of `codes`, one chunk's worth, and wait until that chunk is stored."""
+    end = asyncio.Event()
+
+    async def body() -> AsyncIterator[bytes]:
+        yield codes_csv(codes).encode()
+        await end.wait()
+
+    reply = asyncio.ensure_future(
+        client.post(
+            f"/v1/lists/{list_id}/uploads", data=body(), headers={"Content-Type": "text/csv"}
+        )
+    )
+    actor, journal = client.app[DIRECTORY].actor(list_id), client.app[JOURNAL]
+    await until(
+        lambda: actor.incoming == len(codes) and not journal.queued_records, "the chunk stored"
+    )
+    return HalfSent(reply, end)
+
+
 async def test_an_upload_ending_while_claims_fill_the_journal_queue_completes(
     start_client: ClientFactory, tmp_path: Path
 ) -> None:
@@ -316,28 +344,15 @@ async def test_an_upload_ending_while_claims_fill_the_journal_queue_completes(
     client = await start_client(settings)
     other = await list_with_codes(client, make_codes(200, prefix="O"))
     list_id = (await create_list(client, tag="upload"))["id"]
-    actor = client.app[DIRECTORY].actor(list_id)
     journal = client.app[JOURNAL]
-    codes = make_codes(500, prefix="U")
-    ended = asyncio.Event()
-
-    async def body() -> AsyncIterator[bytes]:
-        yield codes_csv(codes).encode()  # one whole chunk, stored at once
-        await ended.wait()
-
-    sending = asyncio.ensure_future(
-        client.post(
-            f"/v1/lists/{list_id}/uploads", data=body(), headers={"Content-Type": "text/csv"}
-        )
-    )
-    await until(lambda: actor.incoming == 500 and not journal.queued_records, "the chunk stored")
+    upload = await half_sent(client, list_id, make_codes(500, prefix="U"))
     async with wide_session(client) as session:
         async with write_lock(settings.database):
             claims = [asyncio.ensure_future(claim(session, other, f"u-{n}")) for n in range(100)]
             await until(lambda: journal.queued_records >= 32, "the queue full of claims")
-            ended.set()
+            upload.end.set()
             await asyncio.sleep(0.2)  # the upload's end meets the full queue
-        response = await sending
+        response = await upload.reply
         assert response.status == 201, await response.text()
         reply = await response.json()
         assert (reply["status"], reply["accepted"]) == ("completed", 500), reply
@@ -357,23 +372,15 @@ async def test_a_file_sent_again_at_once_after_its_upload_failed_unrecorded_is_a
     settings = Settings(data_dir=tmp_path / "data", upload_chunk_codes=500)
     client = await start_client(settings)
     list_id = (await create_list(client))["id"]
-    actor = client.app[DIRECTORY].actor(list_id)
-    file = codes_csv(make_codes(500, prefix="U")).encode()
-    ended = asyncio.Event()
-
-    async def body() -> AsyncIterator[bytes]:
-        yield file  # one whole chunk, stored at once
-        await ended.wait()
-
+    codes = make_codes(500, prefix="U")
+    upload = await half_sent(client, list_id, codes)
+    async with write_lock(settings.database):
+        upload.end.set()
+        response = await upload.reply
+    assert response.status == 503, await response.text()
     path = f"/v1/lists/{list_id}/uploads"
     headers = {"Content-Type": "text/csv"}
-    sending = asyncio.ensure_future(client.post(path, data=body(), headers=headers))
-    await until(lambda: actor.incoming == 500, "the chunk stored")
-    async with write_lock(settings.database):
-        ended.set()
-        response = await sending
-    assert response.status == 503, await response.text()
-    response = await client.post(path, data=file, headers=headers)
+    response = await client.post(path, data=codes_csv(codes), headers=headers)
     assert response.status == 201, await response.text()
     reply = await response.json()
     assert (reply["status"], reply["accepted"]) == ("completed", 500), reply

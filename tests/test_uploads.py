@@ -522,6 +522,9 @@ async def test_an_upload_history_comes_in_pages(client: Client) -> None:
 
     path = f"/v1/lists/{list_id}/uploads"
     assert await pages(client, path, "uploads", "id", 2) == [made[:2], made[2:4], made[4:]]
+    # A page that takes the last upload says none follow: no empty page after it.
+    assert await pages(client, path, "uploads", "id", 5) == [made]
+    assert await pages(client, path, "uploads", "id", 6) == [made]
     status, reply = await call(client, "GET", path, after=str(made[2]["id"]))
     assert (status, reply) == (200, {"uploads": made[3:], "has_more": False})
 

@@ -9,9 +9,9 @@ buffer where the pages end:
                                  live events after `base` gather in the buffer meanwhile (if
                                  too many, they are dropped and `base` moves on: the pages
                                  will bring them)
-    live (cursor >= base):       send what the buffer holds; more than `limit` waiting when
-                                 the next commit's events arrive means the subscriber cannot
-                                 keep up, and it is told where to resume
+    live (cursor >= base):       send what the buffer holds; more than `limit` waiting means
+                                 the subscriber cannot keep up, and it is told where to resume
+                                 (a commit's events count as at most `limit`)
 """
 
 from __future__ import annotations
@@ -46,6 +46,8 @@ class Subscription:
         # The last event the subscriber was sent: where it resumes.
         self.sent = since
         self.buffer: deque[Event] = deque()
+        # Events in the buffer past `limit` in a commit of their own: not counted as waiting.
+        self._uncounted = 0
         self.lagging = False
         # Set when the stream gives up on the subscriber (it fell behind, or the server is
         # stopping): its sender may be stuck waiting for a socket that does not drain.
@@ -59,20 +61,19 @@ class Subscription:
         added = events if types is None else [event for event in events if event.type in types]
         if not added:
             return
-        # Behind means more than `limit` events of earlier commits still waiting: a commit's
-        # events arrive together, so one batch larger than the limit, sent whole to a
-        # subscriber that keeps up, does not close it.
-        behind = len(self.buffer) > self.limit
         self.buffer.extend(added)
-        if self.cursor < self.base:
-            if len(self.buffer) > self.limit:
+        # A commit's events count as at most `limit`: one batch larger than the limit reaches,
+        # whole, a subscriber that had nothing else waiting.
+        self._uncounted += max(len(added) - self.limit, 0)
+        if len(self.buffer) - self._uncounted > self.limit:
+            if self.cursor < self.base:
                 # Still catching up: these will come from the journal instead.
-                self.buffer.clear()
                 self.base = events[-1].seq
-        elif behind:
-            self.lagging = True
+            else:
+                self.lagging = True
+                self.ended.set()
             self.buffer.clear()
-            self.ended.set()
+            self._uncounted = 0
         self._wake.set()
 
     async def next(self) -> list[Event]:
@@ -90,12 +91,14 @@ class Subscription:
                 buffer = self.buffer
                 while buffer and buffer[0].seq <= self.cursor:
                     buffer.popleft()
+                self._uncounted = min(self._uncounted, len(buffer))
                 if page:
                     return page
                 continue
             if self.buffer:
                 batch = list(self.buffer)
                 self.buffer.clear()
+                self._uncounted = 0
                 self.cursor = batch[-1].seq
                 return batch
             self._wake.clear()

@@ -508,35 +508,40 @@ class Uploader:
             upload.list_id, upload.id, upload.filename, code, upload.finished_at
         )
         ops: list[Op] = [Step(drop), Events([failed])]
-        try:
-            # Shielded: a cancelled request must still leave its upload recorded as failed.
-            # Waiting for room, as chunks do: a client told to send the file again must not
-            # find this upload's codes still counted.
-            dropped = await asyncio.shield(_recorded(self.journal, ops))
-        except errors.VoucherdError as exc:
-            # The journal cannot write now (a full disk, say): its codes were never available,
-            # and the failure is recorded as soon as it can be, without waiting for a restart.
-            # Meanwhile the checks count none of its codes.
-            log.error("upload %d: could not record its failure yet: %s", upload.id, exc.message)
-            self.index.failing.add(upload.id)
-            retry = asyncio.create_task(_record_later(self.journal, self.index, upload.id, ops))
-            _RETRIES.add(retry)
-            retry.add_done_callback(_RETRIES.discard)
-        else:
-            # Left behind, the index's entries of a failed upload would count for nothing in
-            # the checks: forgetting them only keeps the index small.
-            with contextlib.suppress(errors.VoucherdError, sqlite3.Error):
-                await self.index.forget(dropped)
+        # A task of its own, shielded: a cancelled request must still leave its upload
+        # recorded as failed, or at least counted for nothing until it is.
+        recording = asyncio.ensure_future(_record_failure(self.journal, self.index, upload.id, ops))
+        _BACKGROUND.add(recording)
+        recording.add_done_callback(_BACKGROUND.discard)
+        await asyncio.shield(recording)
         log.info("upload %d to list %d failed: %s", upload.id, upload.list_id, code)
 
 
-# Failures waiting to be recorded; held here so the tasks are not collected.
-_RETRIES: set[asyncio.Task[None]] = set()
+# Failures being recorded; held here so the tasks are not collected.
+_BACKGROUND: set[asyncio.Task[None]] = set()
 RETRY_SECONDS = 2.0
 
 
-async def _recorded(journal: Journal, ops: Sequence[Op]) -> Any:
-    return await (await journal.submit_waiting(ops))
+async def _record_failure(
+    journal: Journal, index: CodeIndex, upload_id: int, ops: list[Op]
+) -> None:
+    """Record a failed upload, waiting for room in the journal's queue as chunks do: a client
+    told to send the file again must not find its codes still counted. If the journal cannot
+    write (a full disk, say), the failure is recorded as soon as it can be, without waiting for
+    a restart, and meanwhile the checks count none of its codes."""
+    try:
+        dropped = await journal.write_waiting(*ops)
+    except errors.VoucherdError as exc:
+        log.error("upload %d: could not record its failure yet: %s", upload_id, exc.message)
+        index.failing.add(upload_id)
+        retry = asyncio.create_task(_record_later(journal, index, upload_id, ops))
+        _BACKGROUND.add(retry)
+        retry.add_done_callback(_BACKGROUND.discard)
+        return
+    # Left behind, the index's entries of a failed upload would count for nothing in the
+    # checks: forgetting them only keeps the index small.
+    with contextlib.suppress(errors.VoucherdError, sqlite3.Error):
+        await index.forget(dropped)
 
 
 async def _record_later(journal: Journal, index: CodeIndex, upload_id: int, ops: list[Op]) -> None:
@@ -545,7 +550,7 @@ async def _record_later(journal: Journal, index: CodeIndex, upload_id: int, ops:
     while True:
         await asyncio.sleep(RETRY_SECONDS)
         try:
-            await _recorded(journal, ops)
+            await journal.write_waiting(*ops)
         except errors.NotReady:
             return
         except errors.VoucherdError:

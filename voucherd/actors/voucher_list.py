@@ -490,7 +490,7 @@ class ListActor(Actor[Message]):
         except errors.VoucherdError as exc:
             log.warning("list %d: a stock alert could not be written: %s", self.info.id, exc)
             return
-        written.add_done_callback(partial(_alert_written, self.info.id))
+        written.add_done_callback(partial(_logged, self.info.id, "a stock alert"))
 
     def _give_back(self, taken: list[_Pending]) -> None:
         """Undo claims whose records were never written: their codes go out next.
@@ -519,7 +519,7 @@ class ListActor(Actor[Message]):
         except errors.VoucherdError:
             log.error("list %d: could not record a late withdrawal", self.info.id)
         else:
-            written.add_done_callback(partial(_late_withdrawal_written, self.info.id))
+            written.add_done_callback(partial(_logged, self.info.id, "a late withdrawal"))
 
     async def _take_many(self, envelope: Envelope[Message], message: TakeCodes) -> None:
         outcome = BatchOutcome()
@@ -614,7 +614,7 @@ class ListActor(Actor[Message]):
             check(info.status(now), Action.UPLOAD, info.id)
             # Waiting for room, as the upload's chunks did: a finished upload does not fail
             # because claims fill the journal's queue.
-            await (await self.journal.submit_waiting(message.ops))
+            await self.journal.write_waiting(*message.ops)
             self.pool.add(message.segments)
             info.counts.uploaded += message.accepted
             self.uploads[message.upload_id] = "completed"
@@ -720,14 +720,10 @@ def _stock_event(info: ListInfo, kind: str, available: int, now: float) -> Event
     return Event.of(kind, data, now)
 
 
-def _late_withdrawal_written(list_id: int, written: asyncio.Future[Any]) -> None:
-    if not written.cancelled() and written.exception() is not None:
-        log.error("list %d: could not record a late withdrawal", list_id)
-
-
-def _alert_written(list_id: int, written: asyncio.Future[Any]) -> None:
+def _logged(list_id: int, what: str, written: asyncio.Future[Any]) -> None:
+    """For a write nobody waits for: its failure is logged, not reported as lost."""
     if not written.cancelled() and (exc := written.exception()) is not None:
-        log.warning("list %d: a stock alert could not be written: %s", list_id, exc)
+        log.warning("list %d: %s could not be written: %s", list_id, what, exc)
 
 
 def _status_events(previous: Status, changed: ListInfo, now: float) -> tuple[Events, ...]:

@@ -313,6 +313,10 @@ class Journal:
                 self._room.clear()
                 await self._room.wait()
 
+    async def write_waiting(self, *ops: Op, records: int = 1) -> Any:
+        """`write`, waiting for room instead of refusing (see `submit_waiting`)."""
+        return await (await self.submit_waiting(ops, records))
+
     async def _write_forever(self) -> None:
         backlog: deque[_Entry] = deque()
         steps_turn = False

@@ -128,7 +128,8 @@ def recover(db: sqlite3.Connection) -> Recovered:
     started = time.perf_counter()
     fail_interrupted_uploads(db)
     lists: dict[int, RecoveredList] = {}
-    for row in db.execute(SELECT_LISTS):
+    # In id order: the directory keeps them so, and pages of lists rely on it.
+    for row in db.execute(f"{SELECT_LISTS} ORDER BY id"):
         info = ListInfo(
             id=row[0],
             partner=row[1],

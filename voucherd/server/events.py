@@ -9,7 +9,7 @@ import logging
 from aiohttp import WSMsgType, web
 
 from voucherd import errors, events, wire
-from voucherd.server.inputs import MAX_PAGE, query_number
+from voucherd.server.inputs import page_limit, query_number
 from voucherd.server.keys import BUDGETS, SETTINGS, STREAM
 from voucherd.stream import Expired, Subscription
 
@@ -73,10 +73,11 @@ async def _close(request: web.Request, ws: web.WebSocketResponse, code: int, rea
     subscriber sees the code even if it reads it late. A subscriber that never reads again
     would hold the close forever: its connection is dropped instead."""
     protocol = request.protocol
-    if protocol._drain_waiter is not None and protocol._drain_waiter.cancelled():
+    waiter = getattr(protocol, "_drain_waiter", None)  # aiohttp's own, read with care
+    if waiter is not None and waiter.cancelled():
         # A connection's writes share one wait for the socket to drain, and the pump, stopped
         # while waiting, cancelled it: left in place, the close would end at once instead of
-        # waiting for the subscriber to take it.
+        # waiting for the subscriber to take it (test_budgets.py holds this).
         protocol._drain_waiter = None
     try:
         async with asyncio.timeout(CLOSE_TIMEOUT):
@@ -136,10 +137,7 @@ async def _read(ws: web.WebSocketResponse) -> None:
 async def _page(
     request: web.Request, since: int | None, types: frozenset[str] | None
 ) -> web.Response:
-    limit = query_number(request, "limit")
-    limit = DEFAULT_PAGE if limit is None else limit
-    if not 1 <= limit <= MAX_PAGE:
-        raise errors.InvalidRequest(f"limit must be 1 to {MAX_PAGE}")
+    limit = page_limit(request) or DEFAULT_PAGE
     stream = request.app[STREAM]
     # Without `since`, a page starts at the oldest event retention kept.
     after = stream.first_seq - 1 if since is None else since

@@ -97,10 +97,15 @@ class Page(NamedTuple):
 
 
 def page(request: web.Request) -> Page:
+    return Page(query_number(request, "after") or 0, page_limit(request))
+
+
+def page_limit(request: web.Request) -> int | None:
+    """The most items a page may hold: `limit`, 1 to MAX_PAGE; None when absent."""
     limit = query_number(request, "limit")
     if limit is not None and not 1 <= limit <= MAX_PAGE:
         raise errors.InvalidRequest(f"limit must be 1 to {MAX_PAGE}")
-    return Page(query_number(request, "after") or 0, limit)
+    return limit
 
 
 def text(

@@ -50,7 +50,7 @@ FAMILIES = (
            "Codes a list handed out per minute over the last 15 minutes.", _one(9)),
     Family("voucherd_list_exhaustion_seconds",
            "Seconds until a list runs out at its recent claim rate; absent while nothing is "
-           "claimed.", _one(10)),
+           "claimed and while the list is not active.", _one(10)),
 )  # fmt: skip
 
 

@@ -116,7 +116,7 @@ def identity_text(min_length: int, max_length: int, description: str) -> Json:
     return text(
         min_length,
         max_length,
-        f"{description} Printable characters only: no control characters.",
+        f"{description} No control characters (C0, DEL, C1).",
         pattern=NO_CONTROL,
     )
 
