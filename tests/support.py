@@ -146,11 +146,13 @@ def free_port() -> int:
 
 @dataclass
 class ServerProcess:
-    """voucherd as a real process on a real port, for crash and shutdown tests."""
+    """voucherd as a real process on a real port, for crash and shutdown tests; with `config`,
+    started with `--config` (API keys live only there)."""
 
     data_dir: Path
     port: int = field(default_factory=free_port)
     env: dict[str, str] = field(default_factory=dict)
+    config: Path | None = None
     process: subprocess.Popen[bytes] | None = None
     log_path: Path | None = None
 
@@ -160,14 +162,17 @@ class ServerProcess:
 
     def start(self) -> None:
         self.log_path = self.data_dir.with_suffix(f".{self.port}.log")
+        command = [sys.executable, "-m", "voucherd", "serve", "--port", str(self.port),
+                   "--data-dir", str(self.data_dir)]  # fmt: skip
+        env = dict(os.environ)
+        if self.config is not None:
+            command += ["--config", str(self.config)]
+            # Settings come from the file and `env` alone, not from the runner's environment.
+            env = {name: value for name, value in env.items() if not name.startswith("VOUCHERD_")}
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "voucherd", "serve", "--port", str(self.port),
-                 "--data-dir", str(self.data_dir)],
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                env={**os.environ, **self.env},
-            )  # fmt: skip
+                command, stdout=log, stderr=subprocess.STDOUT, env={**env, **self.env}
+            )
 
     async def wait_ready(self, within: float = 30.0) -> None:
         deadline = time.monotonic() + within

@@ -11,7 +11,6 @@ import socket
 import subprocess
 import sys
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 import aiohttp
@@ -423,24 +422,6 @@ def test_keys_create_quotes_an_unusual_name(
     assert settings.keys == (ApiKey('ops "night" shift', hash_key(key), frozenset({ISSUE})),)
 
 
-@dataclass
-class ConfiguredServer(ServerProcess):
-    """voucherd as a real process, started with `--config`."""
-
-    config: Path | None = None
-
-    def start(self) -> None:
-        assert self.config is not None
-        self.log_path = self.data_dir.with_suffix(f".{self.port}.log")
-        env = {k: v for k, v in os.environ.items() if not k.startswith("VOUCHERD_")}
-        with self.log_path.open("ab") as log:
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", "voucherd", "serve", "--port", str(self.port),
-                 "--data-dir", str(self.data_dir), "--config", str(self.config)],
-                stdout=log, stderr=subprocess.STDOUT, env=env,
-            )  # fmt: skip
-
-
 async def test_a_created_key_authenticates_against_a_real_server(tmp_path: Path) -> None:
     command = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "voucherd", "keys", "create", "ops", "--scope", "admin",
@@ -453,7 +434,7 @@ async def test_a_created_key_authenticates_against_a_real_server(tmp_path: Path)
     key = match.group(1)
     config = write_config(tmp_path, printed[printed.index("[keys.") :])
 
-    server = ConfiguredServer(tmp_path / "data", config=config)
+    server = ServerProcess(tmp_path / "data", config=config)
     try:
         server.start()
         await server.wait_ready()

@@ -14,7 +14,6 @@ import os
 import re
 import shutil
 import subprocess
-import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager
@@ -238,23 +237,6 @@ async def prometheus(directory: Path, config: Path) -> AsyncIterator[Prometheus]
             process.wait(10)
 
 
-@dataclass
-class KeyedServer(ServerProcess):
-    """voucherd as a real process with API keys from a config file (`--config`)."""
-
-    config: Path | None = None
-
-    def start(self) -> None:
-        assert self.config is not None
-        self.log_path = self.data_dir.with_suffix(f".{self.port}.log")
-        with self.log_path.open("ab") as log:
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", "voucherd", "serve", "--port", str(self.port),
-                 "--data-dir", str(self.data_dir), "--config", str(self.config)],
-                stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **self.env},
-            )  # fmt: skip
-
-
 # -- the alert rules ---------------------------------------------------------------------------
 
 
@@ -360,7 +342,7 @@ async def test_the_example_scrape_config_scrapes_a_voucherd_with_keys_using_a_re
         f'[keys.ops]\nsha256 = "{hash_key(admin)}"\nscopes = ["admin", "issue"]\n\n'
         f'[keys.prometheus]\nsha256 = "{hash_key(reader)}"\nscopes = ["read"]\n'
     )
-    voucherd = KeyedServer(tmp_path / "data", config=settings)
+    voucherd = ServerProcess(tmp_path / "data", config=settings)
     try:
         voucherd.start()
         await voucherd.wait_ready()

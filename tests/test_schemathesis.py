@@ -26,15 +26,12 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import subprocess
-import sys
 import urllib.error
 import urllib.request
 from collections import Counter, defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from functools import partial
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -65,24 +62,6 @@ if os.environ.get("SCHEMATHESIS_STRICT"):
     CHECKS.append("positive_data_acceptance")
 
 
-@dataclass
-class KeyedServer(ServerProcess):
-    """voucherd as a real process, started with `--config` (API keys live only there)."""
-
-    config: Path | None = None
-
-    def start(self) -> None:
-        assert self.config is not None
-        self.log_path = self.data_dir.with_suffix(f".{self.port}.log")
-        env = {k: v for k, v in os.environ.items() if not k.startswith("VOUCHERD_")}
-        with self.log_path.open("ab") as log:
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", "voucherd", "serve", "--port", str(self.port),
-                 "--data-dir", str(self.data_dir), "--config", str(self.config)],
-                stdout=log, stderr=subprocess.STDOUT, env={**env, **self.env},
-            )  # fmt: skip
-
-
 def call(url: str, method: str, path: str, body: Any = None, csv: str | None = None) -> Any:
     """One request with the key; the JSON reply. Seeding only: anything but 2xx fails."""
     headers = {"Authorization": f"Bearer {KEY}"}
@@ -104,7 +83,7 @@ class Seeded:
     """Ids of the objects made before the run, by what the run may do to them."""
 
     url: str
-    server: KeyedServer
+    server: ServerProcess
     # Lists that stay active: claimed from, rewarded from, uploaded to, read.
     claim_lists: list[int] = field(default_factory=list)
     read_lists: list[int] = field(default_factory=list)
@@ -124,7 +103,7 @@ def codes(prefix: str, count: int) -> str:
     return "".join(f"{prefix}{index:08d}\n" for index in range(count))
 
 
-def seed(url: str, server: KeyedServer) -> Seeded:
+def seed(url: str, server: ServerProcess) -> Seeded:
     seeded = Seeded(url, server)
 
     def new_list(tag: str, partner: str = "Puma", **extra: Any) -> int:
@@ -191,7 +170,7 @@ def seeded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Seeded]:
     )
     # NORMAL: a claim survives a crash of the process, not of the machine; durability is not
     # what this test is about, and it saves an fsync per write.
-    server = KeyedServer(base / "data", config=config, env={"VOUCHERD_SYNCHRONOUS": "NORMAL"})
+    server = ServerProcess(base / "data", config=config, env={"VOUCHERD_SYNCHRONOUS": "NORMAL"})
     try:
         server.start()
         asyncio.run(server.wait_ready())

@@ -359,26 +359,6 @@ def test_keys_create_prints_the_key_once_and_a_config_entry_holding_only_its_dig
 
 
 @dataclass
-class KeyedServer(ServerProcess):
-    """voucherd as a real process, started with `--config` (API keys live only there)."""
-
-    config: Path | None = None
-
-    def start(self) -> None:
-        assert self.config is not None
-        self.log_path = self.data_dir.with_suffix(f".{self.port}.log")
-        env = {k: v for k, v in os.environ.items() if not k.startswith("VOUCHERD_")}
-        command = [sys.executable, "-m", "voucherd", "serve", "--config", str(self.config)]
-        with self.log_path.open("ab") as log:
-            self.process = subprocess.Popen(
-                [*command, "--port", str(self.port), "--data-dir", str(self.data_dir)],
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                env={**env, **self.env},
-            )
-
-
-@dataclass
 class Reply:
     request: str
     status: int
@@ -666,7 +646,7 @@ def full_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FullRun]:
         lines.append(f'[keys.{name}]\nsha256 = "{digest}"\nscopes = {json.dumps(scopes)}\n')
     config = base / "voucherd.toml"
     config.write_text("\n".join(lines))
-    server = KeyedServer(base / "data", config=config, env={"VOUCHERD_LOG_LEVEL": "DEBUG"})
+    server = ServerProcess(base / "data", config=config, env={"VOUCHERD_LOG_LEVEL": "DEBUG"})
     run = FullRun(keys=set(keys.values()))
     try:
         server.start()
@@ -825,7 +805,7 @@ async def test_a_malformed_request_line_or_header_is_not_logged_with_its_key_or_
     key = f"vd_{secrets.token_urlsafe(24)}"
     config = tmp_path / "voucherd.toml"
     config.write_text(f'[keys.k]\nsha256 = "{hash_key(key)}"\nscopes = ["read"]\n')
-    server = KeyedServer(tmp_path / "data", config=config)
+    server = ServerProcess(tmp_path / "data", config=config)
     code = new_code()
     try:
         server.start()
