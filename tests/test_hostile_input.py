@@ -88,8 +88,14 @@ async def get_json(server: ServerProcess, path: str) -> Any:
         return await response.json()
 
 
-async def assert_serving(server: ServerProcess, list_id: int) -> None:
-    """The process is up and still hands out codes."""
+async def assert_serving(
+    server: ServerProcess, list_id: int, *, distributed: int | None = None
+) -> None:
+    """The process is up and still hands out codes; the list had handed out `distributed`
+    codes before this check's own claim, when given."""
+    if distributed is not None:
+        listing = await get_json(server, f"/v1/lists/{list_id}")
+        assert listing["codes"]["distributed"] == distributed, listing
     assert server.process is not None
     assert server.process.poll() is None
     async with session_to(server) as session:
@@ -165,9 +171,7 @@ async def test_a_json_body_sent_whole_over_the_limit_is_refused_with_413(
     reply = await exchange(server, json_post(f"/v1/lists/{list_id}/claims", body))
     assert reply.status == 413
     assert reply.json()["error"]["code"] == "payload_too_large"
-    listing = await get_json(server, f"/v1/lists/{list_id}")
-    assert listing["codes"]["distributed"] == 0
-    await assert_serving(server, list_id)
+    await assert_serving(server, list_id, distributed=0)
 
 
 async def test_a_json_body_declared_over_the_limit_is_refused_before_it_is_sent(
@@ -224,9 +228,7 @@ async def test_deeply_nested_json_is_refused_with_400_and_nothing_crashes(
         reply = await exchange(server, json_post(path, body))
         assert reply.status == 400
         assert reply.json()["error"]["code"] == "invalid_request"
-    listing = await get_json(server, f"/v1/lists/{list_id}")
-    assert listing["codes"]["distributed"] == 0
-    await assert_serving(server, list_id)
+    await assert_serving(server, list_id, distributed=0)
 
 
 async def test_a_body_labelled_compressed_that_is_not_gets_a_400_and_no_traceback(
@@ -241,9 +243,7 @@ async def test_a_body_labelled_compressed_that_is_not_gets_a_400_and_no_tracebac
             reply = await exchange(server, request_head("POST", path, headers) + body)
             assert reply.status == status, (path, reply.status, reply.body[:200])
             assert "error" in reply.json()
-    listing = await get_json(server, f"/v1/lists/{list_id}")
-    assert listing["codes"]["distributed"] == 0
-    await assert_serving(server, list_id)
+    await assert_serving(server, list_id, distributed=0)
     assert "Traceback" not in server.log(), server.log()
 
 
@@ -292,9 +292,7 @@ async def test_over_long_lines_and_too_many_headers_get_400_and_the_server_stays
         assert reply.json()["error"]["code"] == "invalid_request", (what, reply.body[:200])
         assert b"aaaa" not in reply.body, (what, reply.body)
         assert b"X-H1" not in reply.body, (what, reply.body)
-    listing = await get_json(server, f"/v1/lists/{list_id}")
-    assert listing["codes"]["distributed"] == 0
-    await assert_serving(server, list_id)
+    await assert_serving(server, list_id, distributed=0)
 
 
 async def test_bytes_that_are_not_http_get_a_json_error(server: ServerProcess) -> None:
@@ -428,9 +426,7 @@ async def test_many_slow_clients_hold_only_their_own_connections(
     for _, writer, _ in stalled:
         writer.close()
     await asyncio.sleep(0.2)
-    listing = await get_json(server, f"/v1/lists/{list_id}")
-    assert listing["codes"]["distributed"] == 50
-    await assert_serving(server, list_id)
+    await assert_serving(server, list_id, distributed=50)
 
 
 async def test_a_client_that_goes_away_mid_body_is_not_logged_as_a_server_error(
@@ -518,9 +514,7 @@ async def test_a_json_body_that_stalls_is_refused_with_408(server: ServerProcess
             await writer.wait_closed()
     assert reply.status == 408
     assert json.loads(reply.body)["error"]["code"] == "request_timeout"
-    listing = await get_json(server, f"/v1/lists/{list_id}")
-    assert listing["codes"]["distributed"] == 0
-    await assert_serving(server, list_id)
+    await assert_serving(server, list_id, distributed=0)
 
 
 async def test_an_upload_that_stalls_is_refused_with_408_and_adds_no_code(
@@ -617,9 +611,7 @@ async def test_a_connection_past_max_connections_gets_503_and_changes_nothing(
             break
         await asyncio.sleep(0.05)
     assert 'voucherd_budget_used{budget="connections"} 1.0' in metrics
-    listing = await get_json(server, f"/v1/lists/{list_id}")
-    assert listing["codes"]["distributed"] == 1
-    await assert_serving(server, list_id)
+    await assert_serving(server, list_id, distributed=1)
 
 
 async def once_served(server: ServerProcess, data: bytes) -> RawReply:
