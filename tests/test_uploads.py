@@ -782,6 +782,25 @@ async def test_codes_beyond_the_cap_are_rejected_as_list_full(
     assert (full["accepted"], nonzero(full["errors"])) == (0, {"list_full": 1})
 
 
+async def test_withdrawn_codes_free_their_room_under_the_cap(
+    start_client: ClientFactory, tmp_path: Path
+) -> None:
+    client = await start_client(Settings(data_dir=tmp_path / "d", max_codes_per_list=5))
+    list_id = (await create_list(client))["id"]
+    wrong = await uploaded(client, list_id, codes_csv(make_codes(5, "W")))
+    for user in ("u-1", "u-2"):
+        status, _ = await claim(client, list_id, user)
+        assert status == 201
+    response = await client.delete(f"/v1/lists/{list_id}/uploads/{wrong['id']}")
+    assert (response.status, await response.json()) == (200, {"withdrawn": 3})
+    # The two handed out still count; the three withdrawn left room for three.
+    right = await uploaded(client, list_id, codes_csv(make_codes(4, "R")))
+    assert (right["accepted"], nonzero(right["errors"])) == (3, {"list_full": 1})
+    assert await counts(client, list_id) == {
+        "uploaded": 8, "available": 3, "distributed": 2, "withdrawn": 3
+    }  # fmt: skip
+
+
 async def test_the_cap_holds_across_chunks(start_client: ClientFactory, tmp_path: Path) -> None:
     client = await start_client(
         Settings(data_dir=tmp_path / "d", max_codes_per_list=5000, upload_chunk_codes=10)

@@ -272,8 +272,11 @@ class Uploader:
 
     async def _store(self, parsed: ParsedChunk) -> None:
         size = parsed.good
+        # The codes a list holds count against its cap, available or handed out: withdrawn
+        # ones left it, so withdrawing a wrong upload makes room for the right one.
+        counts = self.actor.info.counts
         room = self.settings.max_codes_per_list - (
-            self.actor.info.counts.uploaded + self.actor.incoming
+            counts.uploaded - counts.withdrawn + self.actor.incoming
         )
         room = max(room, 0)
         first_id = self.actor.ids.take_codes(size)
