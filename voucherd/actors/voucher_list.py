@@ -277,10 +277,14 @@ class ListActor(Actor[Message]):
 
     # -- claims --------------------------------------------------------------------------------
 
-    def claim_ids_of(self, user_id: str) -> list[int]:
-        """The committed claims a user holds on this list."""
+    def claim_keys_of(self, user_id: str) -> list[str]:
+        """The keys a user's claims on this list go by: the user id alone, and one for each
+        idempotency key or campaign reward."""
         suffixes = self._keys_by_user.get(user_id) or ()
-        keys = [user_id, *(f"{user_id}\x1f{suffix}" for suffix in suffixes)]
+        return [user_id, *(f"{user_id}\x1f{suffix}" for suffix in suffixes)]
+
+    def committed_claims(self, keys: Sequence[str]) -> list[int]:
+        """The ids of the committed claims these keys name."""
         held = {key: claim_id for key in keys if (claim_id := self._claims.get(key)) is not None}
         if self._pending or self._slices:  # leave out claims not committed yet
             held = {key: id_ for key, id_ in held.items() if self._in_flight(key, id_) is None}

@@ -27,7 +27,7 @@ from voucherd.persistence.claim_store import find_claims
 from voucherd.persistence.journal import Journal
 from voucherd.server.inputs import json_body, page, path_id, string, strings
 from voucherd.server.keys import BUDGETS, DIRECTORY, JOURNAL, METRICS, SETTINGS
-from voucherd.server.pieces import pieces
+from voucherd.server.pieces import in_one_piece, pieces
 
 
 async def create_claim(request: web.Request) -> web.Response:
@@ -138,7 +138,13 @@ async def user_vouchers(request: web.Request) -> web.Response:
     ids: list[int] = []
     async for actors in pieces(directory):
         for actor in actors:
-            ids += actor.claim_ids_of(user_id)
+            keys = actor.claim_keys_of(user_id)
+            if in_one_piece(keys):
+                ids += actor.committed_claims(keys)
+                continue
+            # A user with very many keyed claims on one list: those too a piece at a time.
+            async for part in pieces(keys):
+                ids += actor.committed_claims(part)
     ids.sort()
     wanted = page(request)
     ids, more = wanted.cut(ids[bisect_right(ids, wanted.after) :])

@@ -25,3 +25,8 @@ async def pieces(items: Iterable[T]) -> AsyncIterator[Sequence[T]]:
         if start:
             await asyncio.sleep(0)
         yield items[start : start + PIECE]
+
+
+def in_one_piece(items: Sequence[object]) -> bool:
+    """Whether these items make a single piece: handled at once, no turn given away."""
+    return len(items) <= PIECE
