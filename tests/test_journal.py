@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import threading
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -165,6 +166,39 @@ async def test_submit_refuses_with_overloaded_when_the_queue_is_full(database: P
     finally:
         await journal.close()
     assert len(notes_on_disk(database)) == 11
+
+
+async def test_a_write_waiting_for_room_goes_before_later_submits(database: Path) -> None:
+    """An upload's chunk waiting for room is not starved by a stream of claims: while it
+    waits, a plain submit finds the queue full even where it would fit."""
+    journal, _ = await open_journal(database, queue_limit=10)
+    started, release = threading.Event(), threading.Event()
+
+    def stuck(db: sqlite3.Connection) -> None:
+        started.set()
+        release.wait(10)
+
+    try:
+        held = journal.submit([Step(stuck)])
+        assert await asyncio.to_thread(started.wait, 10)  # the writer is in it
+        rows = [journal.submit([Rows(NOTE, [(n, "claim")])]) for n in range(9)]  # full: 10
+        waiting = asyncio.ensure_future(
+            journal.submit_waiting([Rows(NOTE, [(100, "chunk")])], records=5)
+        )
+        await asyncio.sleep(0.01)
+        assert not waiting.done()
+        release.set()
+        await held
+        # Nine records left in the queue: room for a claim, but the chunk waits first.
+        assert journal.queued_records == 9
+        with pytest.raises(errors.Overloaded):
+            journal.submit([Rows(NOTE, [(200, "late claim")])])
+        await asyncio.gather(*rows)
+        await (await waiting)
+    finally:
+        await journal.close()
+    assert notes_on_disk(database)[100] == "chunk"
+    assert 200 not in notes_on_disk(database)
 
 
 async def test_close_commits_what_is_queued_before_returning(database: Path) -> None:

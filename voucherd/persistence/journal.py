@@ -144,6 +144,9 @@ class Journal:
         self._queued_records = 0
         # Set each time a group is written, for writers waiting for room in the queue.
         self._room = asyncio.Event()
+        # Writes waiting for room (see submit_waiting): while any waits, plain submits find
+        # the queue full, so a stream of claims cannot keep taking the room it waits for.
+        self._waiting = 0
         self._writer: asyncio.Task[None] | None = None
         self._db: aiosqlite.Connection | None = None
         self._reader: aiosqlite.Connection | None = None
@@ -290,8 +293,13 @@ class Journal:
         """
         if self._closing or self._writer is None:
             raise errors.NotReady("voucherd is shutting down", retry_after=1)
-        if self._queued_records + records > self.queue_limit and self._queued_records:
+        if self._queued_records and (
+            self._queued_records + records > self.queue_limit or self._waiting
+        ):
             raise errors.Overloaded("the journal queue is full; retry shortly", retry_after=1)
+        return self._queue_entry(ops, records)
+
+    def _queue_entry(self, ops: Sequence[Op], records: int) -> asyncio.Future[Any]:
         entry = _Entry(ops, records, any(isinstance(op, Step | Chore) for op in ops))
         self._queued_records += records
         self._queue.put_nowait(entry)
@@ -304,14 +312,21 @@ class Journal:
         """Queue as `submit` does, but wait for room instead of refusing: for writes that must
         not fail because claims are busy, such as an upload's chunks. Bounded all the same:
         each waiter holds one chunk."""
-        while True:
-            try:
-                return self.submit(ops, records)
-            except errors.NotReady:
-                raise
-            except errors.Overloaded:
+        try:
+            return self.submit(ops, records)
+        except errors.Overloaded:
+            pass
+        self._waiting += 1
+        try:
+            while True:
                 self._room.clear()
                 await self._room.wait()
+                if self._closing or self._writer is None:
+                    raise errors.NotReady("voucherd is shutting down", retry_after=1)
+                if not self._queued_records or self._queued_records + records <= self.queue_limit:
+                    return self._queue_entry(ops, records)
+        finally:
+            self._waiting -= 1
 
     async def write_waiting(self, *ops: Op, records: int = 1) -> Any:
         """`write`, waiting for room instead of refusing (see `submit_waiting`)."""
