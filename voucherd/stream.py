@@ -11,7 +11,6 @@ buffer where the pages end:
                                  will bring them)
     live (cursor >= base):       send what the buffer holds; more than `limit` waiting means
                                  the subscriber cannot keep up, and it is told where to resume
-                                 (a commit's events count as at most `limit`)
 """
 
 from __future__ import annotations
@@ -46,8 +45,6 @@ class Subscription:
         # The last event the subscriber was sent: where it resumes.
         self.sent = since
         self.buffer: deque[Event] = deque()
-        # Events in the buffer past `limit` in a commit of their own: not counted as waiting.
-        self._uncounted = 0
         self.lagging = False
         # Set when the stream gives up on the subscriber (it fell behind, or the server is
         # stopping): its sender may be stuck waiting for a socket that does not drain.
@@ -62,18 +59,15 @@ class Subscription:
         if not added:
             return
         self.buffer.extend(added)
-        # A commit's events count as at most `limit`: one batch larger than the limit reaches,
-        # whole, a subscriber that had nothing else waiting.
-        self._uncounted += max(len(added) - self.limit, 0)
-        if len(self.buffer) - self._uncounted > self.limit:
-            if self.cursor < self.base:
-                # Still catching up: these will come from the journal instead.
-                self.base = events[-1].seq
-            else:
+        if len(self.buffer) > self.limit:
+            if self.cursor >= self.base:
                 self.lagging = True
+                self.buffer.clear()
                 self.ended.set()
-            self.buffer.clear()
-            self._uncounted = 0
+            else:
+                # Still catching up: these will come from the journal instead.
+                self.buffer.clear()
+                self.base = events[-1].seq
         self._wake.set()
 
     async def next(self) -> list[Event]:
@@ -91,14 +85,12 @@ class Subscription:
                 buffer = self.buffer
                 while buffer and buffer[0].seq <= self.cursor:
                     buffer.popleft()
-                self._uncounted = min(self._uncounted, len(buffer))
                 if page:
                     return page
                 continue
             if self.buffer:
                 batch = list(self.buffer)
                 self.buffer.clear()
-                self._uncounted = 0
                 self.cursor = batch[-1].seq
                 return batch
             self._wake.clear()

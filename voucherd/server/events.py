@@ -22,6 +22,8 @@ DEFAULT_PAGE = 100
 CLOSE_LAGGING = 4008
 CLOSE_EXPIRED = 4010
 CLOSE_GOING_AWAY = 1001
+# Frames a subscriber is sent before the event loop turns to other work (a few ms of them).
+FRAMES_A_TURN = 200
 # Seconds a subscriber gets to take its close frame.
 CLOSE_TIMEOUT = 10.0
 
@@ -123,10 +125,14 @@ async def _pump(ws: web.WebSocketResponse, subscription: Subscription, *, binary
     opcode = WSMsgType.BINARY if binary else WSMsgType.TEXT
     with contextlib.suppress(ConnectionResetError):
         while not ws.closed:
-            for event in await subscription.next():
+            for sent, event in enumerate(await subscription.next(), 1):
                 # Counted before the send: a frame handed to the socket will arrive.
                 subscription.sent = event.seq
                 await ws.send_frame(event.msgpack() if binary else event.json(), opcode)
+                if sent % FRAMES_A_TURN == 0:
+                    # A socket that keeps draining never makes the send wait: without this,
+                    # thousands of frames would go out in one stretch while claims wait.
+                    await asyncio.sleep(0)
 
 
 async def _read(ws: web.WebSocketResponse) -> None:
