@@ -15,7 +15,7 @@ import logging
 import sqlite3
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Coroutine, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from operator import itemgetter
@@ -513,16 +513,21 @@ class Uploader:
         ops: list[Op] = [Step(drop), Events([failed])]
         # A task of its own, shielded: a cancelled request must still leave its upload
         # recorded as failed, or at least counted for nothing until it is.
-        recording = asyncio.ensure_future(_record_failure(self.journal, self.index, upload.id, ops))
-        _BACKGROUND.add(recording)
-        recording.add_done_callback(_BACKGROUND.discard)
-        await asyncio.shield(recording)
+        await asyncio.shield(_background(_record_failure(self.journal, self.index, upload.id, ops)))
         log.info("upload %d to list %d failed: %s", upload.id, upload.list_id, code)
 
 
 # Failures being recorded; held here so the tasks are not collected.
 _BACKGROUND: set[asyncio.Task[None]] = set()
 RETRY_SECONDS = 2.0
+
+
+def _background(work: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+    """Run `work` as a task held in _BACKGROUND until it ends."""
+    task = asyncio.create_task(work)
+    _BACKGROUND.add(task)
+    task.add_done_callback(_BACKGROUND.discard)
+    return task
 
 
 async def _record_failure(
@@ -537,9 +542,7 @@ async def _record_failure(
     except errors.VoucherdError as exc:
         log.error("upload %d: could not record its failure yet: %s", upload_id, exc.message)
         index.failing.add(upload_id)
-        retry = asyncio.create_task(_record_later(journal, index, upload_id, ops))
-        _BACKGROUND.add(retry)
-        retry.add_done_callback(_BACKGROUND.discard)
+        _background(_record_later(journal, index, upload_id, ops))
         return
     # Left behind, the index's entries of a failed upload would count for nothing in the
     # checks: forgetting them only keeps the index small.

@@ -108,8 +108,8 @@ async def find_lists(request: web.Request) -> web.StreamResponse:
     async for piece in pieces(actor for actor in directory if actor.info.id > after):
         found = matching(piece, partner, wanted, tag)
         if left is not None:
-            more = len(found) > left
-            found, left = found[:left], left - len(found[:left])
+            found, more = found[:left], len(found) > left
+            left -= len(found)
         if found:
             await response.write(separator + wire.array_items([info.view() for info in found]))
             separator = b","

@@ -81,11 +81,9 @@ async def _find_file(request: web.Request) -> tuple[AsyncIterator[bytes], str | 
             break
         if isinstance(part, BodyPartReader):
             await part.release()
-    encodings = (
-        part.headers.get("Content-Transfer-Encoding", "").lower() not in _PLAIN_TRANSFER,
-        part.headers.get("Content-Encoding", "identity").lower() != "identity",
-    )
-    if any(encodings):
+    transfer = part.headers.get("Content-Transfer-Encoding", "").lower()
+    encoding = part.headers.get("Content-Encoding", "identity").lower()
+    if transfer not in _PLAIN_TRANSFER or encoding != "identity":
         # Read as they come, encoded bytes would be taken for codes.
         raise errors.UnsupportedMediaType("send the file part as it is, not encoded")
 
