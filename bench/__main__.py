@@ -70,6 +70,9 @@ def main(argv: list[str]) -> int:
     def run_floor() -> None:
         scenarios.floor_side(fleet, profile, work_dir, notes, floor)
 
+    def run_bare() -> None:
+        scenarios.bare_side(fleet, profile, work_dir, notes, floor)
+
     def run_claims() -> None:
         floor_rps = floor.claims.best.rps if floor.claims else 20_000.0
         scenarios.voucherd_claims(fleet, profile, work_dir, floor_rps, notes, claims)
@@ -134,6 +137,7 @@ def main(argv: list[str]) -> int:
 
     steps.append(("peers: PostgreSQL single and batch claims", run_postgres))
     steps.append(("peers: Redis single claims, appendfsync always and everysec", run_redis))
+    steps.append(("bare design: single claims, group-committed", run_bare))
     why_not = "skipped (--skip-voucherd)" if args.skip_voucherd else voucherd_runs(args.module)
     if why_not:
         notes.append(f"voucherd not run: {why_not}")

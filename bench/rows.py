@@ -57,6 +57,18 @@ def build(
             verdict(None if share is None else share >= TARGET_SHARE_OF_FLOOR),
         )
     )
+    bare = floor.bare.best if floor.bare else None
+    rows.append(
+        Row(
+            "a. single claims",
+            "requests/s, against the bare design: codes in memory, group commit",
+            f"{vd.rps:,.0f}" if vd else MISSING,
+            f"bench/prototype.py c={bare.connections}" if bare else "bench/prototype.py",
+            f"{bare.rps:,.0f}" if bare else MISSING,
+            _ratio(vd.rps if vd else None, bare.rps if bare else None, pct=True)
+            + (f"; bare design {100 * bare.rps / fl.rps:.0f}% of floor" if bare and fl else ""),
+        )
+    )
     for label, attr in (("p50", "p50_ms"), ("p99", "p99_ms")):
         v = getattr(vd, attr) if vd else None
         f = getattr(fl, attr) if fl else None

@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 import uvloop
 
 from bench import client, lists, wrk
-from bench.servers import Fleet, Server, floor_server, voucherd_server
+from bench.servers import Fleet, Server, floor_server, prototype_server, voucherd_server
 
 T = TypeVar("T")
 
@@ -139,6 +139,7 @@ def sweep(
 class FloorFigures:
     server: Server | None = None  # kept running for a second single-claims sweep
     claims: Sweep | None = None
+    bare: Sweep | None = None  # the bare design (bench/prototype.py)
     batch: client.BatchResult | None = None
     upload: client.UploadResult | None = None
 
@@ -157,6 +158,21 @@ def floor_side(
     busy = (floor.cpu() - cpu) / figures.batch.seconds
     notes.append(f"scenario b floor: {cpu_note(figures.batch, busy)}")
     figures.upload = run_async(lists.upload(floor, 1, "U", profile.upload_codes))
+
+
+def bare_side(
+    fleet: Fleet, profile: Profile, log_dir: Path, notes: list[str], figures: FloorFigures
+) -> None:
+    """Single claims on the bare design: the floor's front door, codes popped from memory,
+    claims group-committed to SQLite (bench/prototype.py), on a server of its own."""
+    bare = prototype_server(log_dir, profile.claim_codes)
+    fleet.start(bare, timeout=60)
+    wrk.run(f"{bare.url}/v1/lists/1/claims", profile.connections[0], 2, "bare-warm")
+    figures.bare = sweep(bare, "/v1/lists/1/claims", profile, "bare")
+    notes.append(f"scenario a bare design runs: {figures.bare.describe()}")
+    status, _ = bare.stop()
+    if status != 0:
+        notes.append(f"bare design exited with status {status} on SIGTERM")
 
 
 def floor_claims_again(figures: FloorFigures, profile: Profile, notes: list[str]) -> None:

@@ -153,6 +153,13 @@ def floor_server(log_dir: Path) -> Server:
     return Server("floor", argv, port, log_dir / "floor.log")
 
 
+def prototype_server(log_dir: Path, codes: int) -> Server:
+    port = free_port()
+    argv = [sys.executable, "-m", "bench.prototype", "--host", HOST, "--port", str(port)]
+    argv += ["--data-dir", str(log_dir / "prototype-data"), "--codes", str(codes)]
+    return Server("prototype", argv, port, log_dir / "prototype.log")
+
+
 def voucherd_server(log_dir: Path, data_dir: Path, module: str = "voucherd") -> Server:
     port = free_port()
     argv = [sys.executable, "-m", module, "serve", "--host", HOST, "--port", str(port)]
