@@ -71,14 +71,15 @@ def main(argv: list[str]) -> int:
         scenarios.floor_side(fleet, profile, work_dir, notes, floor)
 
     def run_bare() -> None:
-        scenarios.bare_side(fleet, profile, work_dir, notes, floor)
+        floor_rps = floor.claims.best.rps if floor.claims else 20_000.0
+        scenarios.bare_side(fleet, profile, work_dir, floor_rps, floor)
 
     def run_claims() -> None:
         floor_rps = floor.claims.best.rps if floor.claims else 20_000.0
-        scenarios.voucherd_claims(fleet, profile, work_dir, floor_rps, notes, claims)
+        scenarios.voucherd_claims(fleet, profile, work_dir, floor_rps, claims)
 
-    def run_floor_again() -> None:
-        scenarios.floor_claims_again(floor, profile, notes)
+    def run_in_turn() -> None:
+        scenarios.claims_in_turn(floor, claims, profile, notes)
 
     def run_state() -> None:
         scenarios.voucherd_state(fleet, profile, work_dir, notes, state)
@@ -143,7 +144,8 @@ def main(argv: list[str]) -> int:
         notes.append(f"voucherd not run: {why_not}")
     else:
         steps.append(("voucherd: single claims", run_claims))
-        steps.append(("floor: single claims again, for drift", run_floor_again))
+    steps.append(("floor, bare design and voucherd: single claims in turn", run_in_turn))
+    if not why_not:
         steps.append(("voucherd and floor: open-loop latency at 50/80/95% of max", run_latency))
         steps.append(("voucherd: upload, memory, batch claims, restarts", run_state))
         steps.append(("voucherd: memory at scale, restart holding the codes", run_memory))

@@ -42,6 +42,24 @@ def _reply(value: Any, status: int = 200) -> web.Response:
     return web.Response(body=orjson.dumps(value), status=status, content_type="application/json")
 
 
+def claim_view(
+    claim_id: int, list_id: int, user_id: str, key: str, code: str, now: str
+) -> dict[str, object]:
+    """A claim with the fields voucherd's has, for a list that never expires."""
+    return {
+        "id": claim_id,
+        "list_id": list_id,
+        "user_id": user_id,
+        "idempotency_key": key,
+        "code": code,
+        "claimed_at": now,
+        "expires_at": _FAR_FUTURE,
+        "source": "API",
+        "campaign_id": None,
+        "metadata": {},
+    }
+
+
 class Floor:
     """Handlers that parse and render like voucherd but keep nothing."""
 
@@ -49,18 +67,7 @@ class Floor:
         self._ids = itertools.count(1)
 
     def _claim(self, list_id: int, user_id: str, key: str, now: str) -> dict[str, object]:
-        return {
-            "id": next(self._ids),
-            "list_id": list_id,
-            "user_id": user_id,
-            "idempotency_key": key,
-            "code": _CODE,
-            "claimed_at": now,
-            "expires_at": _FAR_FUTURE,
-            "source": "API",
-            "campaign_id": None,
-            "metadata": {},
-        }
+        return claim_view(next(self._ids), list_id, user_id, key, _CODE, now)
 
     async def claim(self, request: web.Request) -> web.Response:
         list_id = int(request.match_info["list_id"])

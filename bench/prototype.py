@@ -26,7 +26,7 @@ import msgpack
 import uvloop
 from aiohttp import web
 
-from bench.floor import _FAR_FUTURE, _body, _now, _reply
+from bench.floor import _body, _now, _reply, claim_view
 from bench.peer_door import codes
 
 
@@ -65,7 +65,12 @@ class Prototype:
                 self._wakeup = None
             group, self._queued = self._queued, []
             records = msgpack.packb([record for record, _ in group])
-            await self._db.execute("INSERT INTO journal (records) VALUES (?)", (records,))
+            try:
+                await self._db.execute("INSERT INTO journal (records) VALUES (?)", (records,))
+            except Exception as exc:  # a full disk, say: those claims fail, later ones retry
+                for _, done in group:
+                    done.set_exception(exc)
+                continue
             for _, done in group:
                 done.set_result(None)
 
@@ -83,18 +88,8 @@ class Prototype:
         if self._wakeup is not None and not self._wakeup.done():
             self._wakeup.set_result(None)
         await done
-        claim = {
-            "id": claim_id,
-            "list_id": list_id,
-            "user_id": user,
-            "idempotency_key": body.get("idempotency_key", ""),
-            "code": code,
-            "claimed_at": now,
-            "expires_at": _FAR_FUTURE,
-            "source": "API",
-            "campaign_id": None,
-            "metadata": {},
-        }
+        key = body.get("idempotency_key", "")
+        claim = claim_view(claim_id, list_id, user, key, code, now)
         return _reply({"claim": claim}, status=201)
 
     async def ready(self, request: web.Request) -> web.Response:

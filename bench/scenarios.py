@@ -10,7 +10,7 @@ import asyncio
 import time
 import traceback
 from collections.abc import Callable, Coroutine
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -49,6 +49,9 @@ class Profile:
     settle_seconds: float  # longest wait for RSS to settle after the upload
     module: str = "voucherd"  # run as `python -m MODULE serve ...`
     rounds: int = 1  # f and g: each side's wrk runs, alternated, so drift hits both sides
+    # a: runs at the best connection count after each side's sweep, taking turns (floor, bare
+    # design, voucherd), so a fast or slow spell of the machine reaches all three alike
+    claim_rounds: int = 1
     subscribers: int = 10  # g: WebSocket subscribers on /v1/events
     probe_rate: int = 250  # g: claims/s of the open-loop latency probe, for wrk_seconds
     latency_seconds: float = 15.0  # i: each rate's open-loop run; j: the claims alone
@@ -90,6 +93,7 @@ class Profile:
             60.0,
             module,
             rounds=2,
+            claim_rounds=2,
             latency_seconds=10.0,
         )
 
@@ -99,6 +103,10 @@ class Sweep:
     best: wrk.WrkResult
     runs: list[wrk.WrkResult]
     busy: list[float]  # the server core's busy share during each run: under 1 means waiting
+
+    def merged(self, later: Sweep) -> Sweep:
+        runs, busy = self.runs + later.runs, self.busy + later.busy
+        return Sweep(max(runs, key=lambda r: r.rps), runs, busy)
 
     def describe(self) -> str:
         return ", ".join(
@@ -139,6 +147,7 @@ def sweep(
 class FloorFigures:
     server: Server | None = None  # kept running for a second single-claims sweep
     claims: Sweep | None = None
+    bare_server: Server | None = None  # kept running for the rounds after the sweeps
     bare: Sweep | None = None  # the bare design (bench/prototype.py)
     batch: client.BatchResult | None = None
     upload: client.UploadResult | None = None
@@ -161,35 +170,60 @@ def floor_side(
 
 
 def bare_side(
-    fleet: Fleet, profile: Profile, log_dir: Path, notes: list[str], figures: FloorFigures
+    fleet: Fleet,
+    profile: Profile,
+    log_dir: Path,
+    floor_rps: float,
+    figures: FloorFigures,
 ) -> None:
     """Single claims on the bare design: the floor's front door, codes popped from memory,
-    claims group-committed to SQLite (bench/prototype.py), on a server of its own."""
-    bare = prototype_server(log_dir, profile.claim_codes)
+    claims group-committed to SQLite (bench/prototype.py), on a server of its own, kept for
+    the rounds of `claims_in_turn`."""
+    # Enough codes that no run meets an empty deque, whose quick 409s would flatter it.
+    runs = len(profile.connections) + profile.claim_rounds
+    codes = max(profile.claim_codes, int(1.5 * floor_rps * profile.wrk_seconds * runs))
+    bare = figures.bare_server = prototype_server(log_dir, codes)
     fleet.start(bare, timeout=60)
     wrk.run(f"{bare.url}/v1/lists/1/claims", profile.connections[0], 2, "bare-warm")
     figures.bare = sweep(bare, "/v1/lists/1/claims", profile, "bare")
-    notes.append(f"scenario a bare design runs: {figures.bare.describe()}")
-    status, _ = bare.stop()
-    if status != 0:
-        notes.append(f"bare design exited with status {status} on SIGTERM")
 
 
-def floor_claims_again(figures: FloorFigures, profile: Profile, notes: list[str]) -> None:
-    """A second floor sweep after voucherd's, so drift of the machine over the run shows.
-
-    The table keeps the best floor run of both sweeps, as it keeps voucherd's best run.
-    """
-    if figures.server is None or figures.claims is None:
-        return
-    again = sweep(figures.server, "/v1/lists/1/claims", profile, "floor-again")
-    runs = figures.claims.runs + again.runs
-    busy = figures.claims.busy + again.busy
-    figures.claims = Sweep(max(runs, key=lambda r: r.rps), runs, busy)
-    notes.append(f"scenario a floor runs, before and after voucherd's: {figures.claims.describe()}")
-    status, _ = figures.server.stop()
-    if status != 0:
-        notes.append(f"floor exited with status {status} on SIGTERM")
+def claims_in_turn(
+    floor: FloorFigures, claims: ClaimFigures, profile: Profile, notes: list[str]
+) -> None:
+    """Scenario a's last runs: the floor, the bare design and voucherd take turns, each at
+    the connection count of its best run so far, `claim_rounds` times; each keeps its best
+    run of all. Then the three servers stop."""
+    sides = [
+        ("floor", floor.server, "/v1/lists/1/claims", floor.claims, None),
+        ("bare", floor.bare_server, "/v1/lists/1/claims", floor.bare, None),
+        ("vd", claims.server, claims.path, claims.claims, claims.top_up),
+    ]
+    for turn in range(profile.claim_rounds):
+        for label, server, path, done, before_run in sides:
+            if server is None or done is None:
+                continue
+            if before_run is not None:
+                before_run()
+            at_best = replace(profile, connections=(done.best.connections,))
+            later = sweep(server, path, at_best, f"{label}-turn{turn + 1}")
+            if label == "floor":
+                floor.claims = floor.claims.merged(later) if floor.claims else later
+            elif label == "bare":
+                floor.bare = floor.bare.merged(later) if floor.bare else later
+            else:
+                claims.claims = claims.claims.merged(later) if claims.claims else later
+    for name, figures in (("floor", floor.claims), ("bare design", floor.bare)):
+        if figures is not None:
+            notes.append(f"scenario a {name} runs, in order: {figures.describe()}")
+    for server in (floor.server, floor.bare_server):
+        if server is not None:
+            status, _ = server.stop()
+            if status != 0:
+                notes.append(f"{server.name} exited with status {status} on SIGTERM")
+    if claims.server is not None:
+        claims.report(notes)
+        lists.stop(claims.server, "claims server", notes)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -200,6 +234,32 @@ def floor_claims_again(figures: FloorFigures, profile: Profile, notes: list[str]
 class ClaimFigures:
     ready_empty_s: float | None = None
     claims: Sweep | None = None
+    # Kept for the rounds of `claims_in_turn`: the server, its claims route, what tops its
+    # list up before a run, and the list's `distributed` before the first measured run.
+    server: Server | None = None
+    path: str = ""
+    top_up: Callable[[], None] | None = None
+    list_id: int = 0
+    distributed_before: int = 0
+
+    def report(self, notes: list[str]) -> None:
+        """Notes on every measured run, and the list's count of claims against wrk's."""
+        if self.server is None or self.claims is None:
+            return
+        after = run_async(lists.distributed(self.server, self.list_id))
+        made = sum(r.requests - r.non_2xx for r in self.claims.runs)
+        notes.append(
+            f"scenario a: wrk counted {made:,} 2xx claims in the measured runs; the list's "
+            f"`distributed` grew by {after - self.distributed_before:,} (requests cut off at "
+            "a run's end may differ)"
+        )
+        notes.append(f"scenario a voucherd runs, in order: {self.claims.describe()}")
+        for run in self.claims.runs:
+            if run.non_2xx or run.socket_errors:
+                notes.append(
+                    f"scenario a, {run.connections} connections: {run.non_2xx} non-2xx, "
+                    f"{run.socket_errors} socket errors/timeouts (see voucherd log)"
+                )
 
 
 def voucherd_claims(
@@ -207,47 +267,34 @@ def voucherd_claims(
     profile: Profile,
     work_dir: Path,
     floor_rps: float,
-    notes: list[str],
     figures: ClaimFigures,
 ) -> None:
-    """Fills `figures` as it goes, so a failure part-way still leaves what was measured."""
-    server = voucherd_server(work_dir, work_dir / "claims-data", profile.module)
+    """Fills `figures` as it goes, so a failure part-way still leaves what was measured. The
+    server keeps running for the rounds of `claims_in_turn`, which stops it."""
+    server = figures.server = voucherd_server(work_dir, work_dir / "claims-data", profile.module)
     figures.ready_empty_s = fleet.start(server)
-    list_id = run_async(lists.new_list(server, "bench-claims", "claims"))
-    prefixes = iter("ABCDEFGHIJKL")
+    list_id = figures.list_id = run_async(lists.new_list(server, "bench-claims", "claims"))
+    prefixes = iter("ABCDEFGHIJKLMNOP")
     # Enough codes that wrk can never exhaust the list: a 409 list_exhausted would make the
     # figure meaningless. voucherd will not beat the floor by 1.5x, so that bounds a run.
     needed = int(1.5 * floor_rps * profile.wrk_seconds) + 10_000
 
-    def top_up(minimum: int) -> None:
+    def top_up(minimum: int = needed) -> None:
         available = run_async(lists.available(server, list_id))
         while available < minimum:
             prefix = next(prefixes)
             count = max(profile.claim_codes, minimum - available)
             up = run_async(lists.upload(server, list_id, prefix, count))
             if up.accepted != count:
-                notes.append(f"voucherd claims list: upload of {count} accepted {up.accepted}")
+                raise RuntimeError(f"claims list: upload of {count} accepted {up.accepted}")
             available = run_async(lists.available(server, list_id))
 
     top_up(max(needed, profile.claim_codes))
-    path = f"/v1/lists/{list_id}/claims"
-    wrk.run(server.url + path, profile.connections[0], 2, "vd-warm")
-    before = run_async(lists.distributed(server, list_id))
-    figures.claims = sweep(server, path, profile, "vd", before_run=lambda: top_up(needed))
-    after = run_async(lists.distributed(server, list_id))
-    made = sum(r.requests - r.non_2xx for r in figures.claims.runs)
-    notes.append(
-        f"scenario a: wrk counted {made:,} 2xx claims in the measured runs; the list's "
-        f"`distributed` grew by {after - before:,} (requests cut off at a run's end may differ)"
-    )
-    notes.append(f"scenario a voucherd runs: {figures.claims.describe()}")
-    for run in figures.claims.runs:
-        if run.non_2xx or run.socket_errors:
-            notes.append(
-                f"scenario a, {run.connections} connections: {run.non_2xx} non-2xx, "
-                f"{run.socket_errors} socket errors/timeouts (see voucherd log)"
-            )
-    lists.stop(server, "claims server", notes)
+    figures.path = f"/v1/lists/{list_id}/claims"
+    figures.top_up = top_up
+    wrk.run(server.url + figures.path, profile.connections[0], 2, "vd-warm")
+    figures.distributed_before = run_async(lists.distributed(server, list_id))
+    figures.claims = sweep(server, figures.path, profile, "vd", before_run=top_up)
 
 
 # ---------------------------------------------------------------------------------------------
