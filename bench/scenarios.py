@@ -145,7 +145,7 @@ def sweep(
 
 @dataclass
 class FloorFigures:
-    server: Server | None = None  # kept running for a second single-claims sweep
+    server: Server | None = None  # kept running for the rounds of `claims_in_turn`
     claims: Sweep | None = None
     bare_server: Server | None = None  # kept running for the rounds after the sweeps
     bare: Sweep | None = None  # the bare design (bench/prototype.py)
