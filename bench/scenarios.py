@@ -143,6 +143,10 @@ def sweep(
 # The floor: scenarios a, b and c against the no-op server.
 
 
+# The claims route of the floor and the bare design, which serve one list of any id.
+_FLOOR_CLAIMS = "/v1/lists/1/claims"
+
+
 @dataclass
 class FloorFigures:
     server: Server | None = None  # kept running for the rounds of `claims_in_turn`
@@ -159,8 +163,8 @@ def floor_side(
     """Fills `figures` as it goes, so a failure part-way still leaves what was measured."""
     floor = figures.server = floor_server(log_dir)
     fleet.start(floor, timeout=30)
-    wrk.run(f"{floor.url}/v1/lists/1/claims", profile.connections[0], 2, "floor-warm")
-    figures.claims = sweep(floor, "/v1/lists/1/claims", profile, "floor")
+    wrk.run(floor.url + _FLOOR_CLAIMS, profile.connections[0], 2, "floor-warm")
+    figures.claims = sweep(floor, _FLOOR_CLAIMS, profile, "floor")
 
     cpu = floor.cpu()
     figures.batch = run_async(_batch(floor, 1, "fb-", profile))
@@ -184,8 +188,8 @@ def bare_side(
     codes = max(profile.claim_codes, int(1.5 * floor_rps * profile.wrk_seconds * runs))
     bare = figures.bare_server = prototype_server(log_dir, codes)
     fleet.start(bare, timeout=60)
-    wrk.run(f"{bare.url}/v1/lists/1/claims", profile.connections[0], 2, "bare-warm")
-    figures.bare = sweep(bare, "/v1/lists/1/claims", profile, "bare")
+    wrk.run(bare.url + _FLOOR_CLAIMS, profile.connections[0], 2, "bare-warm")
+    figures.bare = sweep(bare, _FLOOR_CLAIMS, profile, "bare")
 
 
 def claims_in_turn(
@@ -194,25 +198,12 @@ def claims_in_turn(
     """Scenario a's last runs: the floor, the bare design and voucherd take turns, each at
     the connection count of its best run so far, `claim_rounds` times; each keeps its best
     run of all. Then the three servers stop."""
-    sides = [
-        ("floor", floor.server, "/v1/lists/1/claims", floor.claims, None),
-        ("bare", floor.bare_server, "/v1/lists/1/claims", floor.bare, None),
-        ("vd", claims.server, claims.path, claims.claims, claims.top_up),
-    ]
-    for turn in range(profile.claim_rounds):
-        for label, server, path, done, before_run in sides:
-            if server is None or done is None:
-                continue
-            if before_run is not None:
-                before_run()
-            at_best = replace(profile, connections=(done.best.connections,))
-            later = sweep(server, path, at_best, f"{label}-turn{turn + 1}")
-            if label == "floor":
-                floor.claims = floor.claims.merged(later) if floor.claims else later
-            elif label == "bare":
-                floor.bare = floor.bare.merged(later) if floor.bare else later
-            else:
-                claims.claims = claims.claims.merged(later) if claims.claims else later
+    for turn in range(1, profile.claim_rounds + 1):
+        floor.claims = _again(floor.server, _FLOOR_CLAIMS, floor.claims, profile, f"floor-{turn}")
+        floor.bare = _again(floor.bare_server, _FLOOR_CLAIMS, floor.bare, profile, f"bare-{turn}")
+        if claims.top_up is not None:
+            claims.top_up()
+        claims.claims = _again(claims.server, claims.path, claims.claims, profile, f"vd-{turn}")
     for name, figures in (("floor", floor.claims), ("bare design", floor.bare)):
         if figures is not None:
             notes.append(f"scenario a {name} runs, in order: {figures.describe()}")
@@ -224,6 +215,16 @@ def claims_in_turn(
     if claims.server is not None:
         claims.report(notes)
         lists.stop(claims.server, "claims server", notes)
+
+
+def _again(
+    server: Server | None, path: str, done: Sweep | None, profile: Profile, label: str
+) -> Sweep | None:
+    """One more run at the connection count of the best run so far, added to the sweep."""
+    if server is None or done is None:
+        return done
+    at_best = replace(profile, connections=(done.best.connections,))
+    return done.merged(sweep(server, path, at_best, label))
 
 
 # ---------------------------------------------------------------------------------------------
