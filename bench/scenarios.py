@@ -207,6 +207,9 @@ def claims_in_turn(
     for name, figures in (("floor", floor.claims), ("bare design", floor.bare)):
         if figures is not None:
             notes.append(f"scenario a {name} runs, in order: {figures.describe()}")
+            failed = sum(run.non_2xx + run.socket_errors for run in figures.runs)
+            if failed:
+                notes.append(f"scenario a {name}: {failed} non-2xx or socket errors in all")
     for server in (floor.server, floor.bare_server):
         if server is not None:
             status, _ = server.stop()
