@@ -348,15 +348,20 @@ async def test_an_upload_ending_while_claims_fill_the_journal_queue_completes(
     upload = await half_sent(client, list_id, make_codes(500, prefix="U"))
     async with wide_session(client) as session:
         async with write_lock(settings.database):
-            claims = [asyncio.ensure_future(claim(session, other, f"u-{n}")) for n in range(100)]
-            await until(lambda: journal.queued_records >= 32, "the queue full of claims")
+            # One claim at a time, so that each is a record of its own and the queue fills
+            # to its very last place: claims sent at once come in turns of any size, and a
+            # turn larger than the room left is refused whole, leaving the queue short.
+            claims: list[asyncio.Future[Reply]] = []
+            while len(claims) < 32:
+                claims.append(asyncio.ensure_future(claim(session, other, f"u-{len(claims)}")))
+                await until(lambda: journal.queued_records == len(claims), "the claim queued")
             upload.end.set()
             await asyncio.sleep(0.2)  # the upload's end meets the full queue
         response = await upload.reply
         assert response.status == 201, await response.text()
         reply = await response.json()
         assert (reply["status"], reply["accepted"]) == ("completed", 500), reply
-        await asyncio.gather(*claims)
+        assert [reply.status for reply in await asyncio.gather(*claims)] == [201] * 32
     listing = await get_list(client, list_id)
     assert listing["codes"]["uploaded"] == 500
     assert_balanced(listing)
