@@ -96,13 +96,20 @@ async def write_lock(database: Path) -> AsyncIterator[sqlite3.Connection]:
         conn.close()
 
 
-async def until(condition: Callable[[], bool], what: str, within: float = 4.0) -> None:
-    """Wait for a condition on the server's state. `within` stays under SQLite's 5 s busy
-    timeout: only a server that never got there would reach it."""
+async def until(
+    condition: Callable[[], bool | Awaitable[bool]], what: str, within: float = 4.0
+) -> None:
+    """Wait for a condition on the server's state, or on what its API answers. `within` stays
+    under SQLite's 5 s busy timeout: only a server that never got there would reach it."""
     deadline = time.monotonic() + within
-    while not condition():
+    while not await _holds(condition):
         assert time.monotonic() < deadline, f"never happened: {what}"
         await asyncio.sleep(0.005)
+
+
+async def _holds(condition: Callable[[], bool | Awaitable[bool]]) -> bool:
+    held = condition()
+    return await held if isinstance(held, Awaitable) else held
 
 
 async def test_a_full_journal_queue_refuses_claims_at_once_while_the_writer_is_stuck(
@@ -328,10 +335,15 @@ async def half_sent(client: Client, list_id: int, codes: list[str]) -> HalfSent:
             f"/v1/lists/{list_id}/uploads", data=body(), headers={"Content-Type": "text/csv"}
         )
     )
-    actor, journal = client.app[DIRECTORY].actor(list_id), client.app[JOURNAL]
-    await until(
-        lambda: actor.incoming == len(codes) and not journal.queued_records, "the chunk stored"
-    )
+    journal = client.app[JOURNAL]
+
+    async def stored() -> bool:
+        # The upload's progress is written with its chunk; the queue empties right after.
+        uploads = (await call(client, "GET", f"/v1/lists/{list_id}/uploads"))[1]["uploads"]
+        accepted = bool(uploads) and uploads[0]["accepted"] == len(codes)
+        return accepted and not journal.queued_records
+
+    await until(stored, "the chunk stored")
     return HalfSent(reply, end)
 
 
@@ -340,7 +352,7 @@ async def test_an_upload_ending_while_claims_fill_the_journal_queue_completes(
 ) -> None:
     """The upload's last write waits for room, as its chunks do, rather than failing it with a
     503 that would send the client back with a file whose codes still count as taken."""
-    settings = Settings(data_dir=tmp_path / "data", journal_queue_size=32, upload_chunk_codes=500)
+    settings = Settings(data_dir=tmp_path / "data", journal_queue_size=4, upload_chunk_codes=500)
     client = await start_client(settings)
     other = await list_with_codes(client, make_codes(200, prefix="O"))
     list_id = (await create_list(client, tag="upload"))["id"]
@@ -350,9 +362,10 @@ async def test_an_upload_ending_while_claims_fill_the_journal_queue_completes(
         async with write_lock(settings.database):
             # One claim at a time, so that each is a record of its own and the queue fills
             # to its very last place: claims sent at once come in turns of any size, and a
-            # turn larger than the room left is refused whole, leaving the queue short.
+            # turn larger than the room left is refused whole, leaving the queue short. A
+            # short queue fills well within the writer's 5 s wait for the lock.
             claims: list[asyncio.Future[Reply]] = []
-            while len(claims) < 32:
+            while len(claims) < settings.journal_queue_size:
                 claims.append(asyncio.ensure_future(claim(session, other, f"u-{len(claims)}")))
                 await until(lambda: journal.queued_records == len(claims), "the claim queued")
             upload.end.set()
@@ -361,7 +374,7 @@ async def test_an_upload_ending_while_claims_fill_the_journal_queue_completes(
         assert response.status == 201, await response.text()
         reply = await response.json()
         assert (reply["status"], reply["accepted"]) == ("completed", 500), reply
-        assert [reply.status for reply in await asyncio.gather(*claims)] == [201] * 32
+        assert [reply.status for reply in await asyncio.gather(*claims)] == [201] * len(claims)
     listing = await get_list(client, list_id)
     assert listing["codes"]["uploaded"] == 500
     assert_balanced(listing)
