@@ -22,7 +22,7 @@ import uvloop
 from aiohttp import web
 
 # The floor's own body parsing and clock, so both doors read requests and date claims alike.
-from bench.floor import _FAR_FUTURE, _body, _now
+from bench.floor import _FAR_FUTURE, _body, _now, ready
 
 # A claim as stored: (user_id, id, code, claimed_at); claimed_at is the store's time when it
 # keeps one (rendered by orjson as the floor renders its own), else the door's clock.
@@ -115,9 +115,6 @@ class Door:
     async def settings(self, request: web.Request) -> web.Response:
         return _reply(await self.store.settings(int(request.match_info["list_id"])))
 
-    async def ready(self, request: web.Request) -> web.Response:
-        return _reply({"status": "ready"})
-
 
 def make_app(store: Store) -> web.Application:
     door = Door(store)
@@ -127,7 +124,7 @@ def make_app(store: Store) -> web.Application:
     app.router.add_post("/bench/lists/{list_id}/codes", door.load)
     app.router.add_get("/bench/lists/{list_id}", door.counts)
     app.router.add_get("/bench/lists/{list_id}/settings", door.settings)
-    app.router.add_get("/readyz", door.ready)
+    app.router.add_get("/readyz", ready)
 
     async def lifetime(app: web.Application) -> Any:
         await store.open()  # /readyz answers only once the store is reachable

@@ -26,7 +26,7 @@ import msgpack
 import uvloop
 from aiohttp import web
 
-from bench.floor import _body, _now, _reply, claim_view
+from bench.floor import _body, _now, _reply, claim_view, ready
 from bench.peer_door import codes
 
 
@@ -92,9 +92,6 @@ class Prototype:
         claim = claim_view(claim_id, list_id, user, key, code, now)
         return _reply({"claim": claim}, status=201)
 
-    async def ready(self, request: web.Request) -> web.Response:
-        return _reply({"status": "ready"})
-
 
 def make_app(path: Path, count: int) -> web.Application:
     prototype = Prototype(path, count)
@@ -102,7 +99,7 @@ def make_app(path: Path, count: int) -> web.Application:
     app.on_startup.append(prototype.open)
     app.on_cleanup.append(prototype.close)
     app.router.add_post("/v1/lists/{list_id}/claims", prototype.claim)
-    app.router.add_get("/readyz", prototype.ready)
+    app.router.add_get("/readyz", ready)
     return app
 
 
